@@ -1,0 +1,263 @@
+"""Command-line interface: parses, validates, prints. No logic of its own; heavy modules load lazily."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+
+console = Console(stderr=True)
+out = Console()
+
+app = typer.Typer(
+    name="anoncli",
+    help="Batch face anonymization for face datasets: detect, align, de-identify, blend; "
+         "with a manifest of what was done and resumable runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+weights_app = typer.Typer(help="The registry of pretrained files: list, verify, fetch, import.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _version(value: bool):
+    if value:
+        out.print(f"anoncli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")):
+    pass
+
+
+def parse_method_flags(args: list[str]) -> dict[str, str]:
+    """``--name value``, ``--name=value``, ``--flag`` / ``--no-flag`` -> {name: raw value}."""
+    params: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if not tok.startswith("--") or tok == "--":
+            raise ValueError(f"unexpected argument {tok!r}")
+        name, eq, value = tok[2:].partition("=")
+        key = name.replace("-", "_")
+        if eq:
+            params[key] = value
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            params[key] = args[i + 1]
+            i += 1
+        elif key.startswith("no_"):
+            params[key[3:]] = "false"
+        else:
+            params[key] = "true"
+        i += 1
+    return params
+
+
+def _method_epilog() -> str:
+    from .methods import available_methods
+
+    lines = ["[bold]Method flags[/] (after --method NAME; `anoncli methods` explains each):\n"]
+    for spec in available_methods():
+        flags = ", ".join(f"{p.flag} ({p.default})" for p in spec.params)
+        lines.append(f"  [cyan]{spec.name}[/]: {flags}\n")
+    return "\n".join(lines)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=_method_epilog(),
+)
+def anonymize(
+    ctx: typer.Context,
+    input_dir: Path = typer.Argument(..., help="Folder of images, searched recursively (jpg, jpeg, png, webp, bmp, tif)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder; mirrors the input tree. Default: a sibling INPUT-anon."),
+    method: str = typer.Option("blur", "--method", "-m", help="Anonymization method; see `anoncli methods`."),
+    detector: str = typer.Option("retinaface-onnx", "--detector", help="Face detector: retinaface-onnx (bundled, offline) or retinaface-facexlib (needs `anoncli weights`)."),
+    threshold: float = typer.Option(0.5, "--thresh", "--threshold", min=0.0, max=1.0, help="Detection score threshold; lower finds more faces (and more false ones)."),
+    detect_size: int = typer.Option(640, "--detect-size", min=0, help="Longer image side the detector sees, in pixels (images are never enlarged; 0 = full size)."),
+    min_face: float = typer.Option(0.0, "--min-face", min=0.0, help="Ignore detections whose shorter box side is below this many pixels (they are listed in the manifest notes)."),
+    no_face: str = typer.Option("keep", "--no-face", help="Images with no face: keep (write with metadata stripped), skip (write nothing), fail (count as an error)."),
+    keep_metadata: bool = typer.Option(False, "--keep-metadata", help="Keep colour profiles and non-identifying EXIF; GPS, maker notes, serials and the thumbnail are always removed."),
+    max_pixels: int = typer.Option(178_956_970, "--max-pixels", min=1, help="Refuse images with more pixels than this (decompression bombs)."),
+    workers: int = typer.Option(0, "--workers", "-j", min=0, help="Worker processes; 0 = one per CPU core."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per detector batch (and per unit of work)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run with a different configuration in the same output folder."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look for weight files here first."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Anonymize every face in a folder of images.
+
+    Re-running the same command resumes an interrupted run; the output folder gets the
+    anonymized images, manifest.csv (one row per input) and run.json (the run record).
+    """
+    from .config import NO_FACE_POLICIES, RunConfig
+    from .faces.detectors import DETECTORS
+    from .methods import get_method_spec
+    from .run import RunError, default_output, run_anonymize
+    from .weights import WeightsMissing, locate, missing_message, REGISTRY
+
+    if no_face not in NO_FACE_POLICIES:
+        fail(f"--no-face must be one of {', '.join(NO_FACE_POLICIES)}")
+    if detector not in DETECTORS:
+        fail(f"unknown detector {detector!r}; available: {', '.join(DETECTORS)}")
+    try:
+        spec = get_method_spec(method)
+        params = spec.resolve_params(parse_method_flags(list(ctx.args)))
+    except (KeyError, ValueError) as e:
+        fail(str(e.args[0]) if e.args else str(e))
+    for name in (DETECTORS[detector].weights, *spec.weights):
+        found, bad = locate(name, weights_dir)
+        if found is None:
+            fail(missing_message(REGISTRY[name], bad), code=3)
+    config = RunConfig(method=spec.name, params=params, detector=detector,
+                       detector_weights_sha256=REGISTRY[DETECTORS[detector].weights].sha256,
+                       threshold=threshold, detect_size=detect_size, min_face=min_face, no_face=no_face,
+                       keep_metadata=keep_metadata, max_pixels=max_pixels)
+    output = output or default_output(input_dir)
+    n_workers = workers or (os.cpu_count() or 1)
+    try:
+        summary = run_anonymize(input_dir, output, config, workers=n_workers, batch_size=batch_size,
+                                overwrite=overwrite, weights_dir=str(weights_dir) if weights_dir else None,
+                                progress=not quiet, log=lambda m: console.print(m))
+    except RunError as e:
+        fail(str(e))
+    except WeightsMissing as e:
+        fail(str(e), code=3)
+    _print_summary(summary)
+    raise typer.Exit(summary.exit_code)
+
+
+def _print_summary(s) -> None:
+    c = s.counts
+    total = c["ok"] + c["no_face"] + c["error"]
+    out.print(f"[bold]{total}[/] images: [green]{c['ok']} anonymized[/] ({s.faces} faces), "
+              f"[yellow]{c['no_face']} with no face found[/], [red]{c['error']} failed[/]"
+              + (f", {s.resumed} already done earlier" if s.resumed else "")
+              + f" in {s.seconds:.1f}s")
+    if c["no_face"]:
+        out.print("[yellow]note:[/] images with no face found are listed in the manifest (status no_face); check them by eye.")
+    for rel, reason in s.failed[:20]:
+        out.print(f"  [red]failed[/] {rel}: {reason}")
+    if len(s.failed) > 20:
+        out.print(f"  ... and {len(s.failed) - 20} more (see manifest.csv)")
+    for d in s.skipped_dirs:
+        out.print(f"  [yellow]skipped folder[/] {d}")
+    if s.stopped:
+        out.print(f"[bold red]stopped:[/] {s.stopped}")
+    out.print(f"output: {s.output}  (manifest.csv, run.json)")
+
+
+@app.command()
+def methods(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """List every method with its parameters, defaults, source, reversibility, guarantee and weights."""
+    import json
+
+    from .methods import available_methods
+    from .weights import locate
+
+    specs = available_methods()
+    if as_json:
+        data = [{"name": s.name, "summary": s.summary, "citation": s.citation, "reversible": s.reversible,
+                 "formal_guarantee": s.formal_guarantee, "deterministic": s.deterministic,
+                 "weights": {w: locate(w)[0] is not None for w in s.weights},
+                 "params": [{"flag": p.flag, "type": p.type.__name__, "default": p.default, "help": p.help,
+                             "choices": p.choices, "min": p.minimum, "max": p.maximum} for p in s.params]} for s in specs]
+        out.print_json(json.dumps(data))
+        return
+    for s in specs:
+        table = Table(title=f"[bold]{s.name}[/] — {s.summary}", title_justify="left", show_lines=False)
+        table.add_column("flag", style="cyan")
+        table.add_column("default")
+        table.add_column("meaning")
+        for p in s.params:
+            extra = f" One of: {', '.join(p.choices)}." if p.choices else ""
+            table.add_row(p.flag, str(p.default), p.help + extra)
+        out.print(table)
+        weights = ", ".join(f"{w} ({'present' if locate(w)[0] else 'missing'})" for w in s.weights) or "none"
+        out.print(f"  source: {s.citation}\n  reversible: {'yes' if s.reversible else 'no'}; "
+                  f"formal guarantee: {s.formal_guarantee or 'none'}; deterministic: {'yes' if s.deterministic else 'no'}; "
+                  f"weights: {weights}\n")
+
+
+@weights_app.command("list")
+def weights_list(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look here first.")):
+    """Every pretrained file the project knows, with licence, source and whether it is present."""
+    from .weights import REGISTRY, locate
+
+    table = Table()
+    for col in ("name", "file", "status", "licence", "official copy"):
+        table.add_column(col)
+    for e in REGISTRY.values():
+        found, bad = locate(e.name, weights_dir)
+        status = f"[green]present[/] {found.source}" if found else ("[red]corrupt[/]" if bad else "[yellow]missing[/]")
+        table.add_row(e.name, e.filename, status, e.licence, e.url)
+    out.print(table)
+    out.print("sha256 of each entry: `anoncli weights verify`. Search order: --weights-dir, $ANONCLI_WEIGHTS, "
+              "the project's weights/, the user cache, then files bundled in installed packages.")
+
+
+@weights_app.command("verify")
+def weights_verify(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look here first.")):
+    """Check the sha256 of every weights file found; exit 1 if any is corrupt."""
+    from .weights import REGISTRY, locate
+
+    corrupt = False
+    for e in REGISTRY.values():
+        found, bad = locate(e.name, weights_dir)
+        for b in bad:
+            corrupt = True
+            out.print(f"[red]corrupt[/] {e.name}: {b}")
+        out.print(f"{'[green]ok[/]' if found else '[yellow]missing[/]'} {e.name} sha256 {e.sha256}"
+                  + (f" at {found.source}" if found else ""))
+    raise typer.Exit(1 if corrupt else 0)
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: str = typer.Argument(..., help="Registry name (see `anoncli weights list`).")):
+    """Download a file from its official URL into the user cache, checking its sha256."""
+    from .weights import REGISTRY, WeightsMissing, fetch
+
+    if name not in REGISTRY:
+        fail(f"no weights named {name!r}; known: {', '.join(REGISTRY)}")
+    try:
+        path = fetch(name)
+    except WeightsMissing as e:
+        fail(str(e), code=3)
+    out.print(f"[green]fetched[/] {name} -> {path}")
+
+
+@weights_app.command("import")
+def weights_import(source: Path = typer.Argument(..., help="Folder holding weight files (names may differ; matched by sha256)."),
+                   dest: Optional[Path] = typer.Option(None, "--dest", help="Install here instead of the user cache.")):
+    """Copy every file in SOURCE whose sha256 matches a registry entry into the weights cache."""
+    from .weights import import_dir, user_cache_dir
+
+    if not source.is_dir():
+        fail(f"{source} is not a folder")
+    done = import_dir(source, dest)
+    for name, path in done:
+        out.print(f"[green]imported[/] {name} -> {path}")
+    if not done:
+        out.print(f"no file in {source} matches a registry entry")
+    else:
+        out.print(f"({len(done)} file(s); cache: {dest or user_cache_dir()})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

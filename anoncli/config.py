@@ -1,0 +1,39 @@
+"""The run configuration and its hash: what decides the output bytes, nothing else."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from . import __version__
+
+NO_FACE_POLICIES = ("keep", "skip", "fail")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str
+    params: dict = field(default_factory=dict)
+    detector: str = "retinaface-onnx"
+    detector_weights_sha256: str = ""
+    threshold: float = 0.5
+    detect_size: int = 640
+    nms_iou: float = 0.4
+    min_face: float = 0.0
+    no_face: str = "keep"
+    keep_metadata: bool = False
+    max_pixels: int = 178_956_970
+    tool_version: str = __version__
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def differences(self, other: dict) -> list[str]:
+        mine = self.to_dict()
+        keys = sorted(set(mine) | set(other))
+        return [f"{k}: {other.get(k)!r} -> {mine.get(k)!r}" for k in keys if mine.get(k) != other.get(k)]

@@ -1,0 +1,1 @@
+"""Face stage: detection, alignment to a template, blending back into the frame."""

@@ -1,0 +1,1 @@
+"""Dataset discovery, image decode/encode, atomic files, journal and manifest."""

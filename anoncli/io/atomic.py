@@ -1,0 +1,55 @@
+"""Durable, atomic file writes: temp file in the same folder, fsync, rename, fsync the folder."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+TEMP_MARK = ".anoncli-tmp-"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file, or all of the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def remove_stale_temps(root: Path) -> int:
+    """Delete temp files a killed run left behind; returns how many."""
+    n = 0
+    if not root.exists():
+        return 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if TEMP_MARK in name:
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+                except OSError:
+                    pass
+    return n

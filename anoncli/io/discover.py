@@ -1,0 +1,88 @@
+"""Recursive discovery of image files; problems become items with a reason, never exceptions."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import TEMP_MARK
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+STATE_DIR = ".anoncli"
+
+
+@dataclass
+class Item:
+    rel: str          # posix path relative to the input root
+    path: Path
+    problem: str | None = None
+
+
+@dataclass
+class Discovery:
+    items: list[Item]
+    skipped_dirs: list[str]
+
+
+def discover(root: Path) -> Discovery:
+    """Every image file under ``root`` (extensions case-insensitive), sorted by relative path.
+
+    Symlinked folders are followed once; a folder reached again through a link (a loop)
+    is skipped and reported in ``skipped_dirs``.
+    """
+    root = Path(root)
+    items: list[Item] = []
+    skipped: list[str] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    st = os.stat(root)
+    seen_dirs.add((st.st_dev, st.st_ino))
+
+    def on_error(err: OSError) -> None:
+        rel = os.path.relpath(err.filename, root) if err.filename else "?"
+        skipped.append(f"{Path(rel).as_posix()}: {err.strerror or err}")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
+        keep = []
+        for d in sorted(dirnames):
+            full = os.path.join(dirpath, d)
+            if d == STATE_DIR:
+                continue
+            try:
+                s = os.stat(full)
+            except OSError as e:
+                on_error(OSError(e.errno, e.strerror, full))
+                continue
+            key = (s.st_dev, s.st_ino)
+            if key in seen_dirs:
+                skipped.append(f"{Path(os.path.relpath(full, root)).as_posix()}: symlink loop or folder already visited")
+                continue
+            seen_dirs.add(key)
+            keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            if TEMP_MARK in name or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            problem = None
+            try:
+                if not stat.S_ISREG(os.stat(full).st_mode):
+                    problem = "not a regular file"
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    problem = "symlink loop"
+                elif full.is_symlink():
+                    problem = "broken symlink"
+                else:
+                    problem = f"cannot stat: {e.strerror}"
+            items.append(Item(rel, full, problem))
+    items.sort(key=lambda it: it.rel)
+    return Discovery(items, skipped)
+
+
+def paths_overlap(a: Path, b: Path) -> bool:
+    """True if one folder is the other or inside it (after resolving links)."""
+    ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
+    return ra == rb or ra in rb.parents or rb in ra.parents

