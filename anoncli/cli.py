@@ -11,8 +11,8 @@ from rich.table import Table
 
 from . import __version__
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 app = typer.Typer(
     name="anoncli",
@@ -85,7 +85,7 @@ def anonymize(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder; mirrors the input tree. Default: a sibling INPUT-anon."),
     method: str = typer.Option("blur", "--method", "-m", help="Anonymization method; see `anoncli methods`."),
     detector: str = typer.Option("retinaface-onnx", "--detector", help="Face detector: retinaface-onnx (bundled, offline) or retinaface-facexlib (needs `anoncli weights`)."),
-    threshold: float = typer.Option(0.5, "--thresh", "--threshold", min=0.0, max=1.0, help="Detection score threshold; lower finds more faces (and more false ones)."),
+    threshold: float = typer.Option(0.3, "--thresh", "--threshold", min=0.0, max=1.0, help="Detection score threshold; lower finds more faces (and more false ones). Recall first: a missed face is a privacy leak."),
     detect_size: int = typer.Option(640, "--detect-size", min=0, help="Longer image side the detector sees, in pixels (images are never enlarged; 0 = full size)."),
     min_face: float = typer.Option(0.0, "--min-face", min=0.0, help="Ignore detections whose shorter box side is below this many pixels (they are listed in the manifest notes)."),
     no_face: str = typer.Option("keep", "--no-face", help="Images with no face: keep (write with metadata stripped), skip (write nothing), fail (count as an error)."),

@@ -16,7 +16,7 @@ class RunConfig:
     params: dict = field(default_factory=dict)
     detector: str = "retinaface-onnx"
     detector_weights_sha256: str = ""
-    threshold: float = 0.5
+    threshold: float = 0.3
     detect_size: int = 640
     nms_iou: float = 0.4
     min_face: float = 0.0

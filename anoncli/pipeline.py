@@ -20,6 +20,18 @@ class DiskFull(RuntimeError):
     pass
 
 
+class WorkerStartError(RuntimeError):
+    """The detector or method could not be loaded (missing weights, bad install)."""
+
+
+def start_worker(config: RunConfig, weights_dir: str | None, threads: int) -> "Worker":
+    try:
+        return Worker(config, weights_dir, threads)
+    except Exception as e:
+        raise WorkerStartError(f"could not load detector {config.detector!r} and method {config.method!r}: "
+                               f"{type(e).__name__}: {e}") from None
+
+
 class Worker:
     """Holds the loaded detector and method for one process."""
 
@@ -54,6 +66,8 @@ class Worker:
                 rec["reason"] = str(e)
             except OSError as e:
                 rec["reason"] = f"cannot read file: {e.strerror or e}"
+            except Exception as e:  # one bad image must not stop the run
+                _internal_error(rec, "decoding", e)
             else:
                 rec["notes"] = list(img.notes)
                 rec["timings"]["decode"] = time.perf_counter() - t0
@@ -62,20 +76,37 @@ class Worker:
 
         if loaded:
             t0 = time.perf_counter()
-            all_dets = self.detector.detect([rgb8(img.pixels, img.mode) for _, img, _ in loaded])
+            all_dets = self._detect(loaded)
             per_image = (time.perf_counter() - t0) / len(loaded)
             for (rec, img, dst), dets in zip(loaded, all_dets):
+                if dets is None:
+                    continue
                 rec["timings"]["detect"] = per_image
                 try:
                     self._finish(rec, img, Path(dst), dets)
                 except DiskFull:
                     raise
                 except Exception as e:  # one bad image must not stop the run
-                    rec["status"], rec["reason"] = "error", f"internal error: {type(e).__name__}: {e}"
-                    rec["traceback"] = traceback.format_exc(limit=5)
+                    _internal_error(rec, "anonymizing", e)
         for rec in records:
             rec["timings"] = {k: round(v, 5) for k, v in rec["timings"].items()}
         return records
+
+    def _detect(self, loaded: list) -> list:
+        """Detections per loaded image (None where detection failed: that record says why).
+
+        The batch is detected at once; if that fails, image by image, so only the culprit fails."""
+        try:
+            return self.detector.detect([rgb8(img.pixels, img.mode) for _, img, _ in loaded])
+        except Exception:
+            return [self._detect_one(rec, img) for rec, img, _ in loaded]
+
+    def _detect_one(self, rec: dict, img):
+        try:
+            return self.detector.detect([rgb8(img.pixels, img.mode)])[0]
+        except Exception as e:
+            _internal_error(rec, "face detection", e)
+            return None
 
     def _finish(self, rec: dict, img, dst: Path, dets) -> None:
         small = [d for d in dets if d.size < self.config.min_face]
@@ -109,17 +140,29 @@ class Worker:
         rec["output"] = rec["input"]
 
 
+def _internal_error(rec: dict, stage: str, e: Exception) -> None:
+    """Record an unexpected failure of one image (the traceback goes to the journal, not the user)."""
+    rec["status"], rec["reason"] = "error", f"internal error in {stage}: {type(e).__name__}: {e}"
+    rec["traceback"] = traceback.format_exc(limit=5)
+
+
 _WORKER: Worker | None = None
+_START_ERROR: str = ""
 
 
 def init_worker(config_dict: dict, weights_dir: str | None, threads: int) -> None:
-    global _WORKER
+    """Pool initializer; a failure is kept and reported by the first task, not printed as a traceback."""
+    global _WORKER, _START_ERROR
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    _WORKER = Worker(RunConfig(**config_dict), weights_dir, threads)
+    try:
+        _WORKER = start_worker(RunConfig(**config_dict), weights_dir, threads)
+    except WorkerStartError as e:
+        _START_ERROR = str(e)
 
 
 def process_in_worker(batch):
-    assert _WORKER is not None
+    if _WORKER is None:
+        raise WorkerStartError(_START_ERROR)
     return _WORKER.process(batch)

@@ -115,13 +115,16 @@ def _is_done(rec: dict | None, item_path: Path, out_root: Path, config_hash: str
 def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, workers: int, batch_size: int,
                   overwrite: bool = False, weights_dir: str | None = None, progress: bool = True,
                   log=print) -> RunSummary:
-    from .pipeline import DiskFull, Worker, init_worker, process_in_worker
+    from .pipeline import DiskFull, WorkerStartError, init_worker, process_in_worker, start_worker
 
     started = time.time()
     input_dir, output_dir = Path(os.path.abspath(input_dir)), Path(os.path.abspath(output_dir))
     check_paths(input_dir, output_dir)
     state = output_dir / STATE_DIR
-    journal = _prepare_state(state, config, overwrite)
+    try:
+        journal = _prepare_state(state, config, overwrite)
+    except OSError as e:
+        raise RunError(f"cannot write the run state in {state}: {e.strerror or e}") from None
     removed = remove_stale_temps(output_dir)
     if removed:
         log(f"removed {removed} partial file(s) left by an interrupted run")
@@ -141,8 +144,6 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
         else:
             todo.append((item.rel, str(item.path), str(output_dir / item.rel)))
     resumed = len(records) - sum(1 for i in found.items if i.problem)
-    for rel in (r for r, rec in records.items() if rec.get("reason") and rec["status"] == "error"):
-        journal.append(records[rel])
 
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     stopped = None
@@ -161,7 +162,7 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
 
     try:
         if workers <= 1 or len(batches) <= 1:
-            worker = Worker(config, weights_dir, threads=max(1, os.cpu_count() or 1) if workers <= 1 else workers)
+            worker = start_worker(config, weights_dir, threads=os.cpu_count() or 1)
             for batch in batches:
                 take(worker.process(batch))
         else:
@@ -185,8 +186,12 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
                     for f in pending:
                         f.cancel()
                     raise
+    except WorkerStartError as e:
+        stopped = str(e)
     except DiskFull as e:
         stopped = f"{e}. Free some space and run the same command again to resume."
+    except OSError as e:  # the journal itself could not be appended (disk full, I/O error)
+        stopped = f"cannot append to the journal: {e.strerror or e}. Run the same command again to resume."
     except KeyboardInterrupt:
         stopped = "interrupted. Run the same command again to resume."
     finally:

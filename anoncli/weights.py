@@ -48,7 +48,8 @@ REGISTRY: dict[str, WeightsEntry] = {
             url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
             sha256="ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1",
             licence="MIT",
-            what="RetinaFace-MobileNet0.25 PyTorch state dict (biubug6 mobilenet0.25_Final.pth, facexlib layout)",
+            what="RetinaFace-MobileNet0.25 PyTorch state dict, facexlib's official copy of biubug6's "
+                 "Face-Detector-1MB mobilenet0.25_Final.pth (anchors 10-256 px)",
         ),
         WeightsEntry(
             name="dlib-face-recognition-resnet",

@@ -48,7 +48,7 @@ def face_mask(resolution: int, shape: str = "ellipse", feather: float = 0.0,
     if sigma > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_CONSTANT)
     mask[mask < 1.0 / 512.0] = 0.0
-    return mask
+    return np.clip(mask, 0.0, 1.0, out=mask)
 
 
 def crop_bounds_in_image(m_image_to_crop: np.ndarray, resolution: int, height: int, width: int) -> tuple[int, int, int, int] | None:

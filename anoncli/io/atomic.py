@@ -16,10 +16,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temp_name(name: str) -> str:
+    """A hidden sibling name for ``name``; the name is shortened so that a file whose own name
+    is near the 255-byte limit can still be written."""
+    return f".{name[:40]}{TEMP_MARK}{secrets.token_hex(4)}"
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file, or all of the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}")
+    tmp = path.with_name(temp_name(path.name))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:

@@ -11,6 +11,7 @@ from .atomic import TEMP_MARK
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 STATE_DIR = ".anoncli"
+NOT_UTF8 = "file or folder name is not valid UTF-8; rename it to process the file"
 
 
 @dataclass
@@ -41,7 +42,7 @@ def discover(root: Path) -> Discovery:
 
     def on_error(err: OSError) -> None:
         rel = os.path.relpath(err.filename, root) if err.filename else "?"
-        skipped.append(f"{Path(rel).as_posix()}: {err.strerror or err}")
+        skipped.append(f"{printable(Path(rel).as_posix())}: {err.strerror or err}")
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
         keep = []
@@ -56,7 +57,8 @@ def discover(root: Path) -> Discovery:
                 continue
             key = (s.st_dev, s.st_ino)
             if key in seen_dirs:
-                skipped.append(f"{Path(os.path.relpath(full, root)).as_posix()}: symlink loop or folder already visited")
+                rel = printable(Path(os.path.relpath(full, root)).as_posix())
+                skipped.append(f"{rel}: symlink loop or folder already visited")
                 continue
             seen_dirs.add(key)
             keep.append(d)
@@ -65,21 +67,35 @@ def discover(root: Path) -> Discovery:
             if TEMP_MARK in name or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
             full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            problem = None
-            try:
-                if not stat.S_ISREG(os.stat(full).st_mode):
-                    problem = "not a regular file"
-            except OSError as e:
-                if e.errno == errno.ELOOP:
-                    problem = "symlink loop"
-                elif full.is_symlink():
-                    problem = "broken symlink"
-                else:
-                    problem = f"cannot stat: {e.strerror}"
+            raw_rel = full.relative_to(root).as_posix()
+            rel = printable(raw_rel)
+            problem = NOT_UTF8 if rel != raw_rel else _file_problem(full)
             items.append(Item(rel, full, problem))
     items.sort(key=lambda it: it.rel)
     return Discovery(items, skipped)
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image file, or None."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "not a regular file"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop"
+        if path.is_symlink():
+            return "broken symlink"
+        return f"cannot stat: {e.strerror}"
+    return None
+
+
+def printable(name: str) -> str:
+    """``name`` with bytes that are not UTF-8 (held as surrogates) written as \\xNN escapes."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def paths_overlap(a: Path, b: Path) -> bool:

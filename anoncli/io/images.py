@@ -7,7 +7,6 @@ the colour channels to and from the float RGB (0-255) the methods work in.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass, field
 
 import cv2
@@ -27,6 +26,7 @@ COLOUR_CHANNELS = {"L": 1, "LA": 1, "RGB": 3, "RGBA": 3, "CMYK": 4}
 # EXIF tags that identify a person, place, device or moment beyond the picture itself.
 _EXIF_IFD = 0x8769
 _GPS_IFD = 0x8825
+_INTEROP_IFD = 0xA005
 _DROP_IFD0 = {0x013B, 0x8298, 0x9C9B, 0x9C9C, 0x9C9D, 0x9C9E, 0x9C9F, 0x02BC, 0x83BB, 0x8773, 0xC4A5}
 _DROP_EXIF = {0x927C, 0x9286, 0xA420, 0xA430, 0xA431, 0xA435, 0xA433, 0xA434}
 
@@ -69,27 +69,52 @@ _STD_LUMA = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14,
 
 
 def _clean_exif(exif: Image.Exif) -> bytes:
-    """EXIF bytes without GPS, maker notes, owner/serial fields or the embedded thumbnail."""
-    exif.pop(_GPS_IFD, None)
-    for tag in _DROP_IFD0:
-        exif.pop(tag, None)
-    sub = exif.get_ifd(_EXIF_IFD)
-    for tag in _DROP_EXIF:
-        sub.pop(tag, None)
-    exif[0x0112] = 1  # orientation already applied to the pixels
-    # Pillow's serialiser writes IFD0 and its sub-IFDs; IFD1 (the thumbnail) is not written.
-    return exif.tobytes()
+    """EXIF bytes without GPS, maker notes, owner/serial fields or the embedded thumbnail.
+
+    Built as a new block: ``exif`` itself (which the orientation is read from) is not changed.
+    """
+    clean = Image.Exif()
+    for tag, value in exif.items():
+        if tag not in _DROP_IFD0 and tag not in (_GPS_IFD, _EXIF_IFD):
+            clean[tag] = value
+    sub = {tag: value for tag, value in exif.get_ifd(_EXIF_IFD).items() if tag not in _DROP_EXIF}
+    if _INTEROP_IFD in sub:
+        sub[_INTEROP_IFD] = exif.get_ifd(_INTEROP_IFD)
+    if sub:
+        clean[_EXIF_IFD] = sub
+    clean[0x0112] = 1  # orientation is applied to the pixels
+    # Only IFD0 and its sub-IFDs are written; IFD1 (the thumbnail) is not.
+    return clean.tobytes()
 
 
-def _is_16bit(im: Image.Image) -> bool:
-    if im.mode.startswith("I;16") or im.mode == "I":
-        return True
-    return any(";16" in str(t[3]) for t in getattr(im, "tile", []) if len(t) > 3)
+def _raw_mode(im: Image.Image) -> str:
+    """The decoder's raw mode (e.g. ``RGB;16B``); only known until ``load()`` clears the tiles."""
+    tile = getattr(im, "tile", None)
+    if not tile or len(tile[0]) < 4:
+        return ""
+    args = tile[0][3]
+    return str(args[0] if isinstance(args, tuple) else args)
+
+
+def _is_16bit(mode: str, raw_mode: str) -> bool:
+    return mode.startswith("I;16") or mode == "I" or ";16" in raw_mode
+
+
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Open ``data`` (header only) and refuse it before decoding if it has over ``max_pixels``."""
+    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours, below, names the real limit
+    try:
+        im = Image.open(io.BytesIO(data))
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+    if im.width * im.height > max_pixels:
+        raise ImageError(f"{im.width}x{im.height} = {im.width * im.height} pixels exceeds --max-pixels {max_pixels} "
+                         "(possible decompression bomb)")
+    return im
 
 
 def load_image(path, max_pixels: int, keep_metadata: bool = False) -> LoadedImage:
     """Decode ``path`` with EXIF orientation applied; raises ImageError with a reason."""
-    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -98,18 +123,16 @@ def load_image(path, max_pixels: int, keep_metadata: bool = False) -> LoadedImag
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            if im.width * im.height > max_pixels:
-                raise ImageError(f"{im.width}x{im.height} = {im.width * im.height} pixels exceeds --max-pixels {max_pixels} (possible decompression bomb)")
-            fmt = im.format
-            if fmt not in SUPPORTED_FORMATS:
-                raise ImageError(f"unsupported image format {fmt}")
-            frames = getattr(im, "n_frames", 1)
-            if frames > 1 and fmt != "MPO":
-                raise ImageError(f"animated image with {frames} frames is not supported (faces in later frames would be missed)")
-            im.load()
+        im = _open_checked(data, max_pixels)
+        fmt = im.format
+        if fmt not in SUPPORTED_FORMATS:
+            raise ImageError(f"unsupported image format {fmt}")
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1 and fmt != "MPO":
+            raise ImageError(f"animated or multi-page image with {frames} frames is not supported "
+                             "(faces in later frames would be missed)")
+        raw_mode = _raw_mode(im)
+        im.load()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -137,7 +160,10 @@ def load_image(path, max_pixels: int, keep_metadata: bool = False) -> LoadedImag
         if im.info.get("icc_profile"):
             options["icc_profile"] = im.info["icc_profile"]
         if len(exif) and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-            options["exif"] = _clean_exif(exif)
+            try:
+                options["exif"] = _clean_exif(exif)
+            except Exception:  # a malformed tag must not lose the image; its EXIF is dropped instead
+                notes.append("EXIF could not be re-written (malformed tags); dropped")
     if fmt == "TIFF":
         comp = im.info.get("compression", "raw")
         options["compression"] = comp if comp in ("raw", "tiff_lzw", "tiff_adobe_deflate", "packbits") else "tiff_lzw"
@@ -145,8 +171,10 @@ def load_image(path, max_pixels: int, keep_metadata: bool = False) -> LoadedImag
         options["quality"] = 95
         options["lossless"] = bool(im.info.get("lossless", False)) or _webp_is_lossless(data)
 
-    if _is_16bit(im) and fmt in ("PNG", "TIFF") and im.mode not in ("I;16", "I;16B", "I;16L", "I"):
+    if _is_16bit(im.mode, raw_mode) and fmt in ("PNG", "TIFF") and im.mode not in ("I;16", "I;16B", "I;16L", "I"):
         pixels, mode = _decode_16bit_colour(data)
+        if raw_mode.startswith("LA"):
+            notes.append("16-bit greyscale+alpha image written as 16-bit RGBA")
         orientation = exif.get(0x0112, 1)
         if orientation != 1:
             notes.append("EXIF orientation not applied to a 16-bit colour image")
@@ -214,8 +242,8 @@ def rgb_view(pixels: np.ndarray, mode: str) -> np.ndarray:
         p /= scale
     if mode in ("L", "LA"):
         return np.repeat(p[..., :1], 3, axis=2)
-    if mode == "CMYK":  # Pillow's naive CMYK -> RGB
-        return np.clip(255.0 - p[..., :3] - p[..., 3:4], 0.0, 255.0)
+    if mode == "CMYK":  # as Pillow's CMYK -> RGB: (255 - C) * (255 - K) / 255
+        return (255.0 - p[..., :3]) * ((255.0 - p[..., 3:4]) / 255.0)
     return p[..., :3].copy()
 
 
@@ -252,7 +280,7 @@ def encode_image(img: LoadedImage) -> bytes:
             raise ImageError("could not encode 16-bit colour image")
         return buf.tobytes()
     if px.dtype == np.uint16:
-        pil = Image.fromarray(np.ascontiguousarray(px[..., 0]), "I;16")
+        pil = Image.fromarray(np.ascontiguousarray(px[..., 0], dtype="<u2"))  # mode I;16
     else:
         pil = Image.fromarray(px[..., 0] if mode == "L" else px, mode)
     buf = io.BytesIO()

@@ -19,7 +19,7 @@ def _common(shape_default: str, feather_default: float) -> tuple[Param, ...]:
     return (
         Param("shape", str, shape_default, "Region replaced: ellipse over the face, box, or hull grown from the 5 landmarks.", choices=_SHAPE),
         Param("feather", float, feather_default, "Soft edge of the blend mask, Gaussian sigma as a fraction of the crop size (0 = hard edge).", minimum=0.0, maximum=0.2),
-        Param("resolution", int, 256, "Side of the aligned face crop the method works on, in pixels.", minimum=32, maximum=2048),
+        Param("resolution", int, 128, "Side of the aligned face crop the method works on, in pixels; the obfuscations remove detail, so 128 loses nothing they keep.", minimum=32, maximum=2048),
     )
 
 
@@ -39,8 +39,8 @@ OBFUSCATION_SPECS = (
         citation=_BOOK + "; downsample variant: book ch. 5.4 (7x7, 19x19)",
         params=(
             Param("kind", str, "gaussian", "gaussian: Gaussian kernel; downsample: shrink the face to a few samples and enlarge back.", choices=("gaussian", "downsample")),
-            Param("sigma", float, 0.12, "Gaussian sigma as a fraction of the face width (kind=gaussian).", minimum=0.0, maximum=1.0),
-            Param("cells", float, 5.0, "Samples across the face width (kind=downsample); fewer is stronger.", minimum=1.0, maximum=256.0),
+            Param("sigma", float, 0.22, "Gaussian sigma as a fraction of the face width (kind=gaussian).", minimum=0.0, maximum=1.0),
+            Param("cells", float, 3.0, "Samples across the face width (kind=downsample); fewer is stronger.", minimum=1.0, maximum=256.0),
             *_common("ellipse", 0.02),
         ),
         load=_load("Blur"),
@@ -70,7 +70,7 @@ OBFUSCATION_SPECS = (
         summary="Additive Gaussian noise on the face region (not differentially private).",
         citation=_BOOK + " (sigma = 9, 10, 15, 30, 49 on the 0-255 scale)",
         params=(
-            Param("sigma", float, 90.0, "Noise standard deviation on the 0-255 scale.", minimum=0.0, maximum=255.0),
+            Param("sigma", float, 128.0, "Noise standard deviation on the 0-255 scale.", minimum=0.0, maximum=255.0),
             Param("grain", float, 0.04, "Size of a noise cell as a fraction of the face width (0 = one crop pixel).", minimum=0.0, maximum=0.5),
             *_common("ellipse", 0.02),
         ),

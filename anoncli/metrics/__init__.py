@@ -1,0 +1,1 @@
+"""Recognizers used as evaluators, and image metrics."""

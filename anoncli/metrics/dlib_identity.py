@@ -1,0 +1,93 @@
+"""dlib face_recognition identity distance (book ch. 4-7, thesis ch. 5: same person if < 0.6).
+
+The descriptor is dlib's ResNet (the model face_recognition uses), computed at a known
+face box, so the anonymized face is measured where the original was even when dlib's own
+detector would no longer find it. Needs ``pip install 'anoncli[eval]'``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SAME_PERSON_THRESHOLD = 0.6
+
+
+class DlibIdentity:
+    def __init__(self, weights_dir=None):
+        try:
+            import dlib
+        except ImportError:
+            raise RuntimeError("dlib is not installed: pip install 'anoncli[eval]'") from None
+        from ..weights import resolve_weights
+
+        self.dlib = dlib
+        self.shape = dlib.shape_predictor(str(resolve_weights("dlib-shape-predictor-5", weights_dir).path))
+        self.encoder = dlib.face_recognition_model_v1(str(resolve_weights("dlib-face-recognition-resnet", weights_dir).path))
+
+    def descriptor(self, rgb: np.ndarray, box) -> np.ndarray:
+        """128-d descriptor of the face in ``box`` (x0, y0, x1, y1) of an RGB uint8 image."""
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        rect = self.dlib.rectangle(max(0, x0), max(0, y0), min(rgb.shape[1] - 1, x1), min(rgb.shape[0] - 1, y1))
+        img = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+        shape = self.shape(img, rect)
+        return np.asarray(self.encoder.compute_face_descriptor(img, shape, 1), np.float64)
+
+    def distance(self, rgb_a: np.ndarray, rgb_b: np.ndarray, box) -> float:
+        return float(np.linalg.norm(self.descriptor(rgb_a, box) - self.descriptor(rgb_b, box)))
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Boxes dlib's HOG detector (face_recognition's default model, one upsampling) finds."""
+        if not hasattr(self, "_hog"):
+            self._hog = self.dlib.get_frontal_face_detector()
+        found = self._hog(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8), 1)
+        return [(r.left(), r.top(), r.right(), r.bottom()) for r in found]
+
+
+def matching_box(candidates, box, min_iou: float = 0.3):
+    """The candidate overlapping ``box`` most (IoU >= min_iou), else None."""
+    best, best_iou = None, min_iou
+    for cand in candidates:
+        iou = box_iou(cand, box)
+        if iou >= best_iou:
+            best, best_iou = cand, iou
+    return best
+
+
+def box_iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def deidentification_distances(input_root, output_root, manifest, scorer: DlibIdentity) -> tuple[list[float], list[float]]:
+    """Original-vs-anonymized distances from a run's manifest.
+
+    Returns the distances for every anonymized face (at the detector's box) and for the
+    faces dlib detects in the original (at dlib's box, as face_recognition.face_encodings
+    with known locations does): the faces face_recognition can encode at all.
+    """
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    every, recognizable = [], []
+    cache = getattr(scorer, "_originals", None)
+    if cache is None:
+        cache = scorer._originals = {}
+    for row in manifest.itertuples():
+        if row.status != "ok":
+            continue
+        src = Path(input_root) / row.input
+        a = np.asarray(Image.open(src).convert("RGB"))
+        b = np.asarray(Image.open(Path(output_root) / row.output).convert("RGB"))
+        if str(src) not in cache:
+            cache[str(src)] = scorer.detect(a)
+        for face in json.loads(row.faces):
+            every.append(scorer.distance(a, b, face["box"]))
+            # face_recognition can only encode faces its detector finds; profiles and tiny faces fall outside.
+            dlib_box = matching_box(cache[str(src)], face["box"])
+            if dlib_box is not None:
+                recognizable.append(scorer.distance(a, b, dlib_box))
+    return every, recognizable

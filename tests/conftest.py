@@ -1,0 +1,64 @@
+"""Shared helpers: the real-face data set (skipped when absent) and small image builders."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FACES = SHARED / "data" / "celeba-wild" / "images"
+# A portrait with one large frontal face (detected with score > 0.99 by the bundled detector).
+FACE_NAME = "000149.jpg"
+
+
+def face_file() -> Path:
+    """Path of a real face JPEG, or skip the test when the shared data is not here."""
+    path = FACES / FACE_NAME
+    if not path.is_file():
+        pytest.skip(f"real face images not available ({path} is missing; they live in the shared data folder)")
+    return path
+
+
+@pytest.fixture
+def face_jpeg() -> Path:
+    return face_file()
+
+
+def smooth_rgb(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """A smooth colour gradient with a little texture: compresses well, survives JPEG re-encoding."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    rgb = np.stack([x / w * 200 + 20, y / h * 200 + 20, (x + y) / (h + w) * 150 + 50], axis=2)
+    rgb += rng.normal(0, 3, rgb.shape)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(arr: np.ndarray, **options) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", **options)
+    return buf.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + _png_chunk(b"IEND", b""))
+
+
+def png16(arr: np.ndarray, colour_type: int) -> bytes:
+    """A 16-bit PNG written by hand (Pillow and OpenCV cannot write every 16-bit colour type)."""
+    h, w = arr.shape[:2]
+    raw = b"".join(b"\0" + np.ascontiguousarray(arr[y]).astype(">u2").tobytes() for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw))
+            + _png_chunk(b"IEND", b""))
