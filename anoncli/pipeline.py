@@ -32,6 +32,20 @@ def start_worker(config: RunConfig, weights_dir: str | None, threads: int) -> "W
                                f"{type(e).__name__}: {e}") from None
 
 
+def new_record(rel: str, config: RunConfig, path: Path | None = None, reason: str = "") -> dict:
+    """A journal record for one input, status error until the work succeeds."""
+    rec = {"input": rel, "status": "error", "reason": reason, "faces": [], "notes": [],
+           "method": config.method, "params": config.params, "detector": config.detector,
+           "config_hash": config.hash, "output": None, "timings": {}}
+    if path is not None:
+        try:
+            st = os.stat(path)
+            rec["input_size"], rec["input_mtime_ns"] = st.st_size, st.st_mtime_ns
+        except OSError:
+            pass
+    return rec
+
+
 class Worker:
     """Holds the loaded detector and method for one process."""
 
@@ -41,22 +55,11 @@ class Worker:
                                         nms_iou=config.nms_iou, threads=threads, weights_dir=weights_dir)
         self.method = build_method(config.method, config.params)
 
-    def _base_record(self, rel: str, path: Path) -> dict:
-        rec = {"input": rel, "status": "error", "reason": "", "faces": [], "notes": [],
-               "method": self.config.method, "params": self.config.params, "detector": self.config.detector,
-               "config_hash": self.config.hash, "output": None, "timings": {}}
-        try:
-            st = os.stat(path)
-            rec["input_size"], rec["input_mtime_ns"] = st.st_size, st.st_mtime_ns
-        except OSError:
-            pass
-        return rec
-
     def process(self, batch: list[tuple[str, str, str]]) -> list[dict]:
         """``batch``: (relative input, input path, output path) triples; one record each."""
         records, loaded = [], []
         for rel, src, dst in batch:
-            rec = self._base_record(rel, Path(src))
+            rec = new_record(rel, self.config, Path(src))
             t0 = time.perf_counter()
             try:
                 with open(src, "rb") as f:

@@ -112,10 +112,60 @@ def _is_done(rec: dict | None, item_path: Path, out_root: Path, config_hash: str
     return rec.get("output") is None or (out_root / rec["output"]).is_file()
 
 
+def _plan(found, done: dict[str, dict], config: RunConfig, output_dir: Path):
+    """Records already final (done earlier, or discovery problems) and the (rel, src, dst) still to do."""
+    from .pipeline import new_record
+
+    records: dict[str, dict] = {}
+    todo = []
+    resumed = 0
+    for item in found.items:
+        prev = done.get(item.rel)
+        if item.problem is not None:
+            records[item.rel] = new_record(item.rel, config, reason=item.problem)
+        elif _is_done(prev, item.path, output_dir, config.hash):
+            records[item.rel] = prev
+            resumed += 1
+        else:
+            todo.append((item.rel, str(item.path), str(output_dir / item.rel)))
+    return records, todo, resumed
+
+
+def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | None, take) -> None:
+    """Run every batch, in this process or on a pool of ``workers``; ``take`` gets each batch's records."""
+    from .pipeline import init_worker, process_in_worker, start_worker
+
+    if workers <= 1 or len(batches) <= 1:
+        worker = start_worker(config, weights_dir, threads=os.cpu_count() or 1)
+        for batch in batches:
+            take(worker.process(batch))
+        return
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
+                             initargs=(config.to_dict(), weights_dir, threads)) as pool:
+        pending = set()
+        try:
+            for batch in batches:
+                pending.add(pool.submit(process_in_worker, batch))
+                if len(pending) >= 2 * workers:  # bounded memory: at most two batches queued per worker
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        take(f.result())
+            for f in list(pending):
+                take(f.result())
+                pending.discard(f)
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+
+
 def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, workers: int, batch_size: int,
                   overwrite: bool = False, weights_dir: str | None = None, progress: bool = True,
                   log=print) -> RunSummary:
-    from .pipeline import DiskFull, WorkerStartError, init_worker, process_in_worker, start_worker
+    from .pipeline import DiskFull, WorkerStartError
 
     started = time.time()
     input_dir, output_dir = Path(os.path.abspath(input_dir)), Path(os.path.abspath(output_dir))
@@ -130,23 +180,7 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
         log(f"removed {removed} partial file(s) left by an interrupted run")
 
     found = discover(input_dir)
-    done = journal.load()
-    records: dict[str, dict] = {}
-    todo = []
-    for item in found.items:
-        prev = done.get(item.rel)
-        if item.problem is not None:
-            records[item.rel] = {"input": item.rel, "status": "error", "reason": item.problem, "faces": [],
-                                 "method": config.method, "params": config.params, "detector": config.detector,
-                                 "config_hash": config.hash, "output": None}
-        elif _is_done(prev, item.path, output_dir, config.hash):
-            records[item.rel] = prev
-        else:
-            todo.append((item.rel, str(item.path), str(output_dir / item.rel)))
-    resumed = len(records) - sum(1 for i in found.items if i.problem)
-
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    stopped = None
+    records, todo, resumed = _plan(found, journal.load(), config, output_dir)
     bar = None
     if progress and todo:
         from tqdm import tqdm
@@ -160,32 +194,9 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
         if bar is not None:
             bar.update(len(batch_records))
 
+    stopped = None
     try:
-        if workers <= 1 or len(batches) <= 1:
-            worker = start_worker(config, weights_dir, threads=os.cpu_count() or 1)
-            for batch in batches:
-                take(worker.process(batch))
-        else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            import multiprocessing as mp
-
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
-                                     initargs=(config.to_dict(), weights_dir, threads)) as pool:
-                pending, queue = set(), iter(batches)
-                try:
-                    for batch in queue:
-                        pending.add(pool.submit(process_in_worker, batch))
-                        if len(pending) >= 2 * workers:
-                            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                            for f in finished:
-                                take(f.result())
-                    for f in list(pending):
-                        take(f.result())
-                        pending.discard(f)
-                except BaseException:
-                    for f in pending:
-                        f.cancel()
-                    raise
+        _execute([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], config, workers, weights_dir, take)
     except WorkerStartError as e:
         stopped = str(e)
     except DiskFull as e:

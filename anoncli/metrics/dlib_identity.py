@@ -73,6 +73,7 @@ def deidentification_distances(input_root, output_root, manifest, scorer: DlibId
     from PIL import Image
 
     every, recognizable = [], []
+    # Originals are the same for every method: their dlib detections and descriptors are kept on the scorer.
     cache = getattr(scorer, "_originals", None)
     if cache is None:
         cache = scorer._originals = {}
@@ -84,10 +85,17 @@ def deidentification_distances(input_root, output_root, manifest, scorer: DlibId
         b = np.asarray(Image.open(Path(output_root) / row.output).convert("RGB"))
         if str(src) not in cache:
             cache[str(src)] = scorer.detect(a)
+
+        def distance(box):
+            key = (str(src), tuple(round(v, 2) for v in box))
+            if key not in cache:
+                cache[key] = scorer.descriptor(a, box)
+            return float(np.linalg.norm(cache[key] - scorer.descriptor(b, box)))
+
         for face in json.loads(row.faces):
-            every.append(scorer.distance(a, b, face["box"]))
+            every.append(distance(face["box"]))
             # face_recognition can only encode faces its detector finds; profiles and tiny faces fall outside.
             dlib_box = matching_box(cache[str(src)], face["box"])
             if dlib_box is not None:
-                recognizable.append(scorer.distance(a, b, dlib_box))
+                recognizable.append(distance(dlib_box))
     return every, recognizable
