@@ -88,9 +88,3 @@ def manifest_frame(records: list[dict]):
         })
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
-
-def read_manifest(path: Path):
-    import pandas as pd
-
-    df = pd.read_csv(path, keep_default_na=False)
-    return df

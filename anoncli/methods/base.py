@@ -59,12 +59,6 @@ class MethodSpec:
     deterministic: bool = True
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
-    def param(self, name: str) -> Param:
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise KeyError(name)
-
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``given``, each value validated; unknown names are an error."""
         known = {p.name for p in self.params}
