@@ -73,6 +73,7 @@ class Worker:
                 _internal_error(rec, "decoding", e)
             else:
                 rec["notes"] = list(img.notes)
+                rec["jpeg_quality"] = img.jpeg_quality  # written with the input's own quantisation tables
                 rec["timings"]["decode"] = time.perf_counter() - t0
                 loaded.append((rec, img, dst))
             records.append(rec)

@@ -151,11 +151,11 @@ def load_image(path, max_pixels: int, keep_metadata: bool = False) -> LoadedImag
         if getattr(im, "quantization", None):
             options["qtables"] = im.quantization
             quality = estimate_jpeg_quality(im.quantization[0])
+        else:
+            options["quality"] = 95  # the input's quality cannot be read
         sampling = JpegImagePlugin.get_sampling(im)
         if sampling in (0, 1, 2):
             options["subsampling"] = sampling
-        else:
-            options["quality"] = 95
     if keep_metadata:
         if im.info.get("icc_profile"):
             options["icc_profile"] = im.info["icc_profile"]

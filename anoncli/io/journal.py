@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 MANIFEST_COLUMNS = ["input", "input_sha256", "output", "status", "reason", "n_faces", "faces",
-                    "method", "params", "detector", "notes", "timings", "config_hash"]
+                    "method", "params", "detector", "jpeg_quality", "notes", "timings", "config_hash"]
 
 
 def _default(o):
@@ -82,9 +82,17 @@ def manifest_frame(records: list[dict]):
             "method": r.get("method"),
             "params": json.dumps(r.get("params", {}), sort_keys=True),
             "detector": r.get("detector"),
+            "jpeg_quality": r.get("jpeg_quality"),
             "notes": "; ".join(r.get("notes", [])),
             "timings": json.dumps(r.get("timings", {}), sort_keys=True),
             "config_hash": r.get("config_hash"),
         })
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
+
+
+def read_manifest(path: Path):
+    """The manifest table as written by a run (empty strings kept as such)."""
+    import pandas as pd
+
+    return pd.read_csv(path, keep_default_na=False)
