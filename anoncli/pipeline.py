@@ -63,8 +63,9 @@ class Worker:
             t0 = time.perf_counter()
             try:
                 with open(src, "rb") as f:
-                    rec["input_sha256"] = hashlib.sha256(f.read()).hexdigest()
-                img = load_image(src, self.config.max_pixels, self.config.keep_metadata)
+                    data = f.read()
+                rec["input_sha256"] = hashlib.sha256(data).hexdigest()
+                img = load_image(data, self.config.max_pixels, self.config.keep_metadata)
             except ImageError as e:
                 rec["reason"] = str(e)
             except OSError as e:

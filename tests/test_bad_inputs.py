@@ -436,11 +436,13 @@ def test_unexpected_decoder_failure_fails_only_that_image(tmp_path, monkeypatch)
     from anoncli.config import RunConfig
 
     real_load = pipeline.load_image
+    calls = []
 
-    def load(path, *args, **kwargs):
-        if str(path).endswith("img0.png"):
+    def load(source, *args, **kwargs):  # the batch is decoded in order: the first call is img0.png
+        calls.append(source)
+        if len(calls) == 1:
             raise struct.error("unpack requires a buffer of 4 bytes")
-        return real_load(path, *args, **kwargs)
+        return real_load(source, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "load_image", load)
     worker = pipeline.Worker(RunConfig(method="blur"), threads=1)

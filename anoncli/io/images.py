@@ -113,13 +113,17 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     return im
 
 
-def load_image(path, max_pixels: int, keep_metadata: bool = False) -> LoadedImage:
-    """Decode ``path`` with EXIF orientation applied; raises ImageError with a reason."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ImageError(f"cannot read file: {e.strerror or e}") from None
+def load_image(source, max_pixels: int, keep_metadata: bool = False) -> LoadedImage:
+    """Decode ``source`` (a path, or the file's bytes already read) with EXIF orientation
+    applied; raises ImageError with a reason."""
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    else:
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ImageError(f"cannot read file: {e.strerror or e}") from None
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
