@@ -39,14 +39,18 @@ class Detector:
     def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
         raise NotImplementedError
 
-    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """BGR float32 minus the RetinaFace mean, resized so the longer side is at most max_side."""
+    def _downscaled(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The image with its longer side at most max_side, and the scale applied."""
         h, w = image.shape[:2]
         s = resize_factor(h, w, self.max_side)
         if s < 1.0:
             image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        bgr = image[..., ::-1].astype(np.float32) - RETINAFACE_BGR_MEAN
-        return bgr, s
+        return image, s
+
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """Downscaled BGR float32 minus the RetinaFace mean."""
+        small, s = self._downscaled(image)
+        return small[..., ::-1].astype(np.float32) - RETINAFACE_BGR_MEAN, s
 
 
 class RetinaFaceOnnx(Detector):
@@ -131,9 +135,7 @@ class RetinaFaceFacexlib(Detector):
         out = []
         with self.torch.inference_mode():
             for image in images:
-                h, w = image.shape[:2]
-                s = resize_factor(h, w, self.max_side)
-                small = image if s == 1.0 else cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+                small, s = self._downscaled(image)
                 rows = self.model.detect_faces(np.ascontiguousarray(small[..., ::-1]), conf_threshold=self.threshold,
                                                nms_threshold=self.nms_iou, use_origin_size=True)
                 out.append([Detection(r[:4] / s, float(r[4]), r[5:15].reshape(5, 2) / s) for r in rows])
