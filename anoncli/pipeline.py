@@ -6,13 +6,16 @@ import hashlib
 import os
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig
 from .faces.detectors import create_detector
-from .faces.stage import anonymize_faces
+from .faces.stage import FaceSecret, anonymize_faces
 from .io.atomic import write_atomic
 from .io.images import ImageError, encode_image, load_image, rgb8
+from .keys.derive import Keyring
+from .keys.escrow import compress_patch
 from .methods import build_method
 
 
@@ -24,9 +27,9 @@ class WorkerStartError(RuntimeError):
     """The detector or method could not be loaded (missing weights, bad install)."""
 
 
-def start_worker(config: RunConfig, weights_dir: str | None, threads: int) -> "Worker":
+def start_worker(config: RunConfig, weights_dir: str | None, threads: int, keys: KeySetup | None = None) -> "Worker":
     try:
-        return Worker(config, weights_dir, threads)
+        return Worker(config, weights_dir, threads, keys)
     except Exception as e:
         raise WorkerStartError(f"could not load detector {config.detector!r} and method {config.method!r}: "
                                f"{type(e).__name__}: {e}") from None
@@ -46,11 +49,21 @@ def new_record(rel: str, config: RunConfig, path: Path | None = None, reason: st
     return rec
 
 
+@dataclass(frozen=True)
+class KeySetup:
+    """What a worker needs when the run has a keyfile: the segment's keyring, and whether to escrow."""
+
+    keyring: Keyring
+    escrow: bool = False
+
+
 class Worker:
     """Holds the loaded detector and method for one process."""
 
-    def __init__(self, config: RunConfig, weights_dir: str | None = None, threads: int = 0):
+    def __init__(self, config: RunConfig, weights_dir: str | None = None, threads: int = 0,
+                 keys: KeySetup | None = None):
         self.config = config
+        self.keys = keys
         self.detector = create_detector(config.detector, threshold=config.threshold, max_side=config.detect_size,
                                         nms_iou=config.nms_iou, threads=threads, weights_dir=weights_dir)
         self.method = build_method(config.method, config.params)
@@ -119,8 +132,13 @@ class Worker:
         if small:
             rec["notes"].append(f"{len(small)} detection(s) below --min-face {self.config.min_face}px left untouched")
         t0 = time.perf_counter()
+        secrets = None
         if dets:
-            rec["faces"] = anonymize_faces(img, dets, self.method)
+            face_key = None
+            if self.keys is not None:
+                keyring, input_sha = self.keys.keyring, rec["input_sha256"]
+                face_key = lambda i: keyring.face(rec["input"], input_sha, i)  # noqa: E731
+            rec["faces"], secrets = anonymize_faces(img, dets, self.method, face_key, self.keys is not None and self.keys.escrow)
             rec["status"] = "ok"
         else:
             policy = self.config.no_face
@@ -143,6 +161,27 @@ class Worker:
             return
         rec["timings"]["encode_write"] = time.perf_counter() - t0
         rec["output"] = rec["input"]
+        rec["output_sha256"] = hashlib.sha256(data).hexdigest()
+        if secrets is not None and self.keys is not None:
+            rec[KEY_RECORD] = key_record(rec, secrets)
+
+
+KEY_RECORD = "_key_record"  # carried from worker to parent in memory, never journaled
+
+
+def key_record(rec: dict, secrets: list[FaceSecret]) -> dict:
+    """The keyfile content for one image: per-face values, warps and escrowed pixels (compressed
+    here, in the worker, so that the parent only encrypts)."""
+    faces, blobs = [], []
+    for s in secrets:
+        face = {"index": s.index, "params": s.params, "warp": s.warp, "landmarks": s.landmarks}
+        if s.escrow_pixels is not None:
+            desc, blob = compress_patch(s.escrow_pixels, level=3)
+            face["escrow"] = {"box": list(s.escrow_box), **desc}
+            blobs.append(blob)
+        faces.append(face)
+    meta = {"input": rec["input"], "input_sha256": rec["input_sha256"], "faces": faces}  # face ids are re-derived
+    return {"meta": meta, "blobs": blobs}
 
 
 def _internal_error(rec: dict, stage: str, e: Exception) -> None:
@@ -155,14 +194,14 @@ _WORKER: Worker | None = None
 _START_ERROR: str = ""
 
 
-def init_worker(config_dict: dict, weights_dir: str | None, threads: int) -> None:
+def init_worker(config_dict: dict, weights_dir: str | None, threads: int, keys: KeySetup | None = None) -> None:
     """Pool initializer; a failure is kept and reported by the first task, not printed as a traceback."""
     global _WORKER, _START_ERROR
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     try:
-        _WORKER = start_worker(RunConfig(**config_dict), weights_dir, threads)
+        _WORKER = start_worker(RunConfig(**config_dict), weights_dir, threads, keys)
     except WorkerStartError as e:
         _START_ERROR = str(e)
 

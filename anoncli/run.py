@@ -8,6 +8,7 @@ import os
 import platform
 import sys
 import time
+import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +29,22 @@ class RunError(Exception):
 
 
 @dataclass
+class KeyOptions:
+    """The run's keyfile: where, how it is protected (a Passphrase or a Recipient), escrow or not."""
+
+    path: Path
+    protector: object
+    escrow: bool = False
+
+    def describe(self) -> dict:
+        """What the run state and run record say about the keyfile: no key material."""
+        d = {"path": str(Path(os.path.abspath(self.path))), "protection": self.protector.kind, "escrow": self.escrow}
+        if self.protector.kind == "recipient":
+            d["recipient"] = self.protector.fingerprint
+        return d
+
+
+@dataclass
 class RunSummary:
     counts: dict[str, int]
     failed: list[tuple[str, str]]
@@ -38,6 +55,8 @@ class RunSummary:
     stopped: str | None = None
     faces: int = 0
     notes: list[str] = field(default_factory=list)
+    run_id: str = ""
+    keyfile: dict | None = None   # path, sizes; set when the run writes a keyfile
 
     @property
     def exit_code(self) -> int:
@@ -78,30 +97,112 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _prepare_state(state: Path, config: RunConfig, overwrite: bool) -> Journal:
+def _prepare_state(state: Path, config: RunConfig, overwrite: bool, keys: KeyOptions | None) -> tuple[Journal, str]:
+    """The journal and run id of this output folder's run; a clash with the earlier run
+    (configuration, keyfile settings) is a ``RunError`` unless ``overwrite``."""
     state.mkdir(parents=True, exist_ok=True)
     journal = Journal(state / "journal.jsonl")
     config_path = state / "config.json"
+    previous = {}
     if config_path.exists():
         try:
             previous = json.loads(config_path.read_text())
         except (OSError, json.JSONDecodeError):
             previous = {}
-        if previous.get("hash") != config.hash:
-            if not overwrite:
-                diff = config.differences(previous.get("config", {}))
-                raise RunError("this output folder holds a run with a different configuration ("
-                               + "; ".join(diff[:6]) + "). Re-run with --overwrite to replace it, "
-                               "or choose another output folder with -o.")
-            journal.reset()
-    elif overwrite:
+    key_info = keys.describe() if keys else None
+    same_config = bool(previous) and previous.get("hash") == config.hash
+    if previous and not same_config and not overwrite:
+        diff = config.differences(previous.get("config", {}))
+        raise RunError("this output folder holds a run with a different configuration ("
+                       + "; ".join(diff[:6]) + "). Re-run with --overwrite to replace it, "
+                       "or choose another output folder with -o.")
+    keys_clash = _keys_clash(previous.get("keyfile"), key_info, journal) if same_config else None
+    if keys_clash and not overwrite:
+        raise RunError(keys_clash)
+    fresh = not same_config or keys_clash is not None
+    if fresh:
         journal.reset()
-    write_atomic(config_path, json.dumps({"hash": config.hash, "config": config.to_dict()}, indent=2).encode())
-    return journal
+        if keys is not None and previous:
+            _forget_previous_keyfile(previous, keys)
+    run_id = (None if fresh else previous.get("run_id")) or uuid.uuid4().hex
+    write_atomic(config_path, json.dumps({"hash": config.hash, "config": config.to_dict(), "run_id": run_id,
+                                          "keyfile": key_info}, indent=2).encode())
+    return journal, run_id
 
 
-def _is_done(rec: dict | None, item_path: Path, out_root: Path, config_hash: str) -> bool:
+def _check_keyfile_place(keyfile: Path, input_dir: Path, output_dir: Path, state: Path) -> None:
+    """Refuse, before anything is changed, a keyfile path inside the data or owned by another run."""
+    from .keys.format import KeyfileMismatch
+    from .keys.keyfile import partial_path
+
+    if paths_overlap(keyfile, output_dir) or paths_overlap(keyfile, input_dir):
+        raise RunError(f"the keyfile {keyfile} must not be inside the input or output folder: "
+                       "it would travel with the data it unlocks")
+    try:
+        ours = json.loads((state / "config.json").read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        ours = None
+    for p in (keyfile, partial_path(keyfile)):
+        if p.exists():
+            theirs = _keyfile_run_id(p)
+            if theirs is None or theirs != ours:
+                whose = "is not an anoncli keyfile" if theirs is None else f"belongs to another run (run id {theirs})"
+                raise KeyfileMismatch(f"{p} exists and {whose}; choose another --keyfile path, "
+                                      "or remove it if it is no longer needed")
+
+
+def _keys_clash(before: dict | None, now: dict | None, journal: Journal) -> str | None:
+    """Why the earlier invocations' keyfile settings forbid resuming with these, or None."""
+    if before is None and now is None:
+        return None
+    if before is None:
+        if any(r.get("status") == "ok" for r in journal.load().values()):
+            return ("images in this output folder were anonymized without a keyfile; their keys cannot be "
+                    "added now. Re-run with --overwrite to redo them with --keyfile, or drop --keyfile.")
+        return None
+    if now is None:
+        return (f"this run writes a keyfile ({before['path']}); pass --keyfile {before['path']} "
+                "(and its passphrase or --recipient) to resume it, or --overwrite to start again without one")
+    for name, what in (("path", "path"), ("protection", "protection"), ("escrow", "--escrow setting"),
+                       ("recipient", "recipient")):
+        if before.get(name) != now.get(name):
+            return (f"this run's keyfile has another {what} ({before.get(name)!r}, now {now.get(name)!r}); "
+                    "resume with the same keyfile options, or re-run with --overwrite")
+    return None
+
+
+def _forget_previous_keyfile(previous: dict, keys: KeyOptions) -> None:
+    """A replaced run's keyfile at the same path goes with it (its images are being redone)."""
+    from .keys.keyfile import partial_path
+
+    before = previous.get("keyfile") or {}
+    if before.get("path") == str(Path(os.path.abspath(keys.path))):
+        for p in (partial_path(keys.path), keys.path):
+            try:
+                header_run = _keyfile_run_id(p)
+            except OSError:
+                continue
+            if header_run == previous.get("run_id"):
+                p.unlink()
+
+
+def _keyfile_run_id(path: Path) -> str | None:
+    from .keys.format import KeyfileError
+    from .keys.keyfile import read_header
+
+    try:
+        return read_header(path).get("run_id")
+    except KeyfileError:
+        return None
+
+
+def _is_done(rec: dict | None, item_path: Path, out_root: Path, config_hash: str,
+             keyed: dict[str, str] | None = None) -> bool:
+    """Done earlier under this config, input unchanged, output present, and (with a keyfile)
+    the image's key record written for exactly that output."""
     if not rec or rec.get("config_hash") != config_hash or rec.get("status") not in ("ok", "no_face"):
+        return False
+    if keyed is not None and rec["status"] == "ok" and keyed.get(rec["input"]) != rec.get("output_sha256"):
         return False
     try:
         st = os.stat(item_path)
@@ -112,7 +213,7 @@ def _is_done(rec: dict | None, item_path: Path, out_root: Path, config_hash: str
     return rec.get("output") is None or (out_root / rec["output"]).is_file()
 
 
-def _plan(found, done: dict[str, dict], config: RunConfig, output_dir: Path):
+def _plan(found, done: dict[str, dict], config: RunConfig, output_dir: Path, keyed: dict[str, str] | None = None):
     """Records already final (done earlier, or discovery problems) and the (rel, src, dst) still to do."""
     from .pipeline import new_record
 
@@ -123,7 +224,7 @@ def _plan(found, done: dict[str, dict], config: RunConfig, output_dir: Path):
         prev = done.get(item.rel)
         if item.problem is not None:
             records[item.rel] = new_record(item.rel, config, reason=item.problem)
-        elif _is_done(prev, item.path, output_dir, config.hash):
+        elif _is_done(prev, item.path, output_dir, config.hash, keyed):
             records[item.rel] = prev
             resumed += 1
         else:
@@ -131,12 +232,12 @@ def _plan(found, done: dict[str, dict], config: RunConfig, output_dir: Path):
     return records, todo, resumed
 
 
-def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | None, take) -> None:
+def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | None, take, keys=None) -> None:
     """Run every batch, in this process or on a pool of ``workers``; ``take`` gets each batch's records."""
     from .pipeline import init_worker, process_in_worker, start_worker
 
     if workers <= 1 or len(batches) <= 1:
-        worker = start_worker(config, weights_dir, threads=os.cpu_count() or 1)
+        worker = start_worker(config, weights_dir, threads=os.cpu_count() or 1, keys=keys)
         for batch in batches:
             take(worker.process(batch))
         return
@@ -144,7 +245,7 @@ def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | 
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
-                             initargs=(config.to_dict(), weights_dir, threads)) as pool:
+                             initargs=(config.to_dict(), weights_dir, threads, keys)) as pool:
         pending = set()
         try:
             for batch in batches:
@@ -164,23 +265,35 @@ def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | 
 
 def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, workers: int, batch_size: int,
                   overwrite: bool = False, weights_dir: str | None = None, progress: bool = True,
-                  log=print) -> RunSummary:
-    from .pipeline import DiskFull, WorkerStartError
+                  log=print, keys: KeyOptions | None = None) -> RunSummary:
+    """Anonymize every image under ``input_dir`` into ``output_dir``; with ``keys``, also write
+    the keyfile (KeyfileError subclasses propagate: wrong passphrase, keyfile of another run)."""
+    from .pipeline import KEY_RECORD, DiskFull, KeySetup, WorkerStartError
 
     started = time.time()
     input_dir, output_dir = Path(os.path.abspath(input_dir)), Path(os.path.abspath(output_dir))
     check_paths(input_dir, output_dir)
     state = output_dir / STATE_DIR
+    if keys is not None:
+        _check_keyfile_place(Path(os.path.abspath(keys.path)), input_dir, output_dir, state)
     try:
-        journal = _prepare_state(state, config, overwrite)
+        journal, run_id = _prepare_state(state, config, overwrite, keys)
     except OSError as e:
         raise RunError(f"cannot write the run state in {state}: {e.strerror or e}") from None
+    writer = None
+    if keys is not None:
+        from .keys.keyfile import KeyfileWriter
+
+        try:
+            writer = KeyfileWriter.open(keys.path, run_id, keys.protector)
+        except OSError as e:
+            raise RunError(f"cannot write the keyfile {keys.path}: {e.strerror or e}") from None
     removed = remove_stale_temps(output_dir)
     if removed:
         log(f"removed {removed} partial file(s) left by an interrupted run")
 
     found = discover(input_dir)
-    records, todo, resumed = _plan(found, journal.load(), config, output_dir)
+    records, todo, resumed = _plan(found, journal.load(), config, output_dir, writer.recorded() if writer else None)
     bar = None
     if progress and todo:
         from tqdm import tqdm
@@ -188,7 +301,14 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
         bar = tqdm(total=len(todo), unit="img", desc="anonymizing", dynamic_ncols=True, file=sys.stderr)
 
     def take(batch_records):
+        if writer is not None:  # keys durable before the journal names an image done
+            for rec in batch_records:
+                kr = rec.pop(KEY_RECORD, None)
+                if kr is not None:
+                    writer.append(rec["input"], rec["output_sha256"], kr["meta"], kr["blobs"])
+            writer.flush()
         for rec in batch_records:
+            rec.pop(KEY_RECORD, None)
             journal.append(rec)
             records[rec["input"]] = rec
         if bar is not None:
@@ -196,13 +316,15 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
 
     stopped = None
     try:
-        _execute([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], config, workers, weights_dir, take)
+        key_setup = KeySetup(writer.keyring, keys.escrow) if writer else None
+        _execute([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], config, workers, weights_dir,
+                 take, key_setup)
     except WorkerStartError as e:
         stopped = str(e)
     except DiskFull as e:
         stopped = f"{e}. Free some space and run the same command again to resume."
-    except OSError as e:  # the journal itself could not be appended (disk full, I/O error)
-        stopped = f"cannot append to the journal: {e.strerror or e}. Run the same command again to resume."
+    except OSError as e:  # the journal or keyfile could not be appended (disk full, I/O error)
+        stopped = f"cannot append to the journal or keyfile: {e.strerror or e}. Run the same command again to resume."
     except KeyboardInterrupt:
         stopped = "interrupted. Run the same command again to resume."
     finally:
@@ -216,17 +338,48 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
         failed=[(r["input"], r.get("reason", "")) for r in ordered if r["status"] == "error"],
         skipped_dirs=found.skipped_dirs, output=output_dir, resumed=resumed,
         seconds=time.time() - started, stopped=stopped,
-        faces=sum(len(r.get("faces", [])) for r in ordered),
+        faces=sum(len(r.get("faces", [])) for r in ordered), run_id=run_id,
     )
     summary.counts["not_done"] = len(found.items) - len(ordered)
     try:
-        _write_outputs(output_dir, ordered, config, summary, started)
+        manifest_sha256 = _write_outputs(output_dir, ordered, config, summary, started, keys)
     except OSError as e:
         summary.stopped = (summary.stopped or "") + f" Could not write the manifest: {e.strerror or e}."
+        if writer is not None:
+            writer.close()
+        return summary
+    if writer is not None:
+        try:
+            summary.keyfile = _finish_keyfile(writer, keys, manifest_sha256, ordered, config)
+        except OSError as e:
+            writer.close()
+            summary.stopped = (summary.stopped or "") + (f" Could not write the keyfile: {e.strerror or e}; its records "
+                                                         f"are kept in {keys.path}.partial: run the same command again.")
     return summary
 
 
-def _write_outputs(output_dir: Path, ordered: list[dict], config: RunConfig, summary: RunSummary, started: float) -> None:
+def _finish_keyfile(writer, keys: KeyOptions, manifest_sha256: str, ordered: list[dict], config: RunConfig) -> dict:
+    """Seal the keyfile to the manifest just written; sizes per face for the summary."""
+    from .methods import get_method_spec
+    from .weights import REGISTRY
+
+    keep = {r["input"]: r["output_sha256"] for r in ordered if r["status"] == "ok" and r.get("output_sha256")}
+    spec = get_method_spec(config.method)
+    run_info = {"method": config.method, "params": config.params, "config_hash": config.hash,
+                "escrow": keys.escrow, "detector": {"name": config.detector, "sha256": config.detector_weights_sha256},
+                "method_weights": {w: REGISTRY[w].sha256 for w in spec.weights}}
+    sizes = writer.finish(manifest_sha256, keep, run_info)
+    faces = sum(len(r.get("faces", [])) for r in ordered if r["input"] in keep)
+    sizes["faces"] = faces
+    sizes["bytes_per_face"] = sizes["record_bytes"] / faces if faces else 0.0
+    sizes["path"] = str(keys.path)
+    sizes["escrow"] = keys.escrow
+    return sizes
+
+
+def _write_outputs(output_dir: Path, ordered: list[dict], config: RunConfig, summary: RunSummary, started: float,
+                   keys: KeyOptions | None = None) -> str:
+    """manifest.csv and run.json; returns the manifest's sha256."""
     from .weights import REGISTRY, sha256_of
 
     frame = manifest_frame(ordered)
@@ -239,6 +392,7 @@ def _write_outputs(output_dir: Path, ordered: list[dict], config: RunConfig, sum
     record = {
         "tool": "anoncli",
         "tool_version": __version__,
+        "run_id": summary.run_id,
         "config": config.to_dict(),
         "config_hash": config.hash,
         "method": {"name": spec.name, "citation": spec.citation, "reversible": spec.reversible,
@@ -256,5 +410,7 @@ def _write_outputs(output_dir: Path, ordered: list[dict], config: RunConfig, sum
         "stopped": summary.stopped,
         "manifest": MANIFEST_NAME,
         "manifest_sha256": sha256_of(output_dir / MANIFEST_NAME),
+        "keyfile": keys.describe() if keys else None,
     }
     write_atomic(output_dir / RUN_RECORD_NAME, json.dumps(record, indent=2).encode())
+    return record["manifest_sha256"]

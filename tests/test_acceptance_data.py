@@ -2,7 +2,6 @@
 bundled examples: face recall, de-identification by dlib distance, no-face policies."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path

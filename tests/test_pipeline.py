@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +18,7 @@ from anoncli.metrics.dlib_identity import box_iou
 from anoncli.methods import get_method_spec
 from anoncli.run import run_anonymize
 
-from conftest import SHARED
+from conftest import SHARED, kill_halfway
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "images"
@@ -102,16 +99,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
 
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "anoncli", "anonymize", str(src), "-o", str(out), "-q", "-j", "2", "--batch-size", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / ".anoncli" / "journal.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if journal.exists() and journal.read_bytes().count(b"\n") >= n_inputs // 3:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = journal.read_bytes().count(b"\n")
+    done_before = kill_halfway(cmd, journal, n_inputs)
     assert 0 < done_before < n_inputs, "the kill must land halfway"
 
     r = cli("anonymize", src, "-o", out, "-q", "-j", "2")

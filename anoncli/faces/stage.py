@@ -1,9 +1,14 @@
 """Detect -> align -> method on the aligned crop -> inverse warp -> feathered blend (METHODS.md common frame)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import cv2
 import numpy as np
 
+from ..keys.derive import FaceKey
+from ..keys.escrow import changed_box
 from ..io.images import COLOUR_CHANNELS, LoadedImage, from_rgb, rgb_view
 from ..methods.base import FaceMethod
 from .align import affine_scale, alignment_matrix, apply_affine
@@ -23,17 +28,42 @@ def extract_crop(img: LoadedImage, m_image_to_crop: np.ndarray, resolution: int,
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceMethod) -> list[dict]:
-    """Replace every detected face in ``img.pixels`` (in place); one record per face.
-
-    Faces are done one after another on the updated image, so a crop that overlaps a face
-    already done carries that face anonymized, never its original pixels.
-    """
-    res = method.resolution
+def _composite_into(img: LoadedImage, roi, rgb_roi: np.ndarray, mask_roi: np.ndarray) -> None:
+    """Blend float RGB ``rgb_roi`` into the image's colour channels inside ``roi`` (in place)."""
+    x0, y0, x1, y1 = roi
     n_colour = COLOUR_CHANNELS[img.mode]
     top = 65535 if img.pixels.dtype == np.uint16 else 255
-    records = []
-    for det in detections:
+    base = img.pixels[y0:y1, x0:x1, :n_colour].astype(np.float32)
+    out = composite(base, from_rgb(rgb_roi, img.mode, img.pixels.dtype), mask_roi)
+    img.pixels[y0:y1, x0:x1, :n_colour] = np.clip(np.rint(out), 0, top).astype(img.pixels.dtype)
+
+
+@dataclass
+class FaceSecret:
+    """What the keyfile keeps for one face: the method's per-face values, its exact warp and
+    landmarks, and (with escrow) the original pixels of the region the face stage changed."""
+
+    index: int
+    params: dict
+    warp: list            # image -> crop matrix, full precision (the manifest's is rounded)
+    landmarks: list       # detected landmarks in the image
+    escrow_box: tuple[int, int, int, int] | None = None   # x0, y0, x1, y1 in the image
+    escrow_pixels: np.ndarray | None = None
+
+
+def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceMethod,
+                    face_key: Callable[[int], FaceKey] | None = None,
+                    escrow: bool = False) -> tuple[list[dict], list[FaceSecret]]:
+    """Replace every detected face in ``img.pixels`` (in place); one record per face, and
+    one secret per face when the run has a keyfile (``face_key`` gives face i's key).
+
+    Faces are done one after another on the updated image, so a crop that overlaps a face
+    already done carries that face anonymized, never its original pixels; escrowed regions
+    are therefore restored in reverse order.
+    """
+    res = method.resolution
+    records, secrets = [], []
+    for index, det in enumerate(detections):
         m = alignment_matrix(det.landmarks, res, method.margin)
         roi = crop_bounds_in_image(m, res, img.height, img.width)
         record = det.to_record()
@@ -42,16 +72,54 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
             record["skipped"] = "crop outside the image"
             records.append(record)
             continue
+        key = face_key(index) if face_key is not None else None
         landmarks_in_crop = apply_affine(m, det.landmarks)
         crop = extract_crop(img, m, res, roi)
-        anon = method.anonymize_crop(crop, landmarks_in_crop).astype(np.float32, copy=False)
+        anon = method.anonymize_crop(crop, landmarks_in_crop, key).astype(np.float32, copy=False)
         mask = method.blend_mask(landmarks_in_crop)
         anon_roi = warp_crop_to_roi(anon, m, roi)
         mask_roi = warp_crop_to_roi(mask, m, roi)
         x0, y0, x1, y1 = roi
-        base = img.pixels[y0:y1, x0:x1, :n_colour].astype(np.float32)
-        out = composite(base, from_rgb(anon_roi, img.mode, img.pixels.dtype), mask_roi)
-        img.pixels[y0:y1, x0:x1, :n_colour] = np.clip(np.rint(out), 0, top).astype(img.pixels.dtype)
+        if key is not None:
+            secret = FaceSecret(index, method.key_params(key), m.tolist(), np.asarray(det.landmarks).tolist())
+            box = changed_box(mask_roi) if escrow else None
+            if box is not None:
+                bx0, by0, bx1, by1 = box
+                secret.escrow_box = (x0 + bx0, y0 + by0, x0 + bx1, y0 + by1)
+                secret.escrow_pixels = img.pixels[y0 + by0:y0 + by1, x0 + bx0:x0 + bx1].copy()
+            secrets.append(secret)
+        _composite_into(img, roi, anon_roi, mask_roi)
         record["abs_params"] = {k: round(float(v), 3) for k, v in method.absolute_params(affine_scale(m)).items()}
         records.append(record)
-    return records
+    return records, secrets
+
+
+def restore_escrow(img: LoadedImage, patches: list[tuple[tuple[int, int, int, int], np.ndarray]]) -> None:
+    """Put escrowed original regions back (in place), last face first."""
+    for (x0, y0, x1, y1), pixels in reversed(patches):
+        if not (0 <= x0 < x1 <= img.width and 0 <= y0 < y1 <= img.height) or pixels.shape != (y1 - y0, x1 - x0, img.pixels.shape[2]):
+            raise ValueError("escrowed region does not fit this image")
+        if pixels.dtype != img.pixels.dtype:
+            raise ValueError("escrowed region has another sample depth than this image")
+        img.pixels[y0:y1, x0:x1] = pixels
+
+
+def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys: dict[int, FaceKey]) -> int:
+    """Undo a reversible method without escrow (in place), last face first: the same warp,
+    the method's ``restore_crop`` with the face's key, the same blend. ``faces``: the keyfile's
+    per-face entries (index, warp, landmarks, params). Returns the number of faces restored."""
+    res = method.resolution
+    done = 0
+    for face in sorted(faces, key=lambda f: f["index"], reverse=True):
+        m = np.asarray(face["warp"], np.float64)
+        roi = crop_bounds_in_image(m, res, img.height, img.width)
+        if roi is None:
+            continue
+        landmarks_in_crop = apply_affine(m, np.asarray(face["landmarks"], np.float64))
+        crop = extract_crop(img, m, res, roi)
+        restored = method.restore_crop(crop, landmarks_in_crop, keys[face["index"]], face.get("params", {}))
+        mask_roi = warp_crop_to_roi(method.blend_mask(landmarks_in_crop), m, roi)
+        restored_roi = warp_crop_to_roi(restored.astype(np.float32, copy=False), m, roi)
+        _composite_into(img, roi, restored_roi, mask_roi)
+        done += 1
+    return done

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
 
 TEMP_MARK = ".anoncli-tmp-"
@@ -22,16 +23,28 @@ def temp_name(name: str) -> str:
     return f".{name[:40]}{TEMP_MARK}{secrets.token_hex(4)}"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file, or all of the new one."""
+class _FdWriter:
+    """Unbuffered writes straight to a descriptor, so that a full disk surfaces at the write."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        return len(data)
+
+
+@contextmanager
+def atomic_writer(path: Path, mode: int = 0o644):
+    """A writer whose bytes replace ``path`` only if the block ends without error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(temp_name(path.name))
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            yield _FdWriter(fd)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -43,6 +56,12 @@ def write_atomic(path: Path, data: bytes) -> None:
             pass
         raise
     fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file, or all of the new one."""
+    with atomic_writer(path, mode) as f:
+        f.write(data)
 
 
 def remove_stale_temps(root: Path) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-MANIFEST_COLUMNS = ["input", "input_sha256", "output", "status", "reason", "n_faces", "faces",
+MANIFEST_COLUMNS = ["input", "input_sha256", "output", "output_sha256", "status", "reason", "n_faces", "faces",
                     "method", "params", "detector", "jpeg_quality", "notes", "timings", "config_hash"]
 
 
@@ -75,6 +75,7 @@ def manifest_frame(records: list[dict]):
             "input": r["input"],
             "input_sha256": r.get("input_sha256"),
             "output": r.get("output"),
+            "output_sha256": r.get("output_sha256"),
             "status": r["status"],
             "reason": r.get("reason", ""),
             "n_faces": len(r.get("faces", [])),
@@ -88,7 +89,6 @@ def manifest_frame(records: list[dict]):
             "config_hash": r.get("config_hash"),
         })
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-
 
 
 def read_manifest(path: Path):

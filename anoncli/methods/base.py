@@ -53,7 +53,7 @@ class MethodSpec:
     citation: str
     params: tuple[Param, ...]
     load: Callable[[], type]
-    reversible: bool = False
+    reversible: bool = False      # restores from the anonymized image and the face key (needs --keyfile)
     formal_guarantee: str | None = None
     weights: tuple[str, ...] = ()
     deterministic: bool = True
@@ -75,6 +75,8 @@ class FaceMethod:
 
     ``anonymize_crop`` gets a float32 RGB crop (0-255 scale) at ``resolution`` and returns
     one of the same shape; ``blend_mask`` is the crop-space mask used to put it back.
+    ``key`` is the face's own ``FaceKey`` (a secret and a keyed generator) when the run has a
+    keyfile; reversible methods require it and undo their work in ``restore_crop``.
     """
 
     resolution: int = 256
@@ -83,8 +85,16 @@ class FaceMethod:
     def __init__(self, **params: Any) -> None:
         self.params = params
 
-    def anonymize_crop(self, crop: np.ndarray, landmarks_in_crop: np.ndarray) -> np.ndarray:
+    def anonymize_crop(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key=None) -> np.ndarray:
         raise NotImplementedError
+
+    def restore_crop(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key, face_params: dict) -> np.ndarray:
+        """The original crop from the anonymized one and the face's key (reversible methods only)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot restore without escrow")
+
+    def key_params(self, key) -> dict:
+        """Per-face values the keyfile keeps for restore (e.g. a rotation angle); never the key itself."""
+        return {}
 
     def blend_mask(self, landmarks_in_crop: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -79,7 +79,7 @@ class Blur(_ShapedMethod):
             return self.params["sigma"] * self.face_width_px
         return self.face_width_px / self.params["cells"]
 
-    def anonymize_crop(self, crop, landmarks_in_crop):
+    def anonymize_crop(self, crop, landmarks_in_crop, key=None):
         if self.params["kind"] == "gaussian":
             return gaussian_blur(crop, self._strength_px())
         return downsample_blur(crop, self._strength_px())
@@ -93,7 +93,7 @@ class Pixelate(_ShapedMethod):
     def _cell_px(self) -> int:
         return max(1, round(self.face_width_px / self.params["cells"]))
 
-    def anonymize_crop(self, crop, landmarks_in_crop):
+    def anonymize_crop(self, crop, landmarks_in_crop, key=None):
         return pixelate(crop, self._cell_px())
 
     def absolute_params(self, crop_pixels_per_image_pixel):
@@ -105,7 +105,7 @@ class Mask(_ShapedMethod):
         super().__init__(**params)
         self.colour = np.array(parse_colour(params["color"]), np.float32)
 
-    def anonymize_crop(self, crop, landmarks_in_crop):
+    def anonymize_crop(self, crop, landmarks_in_crop, key=None):
         return np.broadcast_to(self.colour, crop.shape).copy()
 
 
@@ -118,7 +118,7 @@ class Noise(_ShapedMethod):
     def _grain_px(self) -> float:
         return self.params["grain"] * self.face_width_px
 
-    def anonymize_crop(self, crop, landmarks_in_crop):
+    def anonymize_crop(self, crop, landmarks_in_crop, key=None):
         return add_gaussian_noise(crop, self.params["sigma"], self._grain_px(), self.rng)
 
     def absolute_params(self, crop_pixels_per_image_pixel):

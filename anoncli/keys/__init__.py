@@ -1,0 +1,1 @@
+"""Key material: per-face key derivation, the encrypted keyfile, escrow of original pixels."""

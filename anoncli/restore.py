@@ -1,0 +1,229 @@
+"""``anoncli restore``: the original dataset back from an anonymized one and its keyfile.
+
+Every check that can refuse the whole job runs before anything is written: the keyfile is
+authentic and opens with the secret given, and it was sealed for this folder's run and
+manifest. Then each image is checked on its own (its file is the one the run wrote) and
+restored from escrow, or by the method's own inverse with the face's derived key. The result
+is written into a hidden sibling folder that is renamed into place only when complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import __version__
+from .io.atomic import TEMP_MARK, write_atomic
+from .io.discover import paths_overlap
+from .keys.format import KeyfileMismatch
+from .run import MANIFEST_NAME, RUN_RECORD_NAME, RunError
+
+RESTORE_RECORD_NAME = "restore.json"
+RESTORE_COLUMNS = ["input", "status", "restored_from", "n_faces", "reason", "output_sha256"]
+STATUSES = ("restored", "copied", "modified", "missing", "not_anonymized", "error")
+
+
+@dataclass
+class RestoreSummary:
+    counts: dict[str, int]
+    problems: list[tuple[str, str, str]]   # (image, status, reason)
+    output: Path
+    seconds: float
+    source: str                             # escrow or model
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(self.counts[s] for s in ("modified", "missing", "error")) else 0
+
+
+def default_restore_output(anon_dir: Path) -> Path:
+    anon_dir = Path(os.path.abspath(anon_dir))
+    return anon_dir.with_name(anon_dir.name + "-restored")
+
+
+def _load_run(anon_dir: Path):
+    from .io.journal import read_manifest
+
+    manifest_path, record_path = anon_dir / MANIFEST_NAME, anon_dir / RUN_RECORD_NAME
+    if not anon_dir.is_dir():
+        raise RunError(f"{anon_dir} is not a folder")
+    if not manifest_path.is_file() or not record_path.is_file():
+        raise RunError(f"{anon_dir} has no {MANIFEST_NAME} and {RUN_RECORD_NAME}: not the output of `anoncli anonymize`")
+    try:
+        manifest_bytes = manifest_path.read_bytes()
+        record = json.loads(record_path.read_text())
+        manifest = read_manifest(manifest_path)
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read the run in {anon_dir}: {e}") from None
+    return record, manifest, hashlib.sha256(manifest_bytes).hexdigest()
+
+
+def check_binding(reader, record: dict, manifest_sha256: str) -> None:
+    """The keyfile was sealed for this run and exactly this manifest."""
+    if record.get("run_id") != reader.run_id:
+        raise KeyfileMismatch(f"the keyfile belongs to run {reader.run_id}, but this folder holds run "
+                              f"{record.get('run_id')}: use that run's keyfile")
+    if reader.manifest_sha256 != manifest_sha256:
+        raise KeyfileMismatch("the keyfile was sealed for another version of manifest.csv (the manifest was edited, "
+                              "or the run was resumed and its newer keyfile is elsewhere)")
+
+
+def run_restore(anon_dir: Path, keyfile: Path, unlocker, output: Path | None = None, *,
+                weights_dir: str | None = None, progress: bool = True) -> RestoreSummary:
+    from .keys.keyfile import KeyfileReader, read_header
+
+    started = time.time()
+    anon_dir = Path(os.path.abspath(anon_dir))
+    output = Path(os.path.abspath(output or default_restore_output(anon_dir)))
+    if output.exists():
+        raise RunError(f"output folder {output} exists; restore writes a new folder (choose another with -o)")
+    if paths_overlap(anon_dir, output):
+        raise RunError(f"output {output} and the anonymized folder {anon_dir} overlap; choose another -o")
+    record, manifest, manifest_sha256 = _load_run(anon_dir)
+    claimed = read_header(keyfile).get("run_id")  # plain, checked again once authenticated
+    if claimed != record.get("run_id"):
+        raise KeyfileMismatch(f"the keyfile belongs to run {claimed}, but this folder holds run "
+                              f"{record.get('run_id')}: use that run's keyfile")
+    reader = KeyfileReader(keyfile, unlocker)
+    check_binding(reader, record, manifest_sha256)
+    restorer = _restorer(reader, record, weights_dir)
+
+    stem = f".{output.name[:40]}{TEMP_MARK}restore-"
+    for stale in output.parent.glob(stem + "*") if output.parent.is_dir() else ():
+        shutil.rmtree(stale, ignore_errors=True)  # left by a restore that was killed
+    staging = output.with_name(f"{stem}{os.getpid()}")
+    rows = []
+    try:
+        staging.mkdir(parents=True)
+        iterator = manifest.to_dict("records")
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, unit="img", desc="restoring", dynamic_ncols=True, file=sys.stderr)
+        for row in iterator:
+            rows.append(_restore_one(row, anon_dir, staging, reader, restorer))
+        _write_restore_outputs(staging, rows, record, reader, manifest_sha256, restorer.source, started)
+        os.rename(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
+    problems = [(r["input"], r["status"], r["reason"]) for r in rows if r["status"] in ("modified", "missing", "error")]
+    return RestoreSummary(counts, problems, output, time.time() - started, restorer.source)
+
+
+class _Restorer:
+    """Turns an anonymized image and its key record back into the original pixels."""
+
+    def __init__(self, source: str, method=None, config: dict | None = None):
+        self.source, self.method, self.config = source, method, config or {}
+
+    def restore(self, img, meta: dict, blobs: bytes, keyring) -> None:
+        from .faces.stage import restore_escrow, restore_faces
+        from .keys.escrow import decompress_patch
+
+        faces = meta.get("faces")
+        if not isinstance(faces, list):
+            raise ValueError("key record has no face list")
+        if self.source == "escrow":
+            patches, offset = [], 0
+            for face in faces:
+                desc = face.get("escrow")
+                if desc is None:
+                    continue
+                length = desc["length"]
+                patches.append((tuple(desc["box"]), decompress_patch(desc, blobs[offset:offset + length])))
+                offset += length
+            restore_escrow(img, patches)
+            return
+        keys = {f["index"]: keyring.face(meta["input"], meta["input_sha256"], f["index"]) for f in faces}
+        restore_faces(img, faces, self.method, keys)
+
+
+def _restorer(reader, record: dict, weights_dir: str | None) -> _Restorer:
+    from .methods import build_method, get_method_spec
+
+    seal = reader.seal
+    if seal.get("escrow"):
+        return _Restorer("escrow", config=record.get("config"))
+    name = seal.get("method")
+    spec = get_method_spec(name)
+    if not spec.reversible:
+        raise RunError(f"this keyfile holds no escrow, and {name} cannot be undone without it "
+                       "(anonymize with --escrow to make any method restorable)")
+    from .weights import REGISTRY, resolve_weights
+
+    for w in spec.weights:
+        resolve_weights(w, weights_dir)  # WeightsMissing names the command that gets it
+        if seal.get("method_weights", {}).get(w) not in (None, REGISTRY[w].sha256):
+            raise RunError(f"the run used other {w} weights (sha256 {seal['method_weights'][w]}) than the ones "
+                           "registered now; model-based restore needs the same network")
+    return _Restorer("model", build_method(name, seal.get("params", {})), record.get("config"))
+
+
+def _restore_one(row: dict, anon_dir: Path, staging: Path, reader, restorer: _Restorer) -> dict:
+    from .io.images import ImageError, encode_image, load_image
+
+    rel = row["input"]
+    out = {"input": rel, "status": "error", "restored_from": "", "n_faces": int(row.get("n_faces") or 0),
+           "reason": "", "output_sha256": ""}
+    if row["status"] not in ("ok", "no_face") or not row.get("output"):
+        out["status"], out["reason"] = "not_anonymized", f"the run wrote no output ({row['status']}: {row.get('reason', '')})"
+        return out
+    path = anon_dir / row["output"]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        out["status"], out["reason"] = "missing", f"{row['output']} is not in the anonymized folder"
+        return out
+    except OSError as e:
+        out["reason"] = f"cannot read {row['output']}: {e.strerror or e}"
+        return out
+    expected = row.get("output_sha256") or ""
+    if hashlib.sha256(data).hexdigest() != expected:
+        out["status"], out["reason"] = "modified", "the file differs from the one anonymize wrote (sha256); not restored"
+        return out
+    if row["status"] == "no_face":
+        result, out["restored_from"] = data, "copy"
+        out["status"] = "copied"
+    else:
+        if reader.output_sha256(rel) != expected:
+            out["reason"] = "the keyfile holds no record for this image"
+            return out
+        meta, blobs, keyring = reader.record(rel)
+        config = restorer.config
+        try:
+            img = load_image(data, config.get("max_pixels", 178_956_970), keep_metadata=True)
+            restorer.restore(img, meta, blobs, keyring)
+            result = encode_image(img)
+        except (ImageError, ValueError, KeyError, TypeError) as e:
+            out["reason"] = f"cannot restore: {e}"
+            return out
+        out["status"], out["restored_from"] = "restored", restorer.source
+    write_atomic(staging / rel, result)
+    out["output_sha256"] = hashlib.sha256(result).hexdigest()
+    return out
+
+
+def _write_restore_outputs(staging: Path, rows: list[dict], record: dict, reader, manifest_sha256: str,
+                           source: str, started: float) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=RESTORE_COLUMNS)
+    write_atomic(staging / MANIFEST_NAME, frame.to_csv(index=False).encode())
+    doc = {
+        "tool": "anoncli", "tool_version": __version__, "restored_run_id": reader.run_id,
+        "anonymized_manifest_sha256": manifest_sha256, "restored_from": source,
+        "method": reader.seal.get("method"), "keyfile_protection": reader.header.get("protection"),
+        "counts": {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES},
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+        "ended": datetime.now(timezone.utc).isoformat(),
+    }
+    write_atomic(staging / RESTORE_RECORD_NAME, json.dumps(doc, indent=2).encode())
