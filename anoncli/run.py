@@ -342,7 +342,7 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
     )
     summary.counts["not_done"] = len(found.items) - len(ordered)
     try:
-        manifest_sha256 = _write_outputs(output_dir, ordered, config, summary, started, keys)
+        manifest_sha256 = _write_outputs(output_dir, ordered, config, summary, started, keys, input_dir)
     except OSError as e:
         summary.stopped = (summary.stopped or "") + f" Could not write the manifest: {e.strerror or e}."
         if writer is not None:
@@ -378,7 +378,7 @@ def _finish_keyfile(writer, keys: KeyOptions, manifest_sha256: str, ordered: lis
 
 
 def _write_outputs(output_dir: Path, ordered: list[dict], config: RunConfig, summary: RunSummary, started: float,
-                   keys: KeyOptions | None = None) -> str:
+                   keys: KeyOptions | None = None, input_dir: Path | None = None) -> str:
     """manifest.csv and run.json; returns the manifest's sha256."""
     from .weights import REGISTRY, sha256_of
 
@@ -393,10 +393,12 @@ def _write_outputs(output_dir: Path, ordered: list[dict], config: RunConfig, sum
         "tool": "anoncli",
         "tool_version": __version__,
         "run_id": summary.run_id,
+        "input_dir": str(input_dir) if input_dir else None,
         "config": config.to_dict(),
         "config_hash": config.hash,
         "method": {"name": spec.name, "citation": spec.citation, "reversible": spec.reversible,
-                   "formal_guarantee": spec.formal_guarantee, "deterministic": spec.deterministic},
+                   "formal_guarantee": spec.formal_guarantee, "deterministic": spec.deterministic,
+                   "evaluators": list(spec.recognizers)},
         "detector": {"name": config.detector, "weights": det_weights, "sha256": REGISTRY[det_weights].sha256},
         "libraries": library_versions(),
         "platform": platform.platform(),

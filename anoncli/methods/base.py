@@ -58,6 +58,7 @@ class MethodSpec:
     weights: tuple[str, ...] = ()
     deterministic: bool = True
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    recognizers: tuple[str, ...] = ()   # face recognizers the method uses internally (white-box in reports)
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``given``, each value validated; unknown names are an error."""

@@ -1,0 +1,1 @@
+"""Network definitions only (torch modules, no weights loading or other I/O)."""

@@ -1,0 +1,1 @@
+"""The ``anoncli report`` command: measure an anonymized run and render it as one HTML page."""

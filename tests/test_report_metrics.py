@@ -1,0 +1,70 @@
+"""The report's pure measures against closed forms."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from anoncli.metrics.fairness import group_gaps
+from anoncli.metrics.image_quality import K1, K2, mae, psnr, ssim
+from anoncli.metrics.privacy import identification_rates, pairwise_distances, protection_rate
+
+
+def test_ssim_of_an_image_with_itself_is_one_and_constants_have_a_closed_form():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    assert ssim(img, img) == pytest.approx(1.0)
+    a, b = np.full((30, 30), 100.0), np.full((30, 30), 150.0)
+    c1 = (K1 * 255) ** 2
+    expected = (2 * 100 * 150 + c1) / (100 ** 2 + 150 ** 2 + c1)  # contrast/structure terms are 1
+    assert ssim(a, b) == pytest.approx(expected, rel=1e-9)
+    assert K2 == 0.03
+
+
+def test_psnr_mae_and_masks():
+    a = np.zeros((4, 4))
+    b = a.copy()
+    b[0, 0] = 16
+    assert psnr(a, a) == math.inf
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255 ** 2 / (16 ** 2 / 16)))
+    assert mae(a, b) == pytest.approx(1.0)
+    mask = np.zeros((4, 4), bool)
+    mask[1:] = True
+    assert psnr(a, b, mask) == math.inf and mae(a, b, ~mask) == pytest.approx(4.0)
+    assert math.isnan(psnr(a, b, np.zeros((4, 4), bool)))
+
+
+def test_protection_rate_counts_pairs_strictly_above_threshold():
+    assert protection_rate([0.1, 0.6, 0.7, 0.9], 0.6) == 0.5
+    assert math.isnan(protection_rate([], 0.6))
+
+
+def test_pairwise_distances_closed_form():
+    p = np.array([[1.0, 0.0], [0.0, 2.0]])
+    g = np.array([[0.0, 1.0], [3.0, 0.0]])
+    assert np.allclose(pairwise_distances(p, g, "euclidean"), [[math.sqrt(2), 2], [1, math.sqrt(13)]])
+    assert np.allclose(pairwise_distances(p, g, "cosine"), [[1, 0], [0, 1]])
+
+
+def test_identification_rates_rank1_rank5_and_exclusion():
+    # Probe 0 (id A): nearest is its own original (excluded), then a B, then an A -> rank-2 hit.
+    d = np.array([[0.0, 0.2, 0.3, 0.9],
+                  [0.5, 0.1, 0.4, 0.05]])
+    gallery_ids = ["A", "B", "A", "C"]
+    exclude = np.array([[True, False, False, False], [False, False, False, False]])
+    rates = identification_rates(d, ["A", "B"], gallery_ids, ks=(1, 2), exclude=exclude)
+    assert rates[1] == 0.0  # probe 0's nearest left is B; probe 1's nearest is C
+    assert rates[2] == 1.0
+    # A probe whose identity has no other gallery image is not counted.
+    assert identification_rates(d[:1], ["C"], ["A", "B", "A", "D"], ks=(1,))[1] != identification_rates(d[:1], ["C"], ["A", "B", "A", "D"], ks=(1,))[1]
+
+
+def test_group_gaps_closed_form():
+    gaps = group_gaps({"a": 0.5, "b": 0.75, "c": 1.0})
+    assert gaps["max_min"] == pytest.approx(0.5)
+    assert gaps["mean_pairwise"] == pytest.approx((0.25 + 0.5 + 0.25) / 3)
+    assert gaps["log_ratio"] == pytest.approx(math.log(2))
+    assert gaps["std"] == pytest.approx(np.std([0.5, 0.75, 1.0]))
+    assert group_gaps({"a": 0.0, "b": 1.0})["log_ratio"] is None
+    assert group_gaps({})["max_min"] is None
