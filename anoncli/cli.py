@@ -331,22 +331,13 @@ def report(
     if compare:
         result["compare"] = rows
     from .io.atomic import write_atomic
+    from .io.journal import json_default
     from .report.html import render_html
 
-    write_atomic(out_dir / "report.json", json.dumps(result, indent=1, default=_json_default).encode())
+    write_atomic(out_dir / "report.json", json.dumps(result, indent=1, default=json_default).encode())
     write_atomic(out_dir / "report.html", render_html(result).encode())
     _print_report(result)
     out.print(f"report: {out_dir / 'report.json'}, {out_dir / 'report.html'}")
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
 
 
 def _compare_row(label: str, r: dict) -> dict:

@@ -27,11 +27,15 @@ def real_faces(n):
     return files
 
 
+def copy_faces(dest, n):
+    dest.mkdir()
+    for f in real_faces(n):
+        shutil.copy(f, dest / f.name)
+    return dest
+
+
 def test_report_of_a_dataset_against_itself(tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    for f in real_faces(16):
-        shutil.copy(f, src / f.name)
+    src = copy_faces(tmp_path / "in", 16)
     anon = tmp_path / "anon"
     assert cli("anonymize", src, "-o", anon, "-q", "-j", "1").returncode == 0
     for f in src.iterdir():  # undo the anonymization: the "anonymized" files are the originals
@@ -52,10 +56,7 @@ def test_report_of_a_dataset_against_itself(tmp_path):
 
 
 def test_report_of_blur_counts_protection_and_recovery(tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    for f in real_faces(10):
-        shutil.copy(f, src / f.name)
+    src = copy_faces(tmp_path / "in", 10)
     anon = tmp_path / "anon"
     env_pass = {**os.environ, "ANONCLI_PASSPHRASE": "report test passphrase"}
     r = subprocess.run([sys.executable, "-m", "anoncli", "anonymize", str(src), "-o", str(anon), "-q", "-j", "1",

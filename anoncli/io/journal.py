@@ -15,7 +15,8 @@ MANIFEST_COLUMNS = ["input", "input_sha256", "output", "output_sha256", "status"
                     "method", "params", "detector", "jpeg_quality", "notes", "timings", "config_hash"]
 
 
-def _default(o):
+def json_default(o):
+    """JSON for numpy scalars and arrays."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -51,7 +52,7 @@ class Journal:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "ab")
-        self._fh.write(json.dumps(record, default=_default, separators=(",", ":")).encode() + b"\n")
+        self._fh.write(json.dumps(record, default=json_default, separators=(",", ":")).encode() + b"\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -79,7 +80,7 @@ def manifest_frame(records: list[dict]):
             "status": r["status"],
             "reason": r.get("reason", ""),
             "n_faces": len(r.get("faces", [])),
-            "faces": json.dumps(r.get("faces", []), default=_default, separators=(",", ":")),
+            "faces": json.dumps(r.get("faces", []), default=json_default, separators=(",", ":")),
             "method": r.get("method"),
             "params": json.dumps(r.get("params", {}), sort_keys=True),
             "detector": r.get("detector"),
