@@ -349,25 +349,24 @@ def test_16bit_colour_tiff_stays_16bit(tmp_path):
     assert back.dtype == np.uint16 and np.array_equal(back[..., ::-1], px)
 
 
-def test_16bit_rgba_png_keeps_alpha(tmp_path):
-    rng = np.random.default_rng(4)
-    px = rng.integers(0, 65536, (20, 30, 4), dtype=np.uint16)
+def png16_roundtrip(tmp_path, channels: int, colour_type: int, seed: int):
+    """A random 16-bit PNG written by hand, decoded and re-encoded: (pixels, image, re-decoded)."""
+    px = np.random.default_rng(seed).integers(0, 65536, (20, 30, channels), dtype=np.uint16)
     path = tmp_path / "a.png"
-    path.write_bytes(png16(px, 6))
+    path.write_bytes(png16(px, colour_type))
     img, data = roundtrip(path)
+    return px, img, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def test_16bit_rgba_png_keeps_alpha(tmp_path):
+    px, img, back = png16_roundtrip(tmp_path, 4, 6, seed=4)
     assert (img.mode, img.pixels.dtype) == ("RGBA", np.uint16)
-    back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(back[..., [2, 1, 0, 3]], px)
 
 
 def test_16bit_grey_alpha_png_is_noted(tmp_path):
-    rng = np.random.default_rng(5)
-    px = rng.integers(0, 65536, (20, 30, 2), dtype=np.uint16)
-    path = tmp_path / "a.png"
-    path.write_bytes(png16(px, 4))
-    img, data = roundtrip(path)
+    px, img, back = png16_roundtrip(tmp_path, 2, 4, seed=5)
     assert img.pixels.dtype == np.uint16
-    back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     assert back.dtype == np.uint16
     assert np.array_equal(back[..., 0], px[..., 0]) and np.array_equal(back[..., -1], px[..., 1])
     if img.mode != "LA":

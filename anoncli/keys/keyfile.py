@@ -25,7 +25,7 @@ from .. import __version__
 from ..io.atomic import atomic_writer, write_atomic
 from .derive import Keyring
 from .envelope import AuthenticationFailed, open_sealed, seal
-from .format import (CHECKSUM_BYTES, Frame, KeyfileDamaged, KeyfileMismatch, ParsedKeyfile, WrongSecret,
+from .format import (Frame, KeyfileDamaged, KeyfileMismatch, ParsedKeyfile, WrongSecret,
                      canonical_json, encode_frame, encode_preamble, labelled_body, parse_keyfile)
 
 FORMAT_NAME = "anoncli-keyfile"
@@ -318,4 +318,4 @@ class KeyfileReader:
 
 
 __all__ = ["KeyfileWriter", "KeyfileReader", "KeyfileDamaged", "KeyfileMismatch", "WrongSecret",
-           "partial_path", "read_header", "CHECKSUM_BYTES"]
+           "partial_path", "read_header"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .envelope import (Argon2Params, AuthenticationFailed, b64, fingerprint, open_sealed,
                        public_from_private, seal, unb64, unwrap_with_private, wrap_for_recipient)
-from .format import KeyfileDamaged, WrongSecret
+from .format import KeyfileDamaged, WrongSecret, canonical_json
 
 
 class Passphrase:
@@ -115,6 +115,4 @@ def _require_protection(header: dict, kind: str) -> None:
 
 
 def _label_aad(wrap: dict) -> bytes:
-    from .format import canonical_json
-
     return canonical_json(wrap)

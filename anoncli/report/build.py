@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -165,7 +166,6 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
     iterator = rows
     if progress:
         from tqdm import tqdm
-        import sys
 
         iterator = tqdm(rows, unit="img", desc="measuring", dynamic_ncols=True, file=sys.stderr)
     for row in iterator:
@@ -177,7 +177,7 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
             original = _rgb(Path(original_dir) / rel)
             anonymized = _rgb(anon_dir / row["output"])
         except Exception as e:  # a missing or unreadable file is counted, not fatal
-            print(f"skipped {rel}: {e}", file=__import__("sys").stderr)
+            print(f"skipped {rel}: {e}", file=sys.stderr)
             continue
         if original.shape != anonymized.shape:
             continue
@@ -266,7 +266,8 @@ def _privacy(name: str, info: dict, faces: list[FaceItem], labels: dict, identit
     ids = [labels.get(Path(f.rel).name, {}).get(identity_column) if identity_column else None for f in faces]
     dist = pairwise_distances(originals, originals, metric) if len(faces) else np.zeros((0, 0))
     upper = np.triu_indices(len(faces), 1)
-    same_image = np.array([[a.rel == b.rel for b in faces] for a in faces]) if faces else np.zeros((0, 0), bool)
+    rels = np.array([f.rel for f in faces])
+    same_image = rels[:, None] == rels[None, :]
     if any(i is not None for i in ids):
         id_arr = np.array([str(i) for i in ids])
         same_id = id_arr[:, None] == id_arr[None, :]
