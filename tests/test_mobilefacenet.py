@@ -11,6 +11,7 @@ import pytest
 from conftest import SHARED
 
 from anoncli.metrics import mobilefacenet_identity as mfn
+from anoncli.metrics.aligned_embedding import distance
 from anoncli.metrics.verification import roc_auc, threshold_at_far
 
 WEIGHTS = SHARED / "weights" / "mobilefacenet_arcface_casia.ckpt"
@@ -90,13 +91,13 @@ def test_threshold_at_far_closed_forms():
 
 
 def test_cosine_distance():
-    assert mfn.distance([1.0, 0.0], [3.0, 0.0]) == pytest.approx(0.0)
-    assert mfn.distance([1.0, 0.0], [0.0, 2.0]) == pytest.approx(1.0)
-    assert mfn.distance([1.0, 1.0], [-1.0, -1.0]) == pytest.approx(2.0)
+    assert distance([1.0, 0.0], [3.0, 0.0]) == pytest.approx(0.0)
+    assert distance([1.0, 0.0], [0.0, 2.0]) == pytest.approx(1.0)
+    assert distance([1.0, 1.0], [-1.0, -1.0]) == pytest.approx(2.0)
     a = np.array([[1.0, 0.0], [1.0, 0.0]])
     b = np.array([[0.0, 1.0], [math.cos(0.5), math.sin(0.5)]])
-    np.testing.assert_allclose(mfn.distance(a, b), [1.0, 1.0 - math.cos(0.5)])
-    assert mfn.MobileFaceNetIdentity.distance is mfn.distance
+    np.testing.assert_allclose(distance(a, b), [1.0, 1.0 - math.cos(0.5)])
+    assert mfn.MobileFaceNetIdentity.distance is distance
 
 
 # ---------------------------------------------------------------- alignment
@@ -232,8 +233,8 @@ def test_verification_auc_on_celeba(celeba_faces, evaluator, capsys):
                for b in range(a + 1, PER_IDENTITY)]
     impostor = [(emb[i, j], emb[(i + 1) % N_IDENTITIES, j]) for i in range(N_IDENTITIES) for j in range(PER_IDENTITY)]
     assert len(genuine) == len(impostor) == 300
-    d_gen = np.array([mfn.distance(a, b) for a, b in genuine])
-    d_imp = np.array([mfn.distance(a, b) for a, b in impostor])
+    d_gen = np.array([distance(a, b) for a, b in genuine])
+    d_imp = np.array([distance(a, b) for a, b in impostor])
     similarity = 1.0 - np.r_[d_gen, d_imp]
     auc = roc_auc(similarity, np.r_[np.ones(len(d_gen)), np.zeros(len(d_imp))])
     t01 = threshold_at_far(d_imp, 0.01)
@@ -253,4 +254,4 @@ def test_mirrored_face_swaps_the_feature_halves(celeba_faces, evaluator):
     mirrored_pts[:, 0] = (w - 1) - mirrored_pts[:, 0]
     a, b = evaluator.embed([rgb, np.ascontiguousarray(rgb[:, ::-1])], [pts, mirrored_pts])
     swapped = np.r_[b[128:], b[:128]]
-    assert mfn.distance(a, swapped) < 0.02
+    assert distance(a, swapped) < 0.02

@@ -49,6 +49,7 @@ def test_report_of_a_dataset_against_itself(tmp_path):
     assert max(dlib["distances"]["anonymized"]) < 1e-6
     assert report["utility"]["ssim"]["face"] == pytest.approx(1.0)
     assert report["utility"]["detection_rate"]["anonymized"] == 1.0
+    assert report["utility"]["landmarks"]["nme_mean"] == 0.0
     ident = dlib["identification"]
     assert ident is not None and ident["rank1"] == ident["baseline_rank1"] and ident["rank5"] == ident["baseline_rank5"]
     assert (tmp_path / "report" / "report.html").read_text().count("<svg") >= 1
@@ -66,8 +67,9 @@ def test_report_of_blur_counts_protection_and_recovery(tmp_path):
     r = subprocess.run([sys.executable, "-m", "anoncli", "restore", str(anon), "--keyfile", str(tmp_path / "k.key"),
                         "-o", str(tmp_path / "restored"), "-q"], capture_output=True, text=True, env=env_pass)
     assert r.returncode == 0, r.stderr
-    r = cli("report", anon, "--restored", tmp_path / "restored", "--evaluator", "dlib", "--cache-dir", tmp_path / "cache",
-            "-o", tmp_path / "report", "-q")
+    # The anonymized images stand in for a restore with a wrong key: nothing comes back.
+    r = cli("report", anon, "--restored", tmp_path / "restored", "--wrong-restored", anon, "--evaluator", "dlib",
+            "--cache-dir", tmp_path / "cache", "-o", tmp_path / "report", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     manifest = pd.read_csv(anon / "manifest.csv", keep_default_na=False)
@@ -76,3 +78,32 @@ def test_report_of_blur_counts_protection_and_recovery(tmp_path):
     assert report["utility"]["ssim"]["face"] < 0.95
     assert report["recovery"]["identity_distance"]["dlib"] < 0.1
     assert report["recovery"]["psnr"] > 40
+    wrong = report["recovery"]["wrong_key"]
+    assert wrong["n"] == report["recovery"]["n"] and wrong["psnr"] < 35
+    assert wrong["identity_distance"]["dlib"] > 0.3
+    landmarks = report["utility"]["landmarks"]
+    assert landmarks["available"] and landmarks["n"] == report["counts"]["faces"] and landmarks["nme_mean"] > 0.02
+
+
+def test_report_json_shows_mobilefacenet_verifies_celeba_crops(tmp_path):
+    """Acceptance 3: the evaluator is loaded correctly (AUC >= 0.95 on same/different pairs of originals)."""
+    crops = SHARED / "data" / "celeba-crops"
+    weights = SHARED / "weights" / "mobilefacenet_arcface_casia.ckpt"
+    if not (crops / "labels.csv").is_file() or not weights.is_file():
+        pytest.skip(f"CelebA crops or MobileFaceNet weights not in {SHARED}")
+    labels = pd.read_csv(crops / "labels.csv", usecols=[0, 1], names=["image", "identity"], header=0, dtype=str)
+    per_identity = labels.groupby("identity")["image"].apply(sorted)
+    chosen = [imgs[:4] for imgs in per_identity if len(imgs) >= 4][:30]
+    src = tmp_path / "in"
+    src.mkdir()
+    for images in chosen:
+        for name in images:
+            shutil.copy(crops / "images" / name, src / name)
+    assert cli("anonymize", src, "-o", tmp_path / "anon", "-q").returncode == 0
+    r = cli("report", tmp_path / "anon", "--labels", crops / "labels.csv", "--evaluator", "mobilefacenet",
+            "--weights-dir", SHARED / "weights", "--cache-dir", tmp_path / "cache", "-o", tmp_path / "report", "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    verification = next(e for e in report["evaluators"] if e["name"] == "mobilefacenet")["verification"]
+    assert verification["genuine_pairs"] >= 150 and verification["impostor_pairs"] >= 5000
+    assert verification["auc"] >= 0.95

@@ -68,3 +68,51 @@ def test_group_gaps_closed_form():
     assert gaps["std"] == pytest.approx(np.std([0.5, 0.75, 1.0]))
     assert group_gaps({"a": 0.0, "b": 1.0})["log_ratio"] is None
     assert group_gaps({})["max_min"] is None
+
+
+def _face68(rng):
+    points = rng.uniform(0, 100, (68, 2))
+    points[36], points[45] = (30.0, 40.0), (70.0, 40.0)  # outer eye corners 40 px apart
+    return points
+
+
+def test_landmark_distance_of_a_shift_is_the_shift_over_the_inter_ocular_distance():
+    from anoncli.metrics.landmarks import REGIONS, normalised_landmark_distance
+
+    ref = _face68(np.random.default_rng(0))
+    d = normalised_landmark_distance(ref, ref + np.array([3.0, 4.0]))
+    assert d["all"] == pytest.approx(5 / 40)
+    assert all(d[r] == pytest.approx(5 / 40) for r in REGIONS)
+    assert normalised_landmark_distance(ref, ref)["all"] == 0.0
+
+
+def test_landmark_distance_is_per_region():
+    from anoncli.metrics.landmarks import normalised_landmark_distance
+
+    ref = _face68(np.random.default_rng(1))
+    moved = ref.copy()
+    moved[48:68] += (8.0, 0.0)  # only the mouth moves
+    d = normalised_landmark_distance(ref, moved)
+    assert d["mouth"] == pytest.approx(8 / 40) and d["chin"] == 0.0 and d["eyes"] == 0.0
+    assert d["all"] == pytest.approx(20 / 68 * 8 / 40)
+    with pytest.raises(ValueError):
+        normalised_landmark_distance(ref[:5], ref[:5])
+
+
+def test_identity_labels_belong_to_the_main_face_of_each_image():
+    from anoncli.report.build import FaceItem, _privacy
+
+    def face(rel, box, vec):
+        f = FaceItem(rel, 0, box, [], "sha")
+        f.original["e"] = f.anonymized["e"] = np.asarray(vec, np.float64)
+        return f
+
+    faces = [face("a.jpg", [0, 0, 100, 100], [1, 0]), face("a.jpg", [200, 0, 230, 30], [0, 1]),
+             face("b.jpg", [0, 0, 90, 90], [0.9, 0.1]), face("c.jpg", [0, 0, 80, 80], [-1, 0])]
+    labels = {"a.jpg": {"identity": "1"}, "b.jpg": {"identity": "1"}, "c.jpg": {"identity": "2"}}
+    info = {"metric": "euclidean", "thresholds": {"literature": 0.5, "far_1e-3": None}}
+    out = _privacy("e", info, faces, labels, "identity")
+    # The small face in a.jpg is someone else: it is in no genuine and no impostor pair.
+    assert info["verification"]["genuine_pairs"] == 1 and info["verification"]["impostor_pairs"] == 2
+    assert info["verification"]["auc"] == 1.0
+    assert out["identification"]["probes"] == 3

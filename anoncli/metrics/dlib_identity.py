@@ -9,24 +9,30 @@ from __future__ import annotations
 import numpy as np
 
 SAME_PERSON_THRESHOLD = 0.6
+NEAR_FACE_SIDE = 120   # a face of this size is well inside the HOG detector's range (80 px window, 5/6 pyramid)
+NEAR_MARGIN = 0.5
+
+
+def _import_dlib():
+    try:
+        import dlib
+    except ImportError:
+        raise RuntimeError("dlib is not installed: pip install 'anoncli[eval]'") from None
+    return dlib
 
 
 class DlibIdentity:
     def __init__(self, weights_dir=None):
-        try:
-            import dlib
-        except ImportError:
-            raise RuntimeError("dlib is not installed: pip install 'anoncli[eval]'") from None
         from ..weights import resolve_weights
 
-        self.dlib = dlib
+        self.dlib = dlib = _import_dlib()
         self.shape = dlib.shape_predictor(str(resolve_weights("dlib-shape-predictor-5", weights_dir).path))
         self.encoder = dlib.face_recognition_model_v1(str(resolve_weights("dlib-face-recognition-resnet", weights_dir).path))
 
     def descriptor(self, rgb: np.ndarray, box) -> np.ndarray:
         """128-d descriptor of the face in ``box`` (x0, y0, x1, y1) of an RGB uint8 image."""
         x0, y0, x1, y1 = (int(round(v)) for v in box)
-        rect = self.dlib.rectangle(max(0, x0), max(0, y0), min(rgb.shape[1] - 1, x1), min(rgb.shape[0] - 1, y1))
+        rect = self.dlib.rectangle(max(0, x0), max(0, y0), min(rgb.shape[1], x1), min(rgb.shape[0], y1))  # as face_recognition trims
         img = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
         shape = self.shape(img, rect)
         return np.asarray(self.encoder.compute_face_descriptor(img, shape, 1), np.float64)
@@ -34,12 +40,45 @@ class DlibIdentity:
     def distance(self, rgb_a: np.ndarray, rgb_b: np.ndarray, box) -> float:
         return float(np.linalg.norm(self.descriptor(rgb_a, box) - self.descriptor(rgb_b, box)))
 
-    def detect(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Boxes dlib's HOG detector (face_recognition's default model, one upsampling) finds."""
+    def detect_near(self, rgb: np.ndarray, box, face_side: int = NEAR_FACE_SIDE, margin: float = NEAR_MARGIN) -> list:
+        """Boxes the HOG detector finds in the neighbourhood of one face: the box grown by
+        ``margin`` of its size on every side, rescaled so the face is ``face_side`` pixels (the
+        detector's 80 px window finds it without upsampling the whole image); image coordinates."""
+        from PIL import Image
+
+        x0, y0, x1, y1 = box
+        side = max(x1 - x0, y1 - y0)
+        left, top = max(0, int(x0 - margin * side)), max(0, int(y0 - margin * side))
+        right, bottom = min(rgb.shape[1], int(x1 + margin * side) + 1), min(rgb.shape[0], int(y1 + margin * side) + 1)
+        if right - left < 2 or bottom - top < 2:
+            return []
+        scale = face_side / max(side, 1.0)
+        size = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
+        patch = np.asarray(Image.fromarray(np.ascontiguousarray(rgb[top:bottom, left:right, :3])).resize(size, Image.BILINEAR))
+        return [(left + a / scale, top + b / scale, left + c / scale, top + d / scale) for a, b, c, d in self.detect(patch, 0)]
+
+    def detect(self, rgb: np.ndarray, upsample: int = 1) -> list[tuple[int, int, int, int]]:
+        """Boxes dlib's HOG detector (face_recognition's default model; one upsampling, as it does) finds."""
         if not hasattr(self, "_hog"):
             self._hog = self.dlib.get_frontal_face_detector()
-        found = self._hog(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8), 1)
+        found = self._hog(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8), upsample)
         return [(r.left(), r.top(), r.right(), r.bottom()) for r in found]
+
+
+class DlibLandmarks68:
+    """dlib's 68-point shape predictor (iBUG 300-W markup) at a given face box."""
+
+    def __init__(self, weights_dir=None):
+        from ..weights import resolve_weights
+
+        self.dlib = dlib = _import_dlib()
+        self.predictor = dlib.shape_predictor(str(resolve_weights("dlib-shape-predictor-68", weights_dir).path))
+
+    def predict(self, rgb: np.ndarray, box) -> np.ndarray:
+        """(68, 2) points in image pixels."""
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        shape = self.predictor(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8), self.dlib.rectangle(x0, y0, x1, y1))
+        return np.array([(p.x, p.y) for p in shape.parts()], np.float64)
 
 
 def matching_box(candidates, box, min_iou: float = 0.3):

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from ..faces.align import estimate_similarity
+from .aligned_embedding import AlignedFaceEmbedder, as_rgb_uint8
 
 NAME = "mobilefacenet-arcface-casia"
 WEIGHTS_NAME = NAME
@@ -61,17 +62,6 @@ BATCH_SIZE = 8
 cores 8 faces ran at about 7 ms per crop, 64 at about 18 ms (torch 2.14, oneDNN)."""
 
 
-def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {image.dtype}")
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
-    return image[..., :3]
-
-
 def alignment_matrix_112x96(landmarks5: np.ndarray) -> np.ndarray:
     """2x3 image -> crop similarity for five landmarks (left eye, right eye, nose, mouth corners)."""
     pts = np.asarray(landmarks5, dtype=np.float64)
@@ -82,7 +72,7 @@ def alignment_matrix_112x96(landmarks5: np.ndarray) -> np.ndarray:
 
 def align_face(image_rgb_uint8: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
     """The 112 x 96 RGB uint8 crop the network expects (bilinear, zero outside the image)."""
-    image = _as_rgb_uint8(image_rgb_uint8)
+    image = as_rgb_uint8(image_rgb_uint8)
     return cv2.warpAffine(np.ascontiguousarray(image), alignment_matrix_112x96(landmarks5), (CROP_WIDTH, CROP_HEIGHT),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
@@ -92,30 +82,15 @@ def to_network_input(crops: np.ndarray) -> np.ndarray:
     return ((np.asarray(crops, np.float32) - PIXEL_MEAN) / PIXEL_SCALE).transpose(0, 3, 1, 2).copy()
 
 
-def distance(a, b):
-    """Cosine distance, 1 - cos(a, b), in [0, 2]: 0 for the same direction, 1 for orthogonal.
-
-    ``a`` and ``b`` are single embeddings (D,) or row-aligned N x D arrays (then N distances).
-    Inputs are normalised here, so raw features work too; for ``embed`` output this is
-    1 - a . b. A pair is judged the same person when the distance is below a threshold.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
-    if np.any(na == 0) or np.any(nb == 0):
-        raise ValueError("cannot take the cosine of a zero vector")
-    d = 1.0 - (a * b).sum(-1) / (na * nb)
-    return float(d) if np.ndim(d) == 0 else d
-
-
-class MobileFaceNetIdentity:
+class MobileFaceNetIdentity(AlignedFaceEmbedder):
     """Aligned-face embeddings (256-d: crop and mirror features concatenated, L2-normalised)."""
 
     name = NAME
+    weights_name = WEIGHTS_NAME
     literature_threshold = LITERATURE_THRESHOLD
     embedding_dim = 256
+    batch_size = BATCH_SIZE
+    align_face = staticmethod(align_face)
 
     def __init__(self, weights_path: str | os.PathLike):
         import torch
@@ -130,27 +105,8 @@ class MobileFaceNetIdentity:
         self.net.eval()
         self.torch = torch
 
-    @classmethod
-    def from_registry(cls, weights_dir=None) -> "MobileFaceNetIdentity":
-        """Load the checkpoint found (and sha256-checked) through anoncli.weights."""
-        from ..weights import resolve_weights
-
-        return cls(resolve_weights(WEIGHTS_NAME, weights_dir).path)
-
-    def embed(self, images_rgb_uint8: list[np.ndarray], landmarks5: list[np.ndarray]) -> np.ndarray:
-        """N x 256 float32 unit vectors, one per (image, five landmarks in image pixels)."""
-        if len(images_rgb_uint8) != len(landmarks5):
-            raise ValueError("need one set of landmarks per image")
-        out = np.zeros((len(images_rgb_uint8), self.embedding_dim), np.float32)
-        with self.torch.no_grad():
-            for start in range(0, len(out), BATCH_SIZE):
-                stop = min(start + BATCH_SIZE, len(out))
-                crops = np.stack([align_face(images_rgb_uint8[i], landmarks5[i]) for i in range(start, stop)])
-                x = to_network_input(np.concatenate([crops, crops[:, :, ::-1]]))
-                feats = self.net(self.torch.from_numpy(x)).numpy().astype(np.float64)
-                n = stop - start
-                both = np.concatenate([feats[:n], feats[n:]], axis=1)
-                out[start:stop] = both / np.linalg.norm(both, axis=1, keepdims=True)
-        return out
-
-    distance = staticmethod(distance)
+    def features(self, crops: np.ndarray) -> np.ndarray:
+        x = to_network_input(np.concatenate([crops, crops[:, :, ::-1]]))
+        feats = self.net(self.torch.from_numpy(x)).numpy().astype(np.float64)
+        n = len(crops)
+        return np.concatenate([feats[:n], feats[n:]], axis=1)

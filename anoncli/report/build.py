@@ -7,10 +7,10 @@ anonymized and, when given, the restored image.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,9 +20,10 @@ import numpy as np
 
 from .. import __version__
 from ..metrics.privacy import identification_rates, pairwise_distances, protection_rate
+from .cache import default_cache_dir
+from .measure import DETECTION_IOU, ImageTask, MeasureConfig, ModelLoadError, measure_all
 
 FAR = 1e-3
-DETECTION_IOU = 0.3
 EXAMPLES = 8
 
 
@@ -40,6 +41,10 @@ class FaceItem:
     original: dict = field(default_factory=dict)     # evaluator -> embedding
     anonymized: dict = field(default_factory=dict)
     restored: dict = field(default_factory=dict)
+    wrong: dict = field(default_factory=dict)
+    landmark_distance: dict | None = None
+    lpips: float | None = None
+    inception: dict = field(default_factory=dict)   # role -> pool3 features of the face crop
     detected_original: bool | None = None
     detected_anonymized: bool | None = None
 
@@ -49,45 +54,6 @@ def _rgb(path: Path) -> np.ndarray:
 
     img = load_image(path, 10 ** 10, keep_metadata=False)
     return rgb8(img.pixels, img.mode)
-
-
-class EmbeddingCache:
-    """Embeddings of original faces by (evaluator, image content hash, face box): a second
-    report over the same originals skips the recognizers."""
-
-    def __init__(self, root: Path | None):
-        self.root = root
-
-    def _path(self, evaluator: str, sha: str) -> Path:
-        return self.root / evaluator / sha[:2] / f"{sha}.json"
-
-    def get(self, evaluator: str, sha: str, key: str):
-        if self.root is None:
-            return None
-        try:
-            data = json.loads(self._path(evaluator, sha).read_text())
-        except (OSError, ValueError):
-            return None
-        return np.asarray(data[key], np.float64) if key in data else None
-
-    def put(self, evaluator: str, sha: str, key: str, vector: np.ndarray) -> None:
-        if self.root is None:
-            return
-        from ..io.atomic import write_atomic
-
-        path = self._path(evaluator, sha)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            data = {}
-        data[key] = [float(v) for v in vector]
-        write_atomic(path, json.dumps(data).encode())
-
-
-def default_cache_dir() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("anoncli")) / "embeddings"
 
 
 def load_run(anon_dir: Path):
@@ -114,138 +80,181 @@ def _thumbnail(rgb: np.ndarray, box, side: int = 160) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _examples(tasks: list[ImageTask], measured: set[str]) -> list[dict]:
+    """Thumbnails of the first face of the first few measured images (original | anonymized | restored)."""
+    examples = []
+    for task in tasks:
+        if len(examples) >= EXAMPLES:
+            break
+        if task.rel not in measured:
+            continue
+        box = task.faces[0]["box"]
+        try:
+            thumbs = {role: _thumbnail(_rgb(Path(path)), box) for role, path in task.paths.items() if role != "wrong"}
+        except Exception:
+            continue
+        examples.append({"input": task.rel, "original": thumbs["original"], "anonymized": thumbs["anonymized"],
+                         "restored": thumbs.get("restored")})
+    return examples
+
+
+def _dlib_tools(weights_dir: str | None) -> tuple[bool, str | None]:
+    """Whether the HOG detector and the 68-point predictor (detection and landmark utility) can run."""
+    import importlib.util
+
+    from ..weights import locate
+
+    if importlib.util.find_spec("dlib") is None:
+        return False, "dlib is not installed: pip install 'anoncli[eval]'"
+    for name in ("dlib-shape-predictor-68", "dlib-shape-predictor-5", "dlib-face-recognition-resnet"):
+        if locate(name, weights_dir)[0] is None:
+            return False, f"weights {name} missing: pip install 'anoncli[eval]'"
+    return True, None
+
+
+def _evaluator_info(evaluator_names, weights_dir, method_uses) -> list[dict]:
+    import importlib.util
+
+    from ..metrics.evaluators import EVALUATORS, evaluator_available
+    from ..weights import REGISTRY
+
+    info = []
+    for name in evaluator_names:
+        if name not in EVALUATORS:
+            raise ReportError(f"unknown evaluator {name!r}; known: {', '.join(EVALUATORS)}")
+        spec = EVALUATORS[name]
+        ok, reason = evaluator_available(name, weights_dir)
+        if ok and spec.module and importlib.util.find_spec(spec.module) is None:
+            ok, reason = False, f"{spec.module} is not installed: pip install 'anoncli[{spec.requires}]'"
+        info.append({"name": name, "summary": spec.summary, "metric": spec.metric, "available": ok,
+                     "reason": reason, "white_box": name in method_uses,
+                     "weights_sha256": REGISTRY[spec.weights[0]].sha256,
+                     "thresholds": {"literature": spec.literature_threshold, "far_1e-3": None},
+                     "threshold_source": spec.threshold_source, "verification": None})
+    return info
+
+
+def _tasks(manifest_rows, anon_dir: Path, original_dir, restored_dir, wrong_restored_dir) -> list[ImageTask]:
+    tasks = []
+    for row in manifest_rows:
+        faces = [f for f in json.loads(row["faces"]) if "skipped" not in f]
+        if not faces:
+            continue
+        rel = row["input"]
+        paths = {"original": str(Path(original_dir) / rel), "anonymized": str(anon_dir / row["output"])}
+        for role, folder in (("restored", restored_dir), ("wrong", wrong_restored_dir)):
+            if folder is not None and (Path(folder) / rel).is_file():
+                paths[role] = str(Path(folder) / rel)
+        tasks.append(ImageTask(rel, faces, paths))
+    return tasks
+
+
 def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir: Path | None = None,
                  labels=None, identity_column: str | None = "identity", group_columns: tuple[str, ...] = (),
-                 evaluator_names: tuple[str, ...] = ("dlib", "mobilefacenet"), weights_dir: str | None = None,
-                 cache_dir: Path | None = None, progress: bool = True) -> dict:
+                 evaluator_names: tuple[str, ...] = ("dlib", "mobilefacenet", "arcface"), weights_dir: str | None = None,
+                 cache_dir: Path | None = None, progress: bool = True, wrong_restored_dir: Path | None = None,
+                 workers: int | None = None, use_cache: bool = True) -> dict:
     """The report as a dict (see ``anoncli.report.html`` for its layout)."""
-    from ..metrics.dlib_identity import box_iou
-    from ..metrics.evaluators import EVALUATORS, evaluator_available
-    from ..metrics.image_quality import psnr, ssim, mae
-
     anon_dir = Path(anon_dir)
     record, manifest = load_run(anon_dir)
     if original_dir is None:
         if not record.get("input_dir"):
             raise ReportError("run.json does not name the original folder; give --original DIR")
         original_dir = Path(record["input_dir"])
-    if not Path(original_dir).is_dir():
-        raise ReportError(f"original folder {original_dir} does not exist")
+    for label, folder in (("original", original_dir), ("restored", restored_dir), ("wrong-key restored", wrong_restored_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            raise ReportError(f"{label} folder {folder} does not exist")
 
-    evaluators, evaluator_info = {}, []
     method_uses = set(record.get("method", {}).get("evaluators", []) or [])
-    for name in evaluator_names:
-        if name not in EVALUATORS:
-            raise ReportError(f"unknown evaluator {name!r}; known: {', '.join(EVALUATORS)}")
-        spec = EVALUATORS[name]
-        ok, reason = evaluator_available(name, weights_dir)
-        if ok:
-            try:
-                evaluators[name] = spec.load(weights_dir)
-            except (ImportError, RuntimeError) as e:
-                ok, reason = False, f"{e}" + (f" (pip install 'anoncli[{spec.requires}]')" if spec.requires else "")
-        evaluator_info.append({"name": name, "summary": spec.summary, "metric": spec.metric, "available": ok,
-                               "reason": reason, "white_box": name in method_uses,
-                               "thresholds": {"literature": spec.literature_threshold, "far_1e-3": None},
-                               "threshold_source": spec.threshold_source})
+    evaluator_info = _evaluator_info(evaluator_names, weights_dir, method_uses)
+    usable = tuple(i["name"] for i in evaluator_info if i["available"])
+    dlib_ok, dlib_reason = _dlib_tools(weights_dir)
+    label_by_image = {str(r["image"]): r for r in labels.to_dict("records")} if labels is not None else {}
 
-    cache = EmbeddingCache(default_cache_dir() if cache_dir is None else cache_dir)
-    hog = None
-    if "dlib" in evaluators:
-        hog = evaluators["dlib"].model
-
-    label_by_image = {}
-    if labels is not None:
-        label_by_image = {str(r["image"]): r for r in labels.to_dict("records")}
-
-    faces: list[FaceItem] = []
-    quality = {"ssim_face": [], "ssim_out": [], "psnr_face": [], "psnr_out": []}
-    recovery = {"psnr": [], "ssim": [], "mae": []}
-    examples = []
     rows = [r for r in manifest.to_dict("records") if r["status"] == "ok" and r.get("output")]
-    iterator = rows
-    if progress:
-        from tqdm import tqdm
+    tasks = _tasks(rows, anon_dir, original_dir, restored_dir, wrong_restored_dir)
+    cache_root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
+    from ..metrics import fid, lpips
 
-        iterator = tqdm(rows, unit="img", desc="measuring", dynamic_ncols=True, file=sys.stderr)
-    for row in iterator:
-        rel = row["input"]
-        face_records = [f for f in json.loads(row["faces"]) if "skipped" not in f]
-        if not face_records:
-            continue
-        try:
-            original = _rgb(Path(original_dir) / rel)
-            anonymized = _rgb(anon_dir / row["output"])
-        except Exception as e:  # a missing or unreadable file is counted, not fatal
-            print(f"skipped {rel}: {e}", file=sys.stderr)
-            continue
-        if original.shape != anonymized.shape:
-            continue
-        restored = None
-        if restored_dir is not None and (Path(restored_dir) / rel).is_file():
-            restored = _rgb(Path(restored_dir) / rel)
-            if restored.shape != original.shape:
-                restored = None
-        sha = row.get("input_sha256") or hashlib.sha256((Path(original_dir) / rel).read_bytes()).hexdigest()
-        items = [FaceItem(rel, i, f["box"], f["landmarks"], sha) for i, f in enumerate(face_records)]
-        for name, ev in evaluators.items():
-            keys = [json.dumps([round(v, 1) for v in it.box]) for it in items]
-            cached = [cache.get(name, sha, k) for k in keys]
-            missing = [i for i, c in enumerate(cached) if c is None]
-            if missing:
-                fresh = ev.embed(original, [face_records[i] for i in missing])
-                for i, vec in zip(missing, fresh):
-                    cached[i] = np.asarray(vec, np.float64)
-                    cache.put(name, sha, keys[i], cached[i])
-            anon_emb = ev.embed(anonymized, face_records)
-            rest_emb = ev.embed(restored, face_records) if restored is not None else [None] * len(items)
-            for it, o, a, r in zip(items, cached, anon_emb, rest_emb):
-                it.original[name], it.anonymized[name] = o, np.asarray(a, np.float64)
-                if r is not None:
-                    it.restored[name] = np.asarray(r, np.float64)
-        if hog is not None:
-            found_anon, found_orig = hog.detect(anonymized), hog.detect(original)
-            for it in items:
-                it.detected_anonymized = any(box_iou(b, it.box) >= DETECTION_IOU for b in found_anon)
-                it.detected_original = any(box_iou(b, it.box) >= DETECTION_IOU for b in found_orig)
-        mask = np.zeros(original.shape[:2], bool)
-        for it in items:
-            x0, y0, x1, y1 = (int(round(v)) for v in it.box)
-            mask[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = True
-        quality["ssim_face"].append(ssim(original, anonymized, mask))
-        quality["psnr_face"].append(psnr(original, anonymized, mask))
-        if (~mask).any():
-            quality["ssim_out"].append(ssim(original, anonymized, ~mask))
-            quality["psnr_out"].append(psnr(original, anonymized, ~mask))
-        if restored is not None:
-            recovery["psnr"].append(psnr(original, restored))
-            recovery["ssim"].append(ssim(original, restored))
-            recovery["mae"].append(mae(original, restored))
-        if len(examples) < EXAMPLES:
-            box = items[0].box
-            examples.append({"input": rel, "original": _thumbnail(original, box), "anonymized": _thumbnail(anonymized, box),
-                             "restored": _thumbnail(restored, box) if restored is not None else None})
-        faces.extend(items)
+    lpips_ok, lpips_reason = lpips.available(weights_dir)
+    fid_ok, fid_reason = fid.available(weights_dir)
+    config = MeasureConfig(usable, weights_dir, str(cache_root) if cache_root else None, dlib_ok, lpips_ok, fid_ok)
+    results, skipped = {}, []
+    try:
+        for rel, measurement, reason in measure_all(tasks, config, workers or min(os.cpu_count() or 1, 4), progress):
+            if measurement is None:
+                skipped.append({"input": rel, "reason": reason})
+                print(f"skipped {rel}: {reason}", file=sys.stderr)
+            else:
+                results[rel] = measurement
+    except ModelLoadError as e:
+        raise ReportError(str(e)) from None
+    faces, quality, recovery = _collect(tasks, results)
 
     report = {
         "tool_version": __version__, "created": datetime.now(timezone.utc).isoformat(),
         "anon_dir": str(anon_dir), "original_dir": str(original_dir),
         "restored_dir": str(restored_dir) if restored_dir else None,
+        "wrong_restored_dir": str(wrong_restored_dir) if wrong_restored_dir else None,
         "run": {"method": record.get("config", {}).get("method"), "params": record.get("config", {}).get("params"),
                 "run_id": record.get("run_id")},
-        "counts": {"images": len(rows), "faces": len(faces)},
+        "counts": {"images": len(rows), "faces": len(faces), "measured_images": len(results), "skipped": skipped},
         "evaluators": evaluator_info,
-        "privacy": {}, "examples": examples,
+        "privacy": {}, "examples": _examples(tasks, set(results)),
     }
     for info in evaluator_info:
-        name = info["name"]
-        if name not in evaluators:
-            continue
-        report["privacy"][name] = _privacy(name, info, faces, label_by_image, identity_column)
-    report["utility"] = _utility(faces, quality)
-    report["recovery"] = _recovery(faces, recovery, evaluators) if restored_dir is not None else None
+        if info["available"]:
+            report["privacy"][info["name"]] = _privacy(info["name"], info, faces, label_by_image, identity_column)
+    report["utility"] = _utility(faces, quality, dlib_reason, lpips_reason, fid_reason)
+    report["recovery"] = None
+    if restored_dir is not None:
+        report["recovery"] = _recovery(faces, recovery["restored"], usable, "restored")
+        if wrong_restored_dir is not None:
+            report["recovery"]["wrong_key"] = _recovery(faces, recovery["wrong"], usable, "wrong")
     report["fairness"] = _fairness(faces, label_by_image, group_columns, report["privacy"], evaluator_info)
     return report
+
+
+def _collect(tasks: list[ImageTask], results: dict) -> tuple[list[FaceItem], dict, dict]:
+    """Faces with their embeddings, detections and landmark distances, in manifest order."""
+    from ..metrics.dlib_identity import box_iou
+    from ..metrics.landmarks import normalised_landmark_distance
+
+    faces: list[FaceItem] = []
+    quality = {"ssim_face": [], "ssim_out": [], "psnr_face": [], "psnr_out": []}
+    recovery = {"restored": [], "wrong": []}
+    for task in tasks:
+        m = results.get(task.rel)
+        if m is None:
+            continue
+        items = [FaceItem(task.rel, i, f["box"], f["landmarks"], m["shas"]["original"]) for i, f in enumerate(task.faces)]
+        for role, per_evaluator in m["embeddings"].items():
+            for name, vectors in per_evaluator.items():
+                for it, vec in zip(items, vectors):
+                    getattr(it, role)[name] = np.asarray(vec, np.float64)
+        if m["hog"]:
+            for it, found_original, found_anonymized in zip(items, m["hog"]["original"], m["hog"]["anonymized"]):
+                it.detected_anonymized = any(box_iou(b, it.box) >= DETECTION_IOU for b in found_anonymized)
+                it.detected_original = any(box_iou(b, it.box) >= DETECTION_IOU for b in found_original)
+        if m["landmarks68"]:
+            for it, a, b in zip(items, m["landmarks68"]["original"], m["landmarks68"]["anonymized"]):
+                try:
+                    it.landmark_distance = normalised_landmark_distance(a, b)
+                except ValueError:  # degenerate prediction on the original
+                    pass
+        for k, it in enumerate(items):
+            if "lpips" in m:
+                it.lpips = m["lpips"][k]
+            for role, vectors in m.get("inception", {}).items():
+                it.inception[role] = vectors[k]
+        for k, v in m["quality_anonymized"].items():
+            if v is not None:
+                quality[k].append(v)
+        for role in recovery:
+            if f"quality_{role}" in m:
+                recovery[role].append(m[f"quality_{role}"])
+        faces.extend(items)
+    return faces, quality, recovery
 
 
 def _finite_mean(values) -> float | None:
@@ -258,26 +267,35 @@ def _distance(metric: str, a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _privacy(name: str, info: dict, faces: list[FaceItem], labels: dict, identity_column: str | None) -> dict:
-    from ..metrics.verification import threshold_at_far
+    from ..metrics.verification import roc_auc, threshold_at_far
 
     metric = info["metric"]
     anon = [_distance(metric, f.original[name], f.anonymized[name]) for f in faces]
     originals = np.stack([f.original[name] for f in faces]) if faces else np.zeros((0, 1))
-    ids = [labels.get(Path(f.rel).name, {}).get(identity_column) if identity_column else None for f in faces]
+    ids = _main_face_labels(faces, labels, identity_column)
     dist = pairwise_distances(originals, originals, metric) if len(faces) else np.zeros((0, 0))
     upper = np.triu_indices(len(faces), 1)
     rels = np.array([f.rel for f in faces])
     same_image = rels[:, None] == rels[None, :]
     if any(i is not None for i in ids):
+        known = np.array([i is not None for i in ids])
         id_arr = np.array([str(i) for i in ids])
         same_id = id_arr[:, None] == id_arr[None, :]
-        impostor = dist[upper][~same_id[upper] & ~same_image[upper]]
-        genuine = dist[upper][same_id[upper] & ~same_image[upper]]
+        both_known = (known[:, None] & known[None, :])[upper]
+        impostor = dist[upper][both_known & ~same_id[upper] & ~same_image[upper]]
+        genuine = dist[upper][both_known & same_id[upper] & ~same_image[upper]]
     else:  # without labels, faces of different images are taken as different people
         impostor, genuine = dist[upper][~same_image[upper]], np.zeros(0)
     far_threshold = threshold_at_far(impostor, FAR) if impostor.size >= 1 / FAR else None
     info["thresholds"]["far_1e-3"] = far_threshold
     info["impostor_pairs"] = int(impostor.size)
+    if genuine.size and impostor.size:
+        # The evaluator on the originals: same-identity pairs of different photos against different identities.
+        scores = np.concatenate([-genuine, -impostor])
+        labels01 = np.concatenate([np.ones(genuine.size), np.zeros(impostor.size)])
+        info["verification"] = {"auc": roc_auc(scores, labels01), "pairs": int(genuine.size + impostor.size),
+                                "genuine_pairs": int(genuine.size), "impostor_pairs": int(impostor.size),
+                                "data": "original images, identity labels"}
     rates = {"literature": protection_rate(anon, info["thresholds"]["literature"]) if info["thresholds"]["literature"] is not None else None,
              "far_1e-3": protection_rate(anon, far_threshold) if far_threshold is not None else None}
     out = {"protection_rate": rates, "pairs": len(anon),
@@ -288,17 +306,27 @@ def _privacy(name: str, info: dict, faces: list[FaceItem], labels: dict, identit
     return out
 
 
-def _identification(name: str, metric: str, faces: list[FaceItem], ids: list) -> dict | None:
-    """FFEM §5: the main (largest) labelled face of each image as probe, against a gallery of
-    the other images' original faces."""
-    main: dict[str, int] = {}
+def _main_face_labels(faces: list[FaceItem], labels: dict, column: str | None) -> list:
+    """The image's label in ``column`` for its main (largest) face; None for the other faces,
+    which are usually other people, and for unlabelled images."""
+    if not column or not labels:
+        return [None] * len(faces)
+    main: dict[str, tuple[int, float]] = {}
     for k, f in enumerate(faces):
-        if ids[k] is None:
-            continue
         area = (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])
         if f.rel not in main or area > main[f.rel][1]:
             main[f.rel] = (k, area)
-    chosen = [k for k, _ in main.values()]
+    ids = [None] * len(faces)
+    for rel, (k, _) in main.items():
+        value = labels.get(Path(rel).name, {}).get(column)
+        ids[k] = value if value not in (None, "") and value == value else None
+    return ids
+
+
+def _identification(name: str, metric: str, faces: list[FaceItem], ids: list) -> dict | None:
+    """FFEM §5: the main (largest) labelled face of each image as probe, against a gallery of
+    the other images' original faces."""
+    chosen = [k for k, i in enumerate(ids) if i is not None]
     if len(chosen) < 2:
         return None
     gallery = np.stack([faces[k].original[name] for k in chosen])
@@ -311,34 +339,64 @@ def _identification(name: str, metric: str, faces: list[FaceItem], ids: list) ->
             "probes": len(chosen), "gallery": len(chosen)}
 
 
-def _utility(faces: list[FaceItem], quality: dict) -> dict:
+def _landmarks(faces: list[FaceItem], dlib_reason: str | None) -> dict:
+    from ..metrics.landmarks import REGIONS
+
+    measured = [f.landmark_distance for f in faces if f.landmark_distance is not None]
+    if not measured:
+        return {"available": False, "reason": dlib_reason or "no face measured"}
+    overall = [d["all"] for d in measured]
+    return {"available": True, "predictor": "dlib 68-point (iBUG 300-W)",
+            "normalisation": "inter-ocular distance (outer eye corners) of the original",
+            "nme_mean": float(np.mean(overall)), "nme_median": float(np.median(overall)), "n": len(measured),
+            "regions": {r: float(np.mean([d[r] for d in measured])) for r in REGIONS}}
+
+
+def _fid(faces: list[FaceItem], reason: str | None) -> dict:
+    from ..metrics.fid import fid_from_features
+    from .measure import FACE_CROP_SIDE
+
+    pairs = [f.inception for f in faces if len(f.inception) == 2]
+    if reason is not None or len(pairs) < 2:
+        return {"available": False, "value": None, "reason": reason or "fewer than two faces"}
+    value = fid_from_features(np.array([p["original"] for p in pairs]), np.array([p["anonymized"] for p in pairs]))
+    return {"available": True, "value": value, "n": len(pairs),
+            "data": f"face crops ({FACE_CROP_SIDE} px, resized to 299) of originals against anonymized",
+            "note": "biased upwards below 2048 faces per set (pytorch-fid); compare only runs of the same size"}
+
+
+def _utility(faces: list[FaceItem], quality: dict, dlib_reason: str | None, lpips_reason: str | None,
+             fid_reason: str | None) -> dict:
     # Of the faces the second detector finds in the original, the share it still finds after anonymization.
     detected = [f.detected_anonymized for f in faces if f.detected_original]
     original = [f.detected_original for f in faces if f.detected_original is not None]
-    unavailable = "needs pretrained weights that are not installed (no offline copy)"
+    lpips_values = [f.lpips for f in faces if f.lpips is not None]
     return {
-        "detection_rate": {"detector": "dlib HOG (face_recognition default)", "anonymized": float(np.mean(detected)),
+        "detection_rate": {"detector": "dlib HOG (face_recognition's), on each face's neighbourhood scaled to a 120 px face", "anonymized": float(np.mean(detected)),
                            "original": float(np.mean(original)), "n": len(detected)} if detected else None,
-        "landmarks": {"available": False, "reason": "68-point landmark distance not implemented yet"},
+        "landmarks": _landmarks(faces, dlib_reason),
         "ssim": {"face": _finite_mean(quality["ssim_face"]), "outside": _finite_mean(quality["ssim_out"])},
         "psnr": {"face": _finite_mean(quality["psnr_face"]), "outside": _finite_mean(quality["psnr_out"]),
                  "face_identical_images": sum(1 for v in quality["psnr_face"] if math.isinf(v))},
-        "lpips": {"available": False, "value": None, "reason": "LPIPS " + unavailable},
-        "fid": {"available": False, "value": None, "reason": "FID (Inception) " + unavailable},
+        "lpips": {"available": True, "value": float(np.mean(lpips_values)), "n": len(lpips_values),
+                  "network": "AlexNet, v0.1, face crops"} if lpips_values
+        else {"available": False, "value": None, "reason": lpips_reason or "no face measured"},
+        "fid": _fid(faces, fid_reason),
     }
 
 
-def _recovery(faces: list[FaceItem], recovery: dict, evaluators: dict) -> dict:
+def _recovery(faces: list[FaceItem], numbers: list[dict], evaluators, role: str) -> dict:
     from ..metrics.evaluators import EVALUATORS
 
     identity = {}
     for name in evaluators:
-        pairs = [(f.original[name], f.restored[name]) for f in faces if name in f.restored]
+        pairs = [(f.original[name], getattr(f, role)[name]) for f in faces if name in getattr(f, role)]
         if pairs:
             identity[name] = float(np.mean([_distance(EVALUATORS[name].metric, a, b) for a, b in pairs]))
-    return {"psnr": _finite_mean(recovery["psnr"]), "identical_images": sum(1 for v in recovery["psnr"] if math.isinf(v)),
-            "ssim": _finite_mean(recovery["ssim"]), "mae": _finite_mean(recovery["mae"]),
-            "identity_distance": identity, "n": len(recovery["psnr"]), "wrong_key": None}
+    psnrs = [n["psnr"] for n in numbers]
+    return {"psnr": _finite_mean(psnrs), "identical_images": sum(1 for v in psnrs if math.isinf(v)),
+            "ssim": _finite_mean([n["ssim"] for n in numbers]), "mae": _finite_mean([n["mae"] for n in numbers]),
+            "identity_distance": identity, "n": len(numbers), "wrong_key": None}
 
 
 def _fairness(faces: list[FaceItem], labels: dict, group_columns, privacy: dict, evaluator_info: list) -> dict | None:
@@ -350,9 +408,8 @@ def _fairness(faces: list[FaceItem], labels: dict, group_columns, privacy: dict,
     out = {}
     for column in group_columns:
         groups: dict[str, list[int]] = {}
-        for k, f in enumerate(faces):
-            value = labels.get(Path(f.rel).name, {}).get(column)
-            if value is not None and value == value:
+        for k, value in enumerate(_main_face_labels(faces, labels, column)):
+            if value is not None:
                 groups.setdefault(str(value), []).append(k)
         table = {}
         for group, members in sorted(groups.items()):

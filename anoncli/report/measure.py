@@ -1,0 +1,302 @@
+"""Measure one image of a run: embeddings, detections, landmarks and image quality. Runs in workers.
+
+An image's roles are ``original``, ``anonymized`` and, when given, ``restored`` and ``wrong``
+(a restore made with a wrong key). Every feature is looked up in the feature cache by the
+image file's sha256 first; an image is decoded only when something is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .cache import FeatureCache, face_key
+
+DETECTION_IOU = 0.3
+QUALITY_VERSION = 1  # bump when the SSIM/PSNR code changes, so cached numbers are not reused
+
+
+@dataclass
+class ImageTask:
+    rel: str
+    faces: list[dict]                          # manifest face records: box, landmarks
+    paths: dict[str, str] = field(default_factory=dict)   # role -> file
+
+
+class ModelLoadError(Exception):
+    """An evaluator or dlib tool that cannot be loaded; stops the report with one line."""
+
+
+class MeasureError(Exception):
+    """An image that cannot be measured (unreadable, or sizes differ); it is skipped and named."""
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    evaluators: tuple[str, ...]
+    weights_dir: str | None
+    cache_dir: str | None
+    dlib_tools: bool                          # HOG detector and 68-point landmarks (needs dlib)
+    lpips: bool = False                       # LPIPS between face crops (needs its weights)
+    fid: bool = False                         # Inception features of face crops, for FID (needs its weights)
+
+
+FACE_CROP_SIDE = 128  # LPIPS and Inception see each face as a square crop of its box, resized to this side
+
+
+def _rgb(data: bytes) -> np.ndarray:
+    from ..io.images import load_image, rgb8
+
+    img = load_image(data, 10 ** 10, keep_metadata=False)
+    return rgb8(img.pixels, img.mode)
+
+
+def face_mask(shape, faces: list[dict]) -> np.ndarray:
+    """Union of the face boxes."""
+    mask = np.zeros(shape[:2], bool)
+    for f in faces:
+        x0, y0, x1, y1 = (int(round(v)) for v in f["box"])
+        mask[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = True
+    return mask
+
+
+def face_crop(rgb: np.ndarray, box, side: int = FACE_CROP_SIDE) -> np.ndarray:
+    """The square around a face box (black beyond the image), resized to side x side."""
+    from PIL import Image
+
+    x0, y0, x1, y1 = box
+    half = max(x1 - x0, y1 - y0) / 2
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    crop = Image.fromarray(rgb).crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+    return np.asarray(crop.resize((side, side), Image.BILINEAR))
+
+
+def _jsonable(value: float) -> float | str:
+    return "inf" if math.isinf(value) else value
+
+
+def _number(value) -> float:
+    return math.inf if value == "inf" else float(value)
+
+
+class Measurer:
+    """Models are loaded on first use, so a report whose features are all cached loads none."""
+
+    def __init__(self, config: MeasureConfig):
+        from ..metrics.evaluators import EVALUATORS
+        from ..weights import REGISTRY
+
+        self.config = config
+        self.cache = FeatureCache(config.cache_dir)
+        self._models: dict = {}
+        # Cached embeddings are tied to the exact weights that made them.
+        self.tags = {name: name + "-" + REGISTRY[EVALUATORS[name].weights[0]].sha256[:12] for name in config.evaluators}
+
+    def _model(self, name: str):
+        if name not in self._models:
+            try:
+                self._models[name] = self._load(name)
+            except (ImportError, RuntimeError, OSError) as e:  # WeightsMissing is a RuntimeError
+                raise ModelLoadError(f"cannot load {name}: {e}") from None
+        return self._models[name]
+
+    def _load(self, name: str):
+        from ..metrics.dlib_identity import DlibIdentity, DlibLandmarks68
+        from ..metrics.evaluators import EVALUATORS
+
+        if name == "hog":
+            dlib_eval = self._models.get("dlib")
+            return dlib_eval.model if dlib_eval is not None else DlibIdentity(self.config.weights_dir)
+        if name == "landmarks68":
+            return DlibLandmarks68(self.config.weights_dir)
+        if name == "lpips":
+            from ..metrics.lpips import LPIPS
+
+            return LPIPS.from_registry(self.config.weights_dir)
+        if name == "inception":
+            from ..metrics.fid import InceptionFeatures
+
+            return InceptionFeatures.from_registry(self.config.weights_dir)
+        return EVALUATORS[name].load(self.config.weights_dir)
+
+    def measure(self, task: ImageTask) -> dict:
+        files = {}
+        for role, path in task.paths.items():
+            try:
+                data = Path(path).read_bytes()
+            except OSError as e:
+                raise MeasureError(f"{role} {path}: {e.strerror or e}") from None
+            files[role] = (hashlib.sha256(data).hexdigest(), data)
+        records = {role: self.cache.load(sha) for role, (sha, _) in files.items()}
+        changed: set[str] = set()
+        pixels: dict[str, np.ndarray] = {}
+
+        def image(role: str) -> np.ndarray:
+            if role not in pixels:
+                try:
+                    pixels[role] = _rgb(files[role][1])
+                except Exception as e:
+                    raise MeasureError(f"{role} {task.paths[role]}: {e}") from None
+                if role != "original" and pixels[role].shape != image("original").shape:
+                    raise MeasureError(f"{role} {task.paths[role]} is not the size of the original")
+            return pixels[role]
+
+        def feature(role: str, key: str, compute):
+            record = records[role]
+            if key not in record:
+                record[key] = compute()
+                changed.add(role)
+            return record[key]
+
+        keys = [face_key(f) for f in task.faces]
+
+        def per_face(role: str, prefix: str, compute):
+            """One vector per face, computing (in one call) only those not cached."""
+            missing = [i for i, k in enumerate(keys) if prefix + k not in records[role]]
+            if missing:
+                for i, vec in zip(missing, compute([task.faces[i] for i in missing])):
+                    records[role][prefix + keys[i]] = [float(v) for v in vec]
+                changed.add(role)
+            return [records[role][prefix + k] for k in keys]
+
+        out = {"rel": task.rel, "embeddings": {}, "hog": {}, "landmarks68": {}, "shas": {r: s for r, (s, _) in files.items()}}
+        for role in files:
+            out["embeddings"][role] = {}
+            for name in self.config.evaluators:
+                out["embeddings"][role][name] = per_face(role, f"embed/{self.tags[name]}/",
+                                                         lambda faces: self._model(name).embed(image(role), faces))
+
+        if self.config.dlib_tools:
+            from ..metrics.dlib_identity import NEAR_FACE_SIDE, matching_box
+
+            for role in ("original", "anonymized"):
+                out["hog"][role] = [feature(role, f"hog-near/{NEAR_FACE_SIDE}/{k}", lambda: [
+                    list(b) for b in self._model("hog").detect_near(image(role), f["box"])]) for f, k in zip(task.faces, keys)]
+            for role in ("original", "anonymized"):
+                points = []
+                for f, found in zip(task.faces, out["hog"]["original"]):
+                    # The predictor was trained on dlib's own boxes: use the one found on the original when there is one.
+                    box = matching_box(found, f["box"], DETECTION_IOU) or f["box"]
+                    key = "lm68/" + face_key({"box": box})
+                    points.append(feature(role, key, lambda: self._model("landmarks68").predict(image(role), box).tolist()))
+                out["landmarks68"][role] = points
+
+        if self.config.lpips:
+            key = f"lpips/{FACE_CROP_SIDE}/{files['anonymized'][0]}/" + "/".join(keys)
+            out["lpips"] = feature("original", key, lambda: self._model("lpips").distance(
+                [face_crop(image("original"), f["box"]) for f in task.faces],
+                [face_crop(image("anonymized"), f["box"]) for f in task.faces]).tolist())
+        if self.config.fid:
+            out["inception"] = {}
+            for role in ("original", "anonymized"):
+                out["inception"][role] = per_face(role, f"inception/{FACE_CROP_SIDE}/", lambda faces: self._model(
+                    "inception").features([face_crop(image(role), f["box"]) for f in faces]))
+
+        mask_key = face_key({"box": [v for f in task.faces for v in f["box"]]})
+        for role in ("anonymized", "restored", "wrong"):
+            if role not in files:
+                continue
+            kind = "regions" if role == "anonymized" else "whole"
+            key = f"quality{QUALITY_VERSION}/{kind}/{files[role][0]}/{mask_key}"
+            numbers = feature("original", key, lambda: self._quality(image("original"), image(role), task.faces, role))
+            out[f"quality_{role}"] = {k: _number(v) if v is not None else None for k, v in numbers.items()}
+
+        for role in changed:
+            self.cache.save(files[role][0], records[role])
+        return out
+
+    @staticmethod
+    def _quality(original: np.ndarray, other: np.ndarray, faces: list[dict], role: str) -> dict:
+        from ..metrics.image_quality import mae, psnr, ssim
+
+        if role != "anonymized":  # recovery is measured over the whole image
+            return {"psnr": _jsonable(psnr(original, other)), "ssim": ssim(original, other), "mae": mae(original, other)}
+        mask = face_mask(original.shape, faces)
+        outside = bool((~mask).any())
+        return {"ssim_face": ssim(original, other, mask), "psnr_face": _jsonable(psnr(original, other, mask)),
+                "ssim_out": ssim(original, other, ~mask) if outside else None,
+                "psnr_out": _jsonable(psnr(original, other, ~mask)) if outside else None}
+
+
+_MEASURER: Measurer | None = None
+_START_ERROR = ""
+
+
+def _start(config: MeasureConfig) -> None:
+    global _MEASURER, _START_ERROR
+    try:
+        _MEASURER = Measurer(config)
+    except Exception as e:  # reported by the first task, as one line
+        _MEASURER, _START_ERROR = None, f"{type(e).__name__}: {e}"
+
+
+def init_worker(config: MeasureConfig, threads: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch when an evaluator first imports it
+    _start(config)
+
+
+def measure_batch(tasks: list[ImageTask]) -> list[tuple[str, dict | None, str | None]]:
+    """(rel, measurement, reason it failed) for each task."""
+    if _MEASURER is None:
+        raise ModelLoadError(f"cannot start the measurement: {_START_ERROR}")
+    results = []
+    for task in tasks:
+        try:
+            results.append((task.rel, _MEASURER.measure(task), None))
+        except MeasureError as e:
+            results.append((task.rel, None, str(e)))
+    return results
+
+
+def measure_all(tasks: list[ImageTask], config: MeasureConfig, workers: int, progress: bool, batch: int = 8):
+    """Yield (rel, measurement or None, reason) for every task, in the order they finish."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), unit="img", desc="measuring", dynamic_ncols=True, file=sys.stderr)
+    batches = [tasks[i:i + batch] for i in range(0, len(tasks), batch)]
+    try:
+        if workers <= 1 or len(batches) <= 1:
+            _start(config)
+            for b in batches:
+                for result in measure_batch(b):
+                    if bar:
+                        bar.update()
+                    yield result
+            return
+        import multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
+                                 initargs=(config, threads)) as pool:
+            pending = set()
+            queue = iter(batches)
+            for b in queue:
+                pending.add(pool.submit(measure_batch, b))
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    for result in f.result():
+                        if bar:
+                            bar.update()
+                        yield result
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending.add(pool.submit(measure_batch, nxt))
+    finally:
+        if bar:
+            bar.close()
