@@ -90,6 +90,9 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
             secrets.append(secret)
         _composite_into(img, roi, anon_roi, mask_roi)
         record["abs_params"] = {k: round(float(v), 3) for k, v in method.absolute_params(affine_scale(m)).items()}
+        guarantee = method.guarantee()
+        if guarantee is not None:
+            record["guarantee"] = guarantee
         records.append(record)
     return records, secrets
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .base import FaceMethod, MethodSpec, Param
-from .obfuscation_specs import OBFUSCATION_SPECS
+from .obfuscation_specs import DPPIX_SPEC, OBFUSCATION_SPECS
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
@@ -15,7 +15,7 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-for _spec in OBFUSCATION_SPECS:
+for _spec in (*OBFUSCATION_SPECS, DPPIX_SPEC):
     register(_spec)
 
 

@@ -59,6 +59,7 @@ class MethodSpec:
     deterministic: bool = True
     aliases: tuple[str, ...] = field(default_factory=tuple)
     recognizers: tuple[str, ...] = ()   # face recognizers the method uses internally (white-box in reports)
+    check: Callable[[dict], None] | None = None   # raises ValueError when the parameters do not fit together
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``given``, each value validated; unknown names are an error."""
@@ -68,7 +69,10 @@ class MethodSpec:
             flags = ", ".join("--" + u.replace("_", "-") for u in unknown)
             valid = ", ".join(p.flag for p in self.params) or "none"
             raise ValueError(f"method {self.name!r} has no flag {flags}; its flags: {valid}")
-        return {p.name: p.parse(given[p.name]) if p.name in given else p.default for p in self.params}
+        resolved = {p.name: p.parse(given[p.name]) if p.name in given else p.default for p in self.params}
+        if self.check is not None:
+            self.check(resolved)
+        return resolved
 
 
 class FaceMethod:
@@ -99,6 +103,11 @@ class FaceMethod:
 
     def blend_mask(self, landmarks_in_crop: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def guarantee(self) -> dict | None:
+        """The formal guarantee for one face (mechanism, epsilon, delta, sensitivity, what is
+        protected), written into the manifest; None for methods without one."""
+        return None
 
     def absolute_params(self, crop_pixels_per_image_pixel: float) -> dict[str, float]:
         """The strengths in image pixels for one face, recorded in the manifest."""

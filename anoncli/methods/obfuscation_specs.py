@@ -78,3 +78,25 @@ OBFUSCATION_SPECS = (
         deterministic=False,
     ),
 )
+
+def _cells_fit(params: dict) -> None:
+    if params["resolution"] % params["cell"]:
+        raise ValueError(f"--resolution {params['resolution']} must be a multiple of --cell {params['cell']} "
+                         "(every cell must hold b x b pixels for the stated sensitivity)")
+
+
+DPPIX_SPEC = MethodSpec(
+    name="dppix",
+    summary="DP-Pix: pixelate, then Laplace noise of scale 255*m/(b^2*eps) on every cell mean.",
+    citation="Fan, Image pixelization with differential privacy, DBSec 2018 (METHODS.md §2; book ch. 3.1.1)",
+    params=(
+        Param("epsilon", float, 0.5, "Privacy budget of each face's cell means (Laplace mechanism).", minimum=1e-6),
+        Param("cell", int, 16, "Cell side b in pixels of the aligned crop; --resolution must be a multiple of it.", minimum=1, maximum=512),
+        Param("m", int, 16, "Colour samples of the aligned crop (one channel of one pixel) that may differ between neighbouring faces.", minimum=1),
+        Param("resolution", int, 128, "Side of the aligned face crop in pixels.", minimum=32, maximum=2048),
+    ),
+    load=lambda: __import__("anoncli.methods.dppix", fromlist=["DPPix"]).DPPix,
+    formal_guarantee="epsilon-DP for the face box of the aligned crop under an m-sample neighbourhood (Laplace mechanism)",
+    deterministic=False,
+    check=_cells_fit,
+)
