@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from anoncli.methods.dppix import cell_means, dp_pixelate, dppix_noise_scale
+from anoncli.methods.dppix import dp_pixelate, dppix_noise_scale
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 
@@ -23,11 +23,9 @@ def test_noise_scale_is_255_m_over_b_squared_epsilon():
         dppix_noise_scale(4, 1, 0.0)
 
 
-def test_cell_means_closed_form_and_refusal():
-    img = np.arange(4 * 4 * 1, dtype=np.float64).reshape(4, 4, 1)
-    np.testing.assert_allclose(cell_means(img, 2)[..., 0], [[2.5, 4.5], [10.5, 12.5]])
-    with pytest.raises(ValueError):
-        cell_means(np.zeros((6, 6, 3)), 4)
+def test_cells_must_hold_b_by_b_pixels():
+    with pytest.raises(ValueError, match="does not divide"):
+        dp_pixelate(np.zeros((6, 6, 3)), 4, 1, 1.0)
 
 
 def test_empirical_noise_of_100000_draws_follows_the_stated_laplace_law():

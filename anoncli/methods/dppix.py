@@ -15,6 +15,7 @@ import numpy as np
 from ..faces.blend import face_mask
 from ..privacy.mechanisms import laplace_noise
 from .base import FaceMethod
+from .obfuscation import cell_means, fill_cells
 
 PIXEL_RANGE = 255.0
 
@@ -26,19 +27,15 @@ def dppix_noise_scale(cell_px: int, m: int, epsilon: float) -> float:
     return PIXEL_RANGE * m / (cell_px ** 2 * epsilon)
 
 
-def cell_means(img: np.ndarray, cell_px: int) -> np.ndarray:
-    """(H/b, W/b, C) means of the b x b cells; H and W must be multiples of b."""
-    h, w, c = img.shape
+def dp_pixelate(img: np.ndarray, cell_px: int, m: int, epsilon: float, noise=laplace_noise) -> np.ndarray:
+    """The DP-Pix image: noisy cell means, clipped to [0, 255], each repeated over its cell.
+    Every cell must hold b x b pixels (the sensitivity assumes it)."""
+    h, w = img.shape[:2]
     if h % cell_px or w % cell_px:
         raise ValueError(f"a {h}x{w} crop does not divide into {cell_px}-pixel cells")
-    return img.reshape(h // cell_px, cell_px, w // cell_px, cell_px, c).mean(axis=(1, 3), dtype=np.float64)
-
-
-def dp_pixelate(img: np.ndarray, cell_px: int, m: int, epsilon: float, noise=laplace_noise) -> np.ndarray:
-    """The DP-Pix image: noisy cell means, clipped to [0, 255], each repeated over its cell."""
-    means = cell_means(img, cell_px)
+    means, row_sizes, col_sizes = cell_means(img, cell_px)
     noisy = np.clip(means + noise(dppix_noise_scale(cell_px, m, epsilon), means.shape), 0.0, PIXEL_RANGE)
-    return np.repeat(np.repeat(noisy, cell_px, axis=0), cell_px, axis=1).astype(img.dtype)
+    return fill_cells(noisy, row_sizes, col_sizes).astype(img.dtype)
 
 
 class DPPix(FaceMethod):

@@ -28,15 +28,24 @@ def downsample_blur(img: np.ndarray, cell_px: float) -> np.ndarray:
     return cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
-def pixelate(img: np.ndarray, cell_px: int) -> np.ndarray:
-    """Replace each ``cell_px`` x ``cell_px`` cell by its mean (last row/column cells may be smaller)."""
+def cell_means(img: np.ndarray, cell_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Means of the ``cell_px`` x ``cell_px`` cells (last row/column cells may be smaller), with
+    the cells' row heights and column widths."""
     cell_px = max(1, int(cell_px))
     h, w = img.shape[:2]
     rows, cols = np.arange(0, h, cell_px), np.arange(0, w, cell_px)
     sums = np.add.reduceat(np.add.reduceat(img.astype(np.float64), rows, axis=0), cols, axis=1)
     row_sizes, col_sizes = np.diff(np.append(rows, h)), np.diff(np.append(cols, w))
-    means = sums / np.outer(row_sizes, col_sizes)[..., None]
-    return np.repeat(np.repeat(means, row_sizes, axis=0), col_sizes, axis=1).astype(img.dtype)
+    return sums / np.outer(row_sizes, col_sizes)[..., None], row_sizes, col_sizes
+
+
+def fill_cells(means: np.ndarray, row_sizes: np.ndarray, col_sizes: np.ndarray) -> np.ndarray:
+    return np.repeat(np.repeat(means, row_sizes, axis=0), col_sizes, axis=1)
+
+
+def pixelate(img: np.ndarray, cell_px: int) -> np.ndarray:
+    """Replace each ``cell_px`` x ``cell_px`` cell by its mean (last row/column cells may be smaller)."""
+    return fill_cells(*cell_means(img, cell_px)).astype(img.dtype)
 
 
 def add_gaussian_noise(img: np.ndarray, sigma: float, grain_px: float, rng: np.random.Generator) -> np.ndarray:

@@ -40,6 +40,18 @@ class DlibIdentity:
     def distance(self, rgb_a: np.ndarray, rgb_b: np.ndarray, box) -> float:
         return float(np.linalg.norm(self.descriptor(rgb_a, box) - self.descriptor(rgb_b, box)))
 
+    def detect(self, rgb: np.ndarray, upsample: int = 1) -> list[tuple[int, int, int, int]]:
+        if not hasattr(self, "_hog"):
+            self._hog = DlibHog()
+        return self._hog.detect(rgb, upsample)
+
+
+class DlibHog:
+    """dlib's HOG face detector, face_recognition's default model."""
+
+    def __init__(self):
+        self.detector = _import_dlib().get_frontal_face_detector()
+
     def detect_near(self, rgb: np.ndarray, box, face_side: int = NEAR_FACE_SIDE, margin: float = NEAR_MARGIN) -> list:
         """Boxes the HOG detector finds in the neighbourhood of one face: the box grown by
         ``margin`` of its size on every side, rescaled so the face is ``face_side`` pixels (the
@@ -59,9 +71,7 @@ class DlibIdentity:
 
     def detect(self, rgb: np.ndarray, upsample: int = 1) -> list[tuple[int, int, int, int]]:
         """Boxes dlib's HOG detector (face_recognition's default model; one upsampling, as it does) finds."""
-        if not hasattr(self, "_hog"):
-            self._hog = self.dlib.get_frontal_face_detector()
-        found = self._hog(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8), upsample)
+        found = self.detector(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8), upsample)
         return [(r.left(), r.top(), r.right(), r.bottom()) for r in found]
 
 

@@ -47,14 +47,13 @@ class _Dlib(Evaluator):
 
 class _MobileFaceNet(Evaluator):
     def __init__(self, weights_dir):
-        from ..weights import resolve_weights
         from .mobilefacenet_identity import MobileFaceNetIdentity
 
-        self.model = MobileFaceNetIdentity(str(resolve_weights("mobilefacenet-arcface-casia", weights_dir).path))
+        self.model = MobileFaceNetIdentity.from_registry(weights_dir)
 
     def embed(self, rgb, faces):
         if not faces:
-            return np.zeros((0, 256), np.float32)
+            return np.zeros((0, self.model.embedding_dim), np.float32)
         return self.model.embed([rgb] * len(faces), [np.asarray(f["landmarks"], np.float64) for f in faces])
 
 
@@ -65,9 +64,6 @@ class _ArcFace(_MobileFaceNet):
         from .arcface_identity import ArcFaceIdentity
 
         self.model = ArcFaceIdentity.from_registry(weights_dir)
-
-    def embed(self, rgb, faces):
-        return super().embed(rgb, faces) if faces else np.zeros((0, self.model.embedding_dim), np.float32)
 
 
 def _literature_threshold(module: str) -> float | None:

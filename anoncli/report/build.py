@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__
 from ..metrics.privacy import identification_rates, pairwise_distances, protection_rate
 from .cache import default_cache_dir
-from .measure import DETECTION_IOU, ImageTask, MeasureConfig, ModelLoadError, measure_all
+from .measure import DETECTION_IOU, ImageTask, MeasureConfig, ModelLoadError, decode_rgb, measure_all
 
 FAR = 1e-3
 EXAMPLES = 8
@@ -47,13 +47,6 @@ class FaceItem:
     inception: dict = field(default_factory=dict)   # role -> pool3 features of the face crop
     detected_original: bool | None = None
     detected_anonymized: bool | None = None
-
-
-def _rgb(path: Path) -> np.ndarray:
-    from ..io.images import load_image, rgb8
-
-    img = load_image(path, 10 ** 10, keep_metadata=False)
-    return rgb8(img.pixels, img.mode)
 
 
 def load_run(anon_dir: Path):
@@ -90,7 +83,7 @@ def _examples(tasks: list[ImageTask], measured: set[str]) -> list[dict]:
             continue
         box = task.faces[0]["box"]
         try:
-            thumbs = {role: _thumbnail(_rgb(Path(path)), box) for role, path in task.paths.items() if role != "wrong"}
+            thumbs = {role: _thumbnail(decode_rgb(Path(path)), box) for role, path in task.paths.items() if role != "wrong"}
         except Exception:
             continue
         examples.append({"input": task.rel, "original": thumbs["original"], "anonymized": thumbs["anonymized"],
@@ -106,9 +99,8 @@ def _dlib_tools(weights_dir: str | None) -> tuple[bool, str | None]:
 
     if importlib.util.find_spec("dlib") is None:
         return False, "dlib is not installed: pip install 'anoncli[eval]'"
-    for name in ("dlib-shape-predictor-68", "dlib-shape-predictor-5", "dlib-face-recognition-resnet"):
-        if locate(name, weights_dir)[0] is None:
-            return False, f"weights {name} missing: pip install 'anoncli[eval]'"
+    if locate("dlib-shape-predictor-68", weights_dir)[0] is None:
+        return False, "weights dlib-shape-predictor-68 missing: pip install 'anoncli[eval]'"
     return True, None
 
 

@@ -48,14 +48,15 @@ class MeasureConfig:
 FACE_CROP_SIDE = 128  # LPIPS and Inception see each face as a square crop of its box, resized to this side
 
 
-def _rgb(data: bytes) -> np.ndarray:
+def decode_rgb(source) -> np.ndarray:
+    """uint8 RGB of an image file (a path or its bytes), EXIF orientation applied."""
     from ..io.images import load_image, rgb8
 
-    img = load_image(data, 10 ** 10, keep_metadata=False)
+    img = load_image(source, 10 ** 10, keep_metadata=False)
     return rgb8(img.pixels, img.mode)
 
 
-def face_mask(shape, faces: list[dict]) -> np.ndarray:
+def face_boxes_mask(shape, faces: list[dict]) -> np.ndarray:
     """Union of the face boxes."""
     mask = np.zeros(shape[:2], bool)
     for f in faces:
@@ -94,7 +95,8 @@ class Measurer:
         self.cache = FeatureCache(config.cache_dir)
         self._models: dict = {}
         # Cached embeddings are tied to the exact weights that made them.
-        self.tags = {name: name + "-" + REGISTRY[EVALUATORS[name].weights[0]].sha256[:12] for name in config.evaluators}
+        self.tags = {name: "-".join([name] + [REGISTRY[w].sha256[:8] for w in EVALUATORS[name].weights])
+                     for name in config.evaluators}
 
     def _model(self, name: str):
         if name not in self._models:
@@ -105,12 +107,11 @@ class Measurer:
         return self._models[name]
 
     def _load(self, name: str):
-        from ..metrics.dlib_identity import DlibIdentity, DlibLandmarks68
+        from ..metrics.dlib_identity import DlibHog, DlibLandmarks68
         from ..metrics.evaluators import EVALUATORS
 
         if name == "hog":
-            dlib_eval = self._models.get("dlib")
-            return dlib_eval.model if dlib_eval is not None else DlibIdentity(self.config.weights_dir)
+            return DlibHog()
         if name == "landmarks68":
             return DlibLandmarks68(self.config.weights_dir)
         if name == "lpips":
@@ -138,7 +139,7 @@ class Measurer:
         def image(role: str) -> np.ndarray:
             if role not in pixels:
                 try:
-                    pixels[role] = _rgb(files[role][1])
+                    pixels[role] = decode_rgb(files[role][1])
                 except Exception as e:
                     raise MeasureError(f"{role} {task.paths[role]}: {e}") from None
                 if role != "original" and pixels[role].shape != image("original").shape:
@@ -215,7 +216,7 @@ class Measurer:
 
         if role != "anonymized":  # recovery is measured over the whole image
             return {"psnr": _jsonable(psnr(original, other)), "ssim": ssim(original, other), "mae": mae(original, other)}
-        mask = face_mask(original.shape, faces)
+        mask = face_boxes_mask(original.shape, faces)
         outside = bool((~mask).any())
         return {"ssim_face": ssim(original, other, mask), "psnr_face": _jsonable(psnr(original, other, mask)),
                 "ssim_out": ssim(original, other, ~mask) if outside else None,
