@@ -9,14 +9,17 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .config import RunConfig
 from .faces.detectors import create_detector
-from .faces.stage import FaceSecret, anonymize_faces
+from .faces.detection import Detection
+from .faces.stage import FaceSecret, aligned_crops, anonymize_faces
 from .io.atomic import write_atomic
 from .io.images import ImageError, encode_image, load_image, rgb8
 from .keys.derive import Keyring
 from .keys.escrow import compress_patch
-from .methods import build_method
+from .methods import FaceMethod, build_method
 
 
 class DiskFull(RuntimeError):
@@ -68,56 +71,112 @@ class Worker:
                                         nms_iou=config.nms_iou, threads=threads, weights_dir=weights_dir)
         self.method = build_method(config.method, config.params)
 
-    def process(self, batch: list[tuple[str, str, str]]) -> list[dict]:
-        """``batch``: (relative input, input path, output path) triples; one record each."""
-        records, loaded = [], []
-        for rel, src, dst in batch:
-            rec = new_record(rel, self.config, Path(src))
-            t0 = time.perf_counter()
-            try:
-                with open(src, "rb") as f:
-                    data = f.read()
-                rec["input_sha256"] = hashlib.sha256(data).hexdigest()
-                img = load_image(data, self.config.max_pixels, self.config.keep_metadata)
-            except ImageError as e:
-                rec["reason"] = str(e)
-            except OSError as e:
-                rec["reason"] = f"cannot read file: {e.strerror or e}"
-            except Exception as e:  # one bad image must not stop the run
-                _internal_error(rec, "decoding", e)
-            else:
-                rec["notes"] = list(img.notes)
-                rec["jpeg_quality"] = img.jpeg_quality  # written with the input's own quantisation tables
-                rec["timings"]["decode"] = time.perf_counter() - t0
-                loaded.append((rec, img, dst))
-            records.append(rec)
+    def _decode(self, rel: str, src: str) -> tuple[dict, object | None]:
+        """The item's record and its decoded image (None when it could not be read: the record says why)."""
+        rec = new_record(rel, self.config, Path(src))
+        t0 = time.perf_counter()
+        try:
+            with open(src, "rb") as f:
+                data = f.read()
+            rec["input_sha256"] = hashlib.sha256(data).hexdigest()
+            img = load_image(data, self.config.max_pixels, self.config.keep_metadata)
+        except ImageError as e:
+            rec["reason"] = str(e)
+        except OSError as e:
+            rec["reason"] = f"cannot read file: {e.strerror or e}"
+        except Exception as e:  # one bad image must not stop the run
+            _internal_error(rec, "decoding", e)
+        else:
+            rec["notes"] = list(img.notes)
+            rec["jpeg_quality"] = img.jpeg_quality  # written with the input's own quantisation tables
+            rec["timings"]["decode"] = time.perf_counter() - t0
+            return rec, img
+        return rec, None
 
+    def _decode_and_detect(self, pairs: list[tuple[str, str]]) -> list[tuple[dict, object | None, list | None]]:
+        """(record, image, detections) per (relative input, input path); image or detections None on failure."""
+        decoded = [self._decode(rel, src) for rel, src in pairs]
+        loaded = [(rec, img) for rec, img in decoded if img is not None]
+        detections = {}
         if loaded:
             t0 = time.perf_counter()
             all_dets = self._detect(loaded)
             per_image = (time.perf_counter() - t0) / len(loaded)
-            for (rec, img, dst), dets in zip(loaded, all_dets):
-                if dets is None:
-                    continue
-                rec["timings"]["detect"] = per_image
+            for (rec, _), dets in zip(loaded, all_dets):
+                detections[id(rec)] = dets
+                if dets is not None:
+                    rec["timings"]["detect"] = per_image
+        return [(rec, img, detections.get(id(rec))) for rec, img in decoded]
+
+    def process(self, batch: list[tuple[str, str, str]]) -> list[dict]:
+        """``batch``: (relative input, input path, output path) triples; one record each."""
+        results = self._decode_and_detect([(rel, src) for rel, src, _ in batch])
+        for (rec, img, dets), (_, _, dst) in zip(results, batch):
+            if dets is None:
+                continue
+            try:
+                self._finish(rec, img, Path(dst), dets)
+            except DiskFull:
+                raise
+            except Exception as e:  # one bad image must not stop the run
+                _internal_error(rec, "anonymizing", e)
+        return _rounded_timings([rec for rec, _, _ in results])
+
+    def gather(self, batch: list[tuple[str, str]]) -> list[tuple[dict, list[np.ndarray]]]:
+        """First pass of a dataset-level method: the record (detections with exact landmarks)
+        and the uint8 aligned crops of every face of each (relative input, input path)."""
+        out = []
+        for rec, img, dets in self._decode_and_detect(batch):
+            crops = []
+            if dets is not None:
                 try:
-                    self._finish(rec, img, Path(dst), dets)
-                except DiskFull:
-                    raise
+                    decoded_notes = len(rec["notes"])
+                    dets = self._keep_large(rec, dets)
+                    rec["alignment_notes"] = rec["notes"][decoded_notes:]
+                    rec["detections"], crops = aligned_crops(img, dets, self.method.resolution, self.method.margin)
+                    rec["status"] = "ok" if dets else "no_face"
                 except Exception as e:  # one bad image must not stop the run
-                    _internal_error(rec, "anonymizing", e)
-        for rec in records:
-            rec["timings"] = {k: round(v, 5) for k, v in rec["timings"].items()}
-        return records
+                    _internal_error(rec, "aligning", e)
+                    crops = []
+            out.append((rec, crops))
+        return out
+
+    def compose(self, batch: list[tuple[str, str, str, dict]]) -> list[dict]:
+        """Second pass of a dataset-level method: each face replaced by the crop the plan gave
+        it. ``batch``: (relative input, input path, output path, placement) with placement
+        {input_sha256, detections, alignment_notes, replacements, guarantees, plan}."""
+        records = []
+        for rel, src, dst, placement in batch:
+            rec, img = self._decode(rel, src)
+            records.append(rec)
+            if img is None:
+                continue
+            if rec["input_sha256"] != placement["input_sha256"]:
+                rec["reason"] = "the input changed since the first pass; run the same command again"
+                continue
+            rec["notes"] += placement["alignment_notes"]
+            dets = [Detection(np.asarray(d["box"], np.float64), d["score"], np.asarray(d["landmarks_exact"], np.float64))
+                    for d in placement["detections"]]
+            rec["dataset_plan"] = placement["plan"]
+            placed = self.method.placing(placement["replacements"], placement["guarantees"])
+            try:
+                self._finish(rec, img, Path(dst), dets, method=placed, filter_small=False)
+                if not placed.exhausted():
+                    raise RuntimeError("fewer faces placed than the first pass aligned")
+            except DiskFull:
+                raise
+            except Exception as e:  # one bad image must not stop the run
+                _internal_error(rec, "placing faces", e)
+        return _rounded_timings(records)
 
     def _detect(self, loaded: list) -> list:
         """Detections per loaded image (None where detection failed: that record says why).
 
         The batch is detected at once; if that fails, image by image, so only the culprit fails."""
         try:
-            return self.detector.detect([rgb8(img.pixels, img.mode) for _, img, _ in loaded])
+            return self.detector.detect([rgb8(img.pixels, img.mode) for _, img in loaded])
         except Exception:
-            return [self._detect_one(rec, img) for rec, img, _ in loaded]
+            return [self._detect_one(rec, img) for rec, img in loaded]
 
     def _detect_one(self, rec: dict, img):
         try:
@@ -126,11 +185,15 @@ class Worker:
             _internal_error(rec, "face detection", e)
             return None
 
-    def _finish(self, rec: dict, img, dst: Path, dets) -> None:
+    def _keep_large(self, rec: dict, dets: list) -> list:
         small = [d for d in dets if d.size < self.config.min_face]
-        dets = [d for d in dets if d.size >= self.config.min_face]
         if small:
             rec["notes"].append(f"{len(small)} detection(s) below --min-face {self.config.min_face}px left untouched")
+        return [d for d in dets if d.size >= self.config.min_face]
+
+    def _finish(self, rec: dict, img, dst: Path, dets, method: FaceMethod | None = None, filter_small: bool = True) -> None:
+        if filter_small:
+            dets = self._keep_large(rec, dets)
         t0 = time.perf_counter()
         secrets = None
         if dets:
@@ -138,7 +201,7 @@ class Worker:
             if self.keys is not None:
                 keyring, input_sha = self.keys.keyring, rec["input_sha256"]
                 face_key = lambda i: keyring.face(rec["input"], input_sha, i)  # noqa: E731
-            rec["faces"], secrets = anonymize_faces(img, dets, self.method, face_key, self.keys is not None and self.keys.escrow)
+            rec["faces"], secrets = anonymize_faces(img, dets, method or self.method, face_key, self.keys is not None and self.keys.escrow)
             rec["status"] = "ok"
         else:
             policy = self.config.no_face
@@ -184,6 +247,12 @@ def key_record(rec: dict, secrets: list[FaceSecret]) -> dict:
     return {"meta": meta, "blobs": blobs}
 
 
+def _rounded_timings(records: list[dict]) -> list[dict]:
+    for rec in records:
+        rec["timings"] = {k: round(v, 5) for k, v in rec["timings"].items()}
+    return records
+
+
 def _internal_error(rec: dict, stage: str, e: Exception) -> None:
     """Record an unexpected failure of one image (the traceback goes to the journal, not the user)."""
     rec["status"], rec["reason"] = "error", f"internal error in {stage}: {type(e).__name__}: {e}"
@@ -206,7 +275,8 @@ def init_worker(config_dict: dict, weights_dir: str | None, threads: int, keys: 
         _START_ERROR = str(e)
 
 
-def process_in_worker(batch):
+def process_in_worker(batch, task: str = "process"):
+    """Run ``task`` (process, gather or compose) on a batch in this worker process."""
     if _WORKER is None:
         raise WorkerStartError(_START_ERROR)
-    return _WORKER.process(batch)
+    return getattr(_WORKER, task)(batch)

@@ -19,6 +19,7 @@ from .config import RunConfig
 from .io.atomic import remove_stale_temps, write_atomic
 from .io.discover import STATE_DIR, discover, paths_overlap
 from .io.journal import Journal, manifest_frame
+from .methods import get_method_spec
 
 MANIFEST_NAME = "manifest.csv"
 RUN_RECORD_NAME = "run.json"
@@ -57,6 +58,7 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     run_id: str = ""
     keyfile: dict | None = None   # path, sizes; set when the run writes a keyfile
+    dataset: dict | None = None   # what a dataset-level method did (passes, plan)
 
     @property
     def exit_code(self) -> int:
@@ -232,14 +234,18 @@ def _plan(found, done: dict[str, dict], config: RunConfig, output_dir: Path, key
     return records, todo, resumed
 
 
-def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | None, take, keys=None) -> None:
-    """Run every batch, in this process or on a pool of ``workers``; ``take`` gets each batch's records."""
+def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | None, take, keys=None,
+             task: str = "process") -> None:
+    """Run ``task`` (a Worker method: process, gather, compose) on every batch, in this process or
+    on a pool of ``workers``; ``take`` gets each batch's results."""
     from .pipeline import init_worker, process_in_worker, start_worker
 
+    if not batches:
+        return
     if workers <= 1 or len(batches) <= 1:
         worker = start_worker(config, weights_dir, threads=os.cpu_count() or 1, keys=keys)
         for batch in batches:
-            take(worker.process(batch))
+            take(getattr(worker, task)(batch))
         return
     import multiprocessing as mp
 
@@ -249,7 +255,7 @@ def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | 
         pending = set()
         try:
             for batch in batches:
-                pending.add(pool.submit(process_in_worker, batch))
+                pending.add(pool.submit(process_in_worker, batch, task))
                 if len(pending) >= 2 * workers:  # bounded memory: at most two batches queued per worker
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in finished:
@@ -261,6 +267,16 @@ def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | 
             for f in pending:
                 f.cancel()
             raise
+
+
+def _run_dataset_level(found, records, config, state, output_dir, batch_size, progress, log, take, execute) -> dict:
+    from .two_pass import PlanError, run_two_passes
+
+    try:
+        return run_two_passes([i for i in found.items if i.problem is None], records, config, state, output_dir,
+                              batch_size=batch_size, execute=execute, take=take, progress=progress, log=log)
+    except PlanError as e:
+        raise RunError(str(e)) from None
 
 
 def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, workers: int, batch_size: int,
@@ -294,8 +310,9 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
 
     found = discover(input_dir)
     records, todo, resumed = _plan(found, journal.load(), config, output_dir, writer.recorded() if writer else None)
+    dataset_level = get_method_spec(config.method).dataset_level
     bar = None
-    if progress and todo:
+    if progress and todo and not dataset_level:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), unit="img", desc="anonymizing", dynamic_ncols=True, file=sys.stderr)
@@ -315,10 +332,17 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
             bar.update(len(batch_records))
 
     stopped = None
+    dataset = None
     try:
         key_setup = KeySetup(writer.keyring, keys.escrow) if writer else None
-        _execute([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], config, workers, weights_dir,
-                 take, key_setup)
+        if dataset_level:
+            dataset = _run_dataset_level(found, records, config, state, output_dir, batch_size, progress, log, take,
+                                         lambda batches, task, took: _execute(batches, config, workers, weights_dir,
+                                                                             took, key_setup, task))
+            resumed -= dataset["redone_for_new_plan"]
+        else:
+            _execute([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], config, workers, weights_dir,
+                     take, key_setup)
     except WorkerStartError as e:
         stopped = str(e)
     except DiskFull as e:
@@ -338,7 +362,7 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
         failed=[(r["input"], r.get("reason", "")) for r in ordered if r["status"] == "error"],
         skipped_dirs=found.skipped_dirs, output=output_dir, resumed=resumed,
         seconds=time.time() - started, stopped=stopped,
-        faces=sum(len(r.get("faces", [])) for r in ordered), run_id=run_id,
+        faces=sum(len(r.get("faces", [])) for r in ordered), run_id=run_id, dataset=dataset,
     )
     summary.counts["not_done"] = len(found.items) - len(ordered)
     try:
@@ -360,7 +384,6 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
 
 def _finish_keyfile(writer, keys: KeyOptions, manifest_sha256: str, ordered: list[dict], config: RunConfig) -> dict:
     """Seal the keyfile to the manifest just written; sizes per face for the summary."""
-    from .methods import get_method_spec
     from .weights import REGISTRY
 
     keep = {r["input"]: r["output_sha256"] for r in ordered if r["status"] == "ok" and r.get("output_sha256")}
@@ -385,7 +408,6 @@ def _write_outputs(output_dir: Path, ordered: list[dict], config: RunConfig, sum
     frame = manifest_frame(ordered)
     write_atomic(output_dir / MANIFEST_NAME, frame.to_csv(index=False).encode())
     from .faces.detectors import DETECTORS
-    from .methods import get_method_spec
 
     spec = get_method_spec(config.method)
     det_weights = DETECTORS[config.detector].weights
@@ -414,5 +436,7 @@ def _write_outputs(output_dir: Path, ordered: list[dict], config: RunConfig, sum
         "manifest_sha256": sha256_of(output_dir / MANIFEST_NAME),
         "keyfile": keys.describe() if keys else None,
     }
+    if summary.dataset is not None:
+        record["dataset_level"] = summary.dataset
     write_atomic(output_dir / RUN_RECORD_NAME, json.dumps(record, indent=2).encode())
     return record["manifest_sha256"]

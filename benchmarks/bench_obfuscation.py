@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import csv
 import io
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -29,10 +28,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_common import REPO, anoncli_source, first_images, library_versions, link_images, warm_page_cache, write_json
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "celeba-wild" / "images"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 DEFACE_CLI = Path(sys.executable).with_name("deface")
 
 # (row label, `anoncli anonymize` arguments)
@@ -65,24 +63,6 @@ class Result:
 
 
 # ---------------------------------------------------------------- inputs
-
-def first_images(data_dir: Path, limit: int) -> list[Path]:
-    images = sorted(p for p in data_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        sys.exit(f"no images in {data_dir}")
-    return images[:limit]
-
-
-def link_images(images: list[Path], folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    for image in images:
-        (folder / image.name).symlink_to(image.resolve())
-    return folder
-
-
-def warm_page_cache(images: list[Path]) -> None:
-    for image in images:
-        image.read_bytes()
 
 
 def shards(images: list, n: int) -> list[list]:
@@ -224,28 +204,6 @@ def print_table(rows: list[dict], header: list[str]) -> None:
     console.print(table)
 
 
-def write_json(rows: list[dict], context: dict) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"obfuscation-{datetime.now():%Y-%m-%d}.json"
-    path.write_text(json.dumps({**context, "results": rows}, indent=2) + "\n")
-    return path
-
-
-def anoncli_source() -> str:
-    """The commit anoncli runs from, and whether its package folder has uncommitted changes."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    return commit + (" + uncommitted changes in anoncli/" if git("status", "--porcelain", "anoncli") else "")
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("anoncli", "deface", "onnxruntime", "opencv-python", "numpy")}
-
-
 # ---------------------------------------------------------------- main
 
 def parse_args() -> argparse.Namespace:
@@ -298,8 +256,8 @@ def main() -> None:
     rows = result_rows(results)
     print_table(rows, [f"{key}: {value}" for key, value in run.items()])
     context = {"date": datetime.now().isoformat(timespec="seconds"), "cpu_count": os.cpu_count(),
-               "workers": args.workers, "image_count": len(images), **run, "libraries": library_versions()}
-    print(f"results: {write_json(rows, context)}")
+               "workers": args.workers, "image_count": len(images), **run, "libraries": library_versions(("anoncli", "deface", "onnxruntime", "opencv-python", "numpy"))}
+    print(f"results: {write_json('obfuscation', rows, context)}")
 
 
 if __name__ == "__main__":

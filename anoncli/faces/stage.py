@@ -38,6 +38,22 @@ def _composite_into(img: LoadedImage, roi, rgb_roi: np.ndarray, mask_roi: np.nda
     img.pixels[y0:y1, x0:x1, :n_colour] = np.clip(np.rint(out), 0, top).astype(img.pixels.dtype)
 
 
+def aligned_crops(img: LoadedImage, detections: list[Detection], resolution: int,
+                  margin: float) -> tuple[list[dict], list[np.ndarray]]:
+    """Each face's detection record (with its exact landmarks, which the second pass of a
+    dataset-level method warps with) and the uint8 aligned crops of those inside the image."""
+    records, crops = [], []
+    for det in detections:
+        m = alignment_matrix(det.landmarks, resolution, margin)
+        roi = crop_bounds_in_image(m, resolution, img.height, img.width)
+        record = {**det.to_record(), "landmarks_exact": np.asarray(det.landmarks, np.float64).tolist(),
+                  "aligned": roi is not None}
+        if roi is not None:
+            crops.append(np.clip(np.rint(extract_crop(img, m, resolution, roi)), 0, 255).astype(np.uint8))
+        records.append(record)
+    return records, crops
+
+
 @dataclass
 class FaceSecret:
     """What the keyfile keeps for one face: the method's per-face values, its exact warp and

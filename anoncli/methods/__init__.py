@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .base import FaceMethod, MethodSpec, Param
+from .ksame_specs import KSAME_SPECS
 from .obfuscation_specs import DPPIX_SPEC, OBFUSCATION_SPECS
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -15,7 +16,7 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-for _spec in (*OBFUSCATION_SPECS, DPPIX_SPEC):
+for _spec in (*OBFUSCATION_SPECS, DPPIX_SPEC, *KSAME_SPECS):
     register(_spec)
 
 

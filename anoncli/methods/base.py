@@ -60,6 +60,7 @@ class MethodSpec:
     aliases: tuple[str, ...] = field(default_factory=tuple)
     recognizers: tuple[str, ...] = ()   # face recognizers the method uses internally (white-box in reports)
     check: Callable[[dict], None] | None = None   # raises ValueError when the parameters do not fit together
+    dataset_level: bool = False   # needs every face of the dataset before any output (two passes, anoncli.two_pass)
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``given``, each value validated; unknown names are an error."""

@@ -15,11 +15,15 @@ _BOOK = "Wen et al., Face De-identification (2023), ch. 3.1.1; settings ch. 4 Ta
 _SHAPE = ("ellipse", "box", "hull")
 
 
-def _common(shape_default: str, feather_default: float) -> tuple[Param, ...]:
+_OBFUSCATION_RESOLUTION = "the obfuscations remove detail, so 128 loses nothing they keep."
+
+
+def common_shape_params(shape_default: str, feather_default: float,
+                        resolution_why: str = _OBFUSCATION_RESOLUTION) -> tuple[Param, ...]:
     return (
         Param("shape", str, shape_default, "Region replaced: ellipse over the face, box, or hull grown from the 5 landmarks.", choices=_SHAPE),
         Param("feather", float, feather_default, "Soft edge of the blend mask, Gaussian sigma as a fraction of the crop size (0 = hard edge).", minimum=0.0, maximum=0.2),
-        Param("resolution", int, 128, "Side of the aligned face crop the method works on, in pixels; the obfuscations remove detail, so 128 loses nothing they keep.", minimum=32, maximum=2048),
+        Param("resolution", int, 128, "Side of the aligned face crop the method works on, in pixels; " + resolution_why, minimum=32, maximum=2048),
     )
 
 
@@ -41,7 +45,7 @@ OBFUSCATION_SPECS = (
             Param("kind", str, "gaussian", "gaussian: Gaussian kernel; downsample: shrink the face to a few samples and enlarge back.", choices=("gaussian", "downsample")),
             Param("sigma", float, 0.22, "Gaussian sigma as a fraction of the face width (kind=gaussian).", minimum=0.0, maximum=1.0),
             Param("cells", float, 3.0, "Samples across the face width (kind=downsample); fewer is stronger.", minimum=1.0, maximum=256.0),
-            *_common("ellipse", 0.02),
+            *common_shape_params("ellipse", 0.02),
         ),
         load=_load("Blur"),
     ),
@@ -51,7 +55,7 @@ OBFUSCATION_SPECS = (
         citation=_BOOK + " (4x4, 8x8, 16x16 cells)",
         params=(
             Param("cells", float, 7.0, "Cells across the face width; fewer is stronger.", minimum=1.0, maximum=256.0),
-            *_common("ellipse", 0.0),
+            *common_shape_params("ellipse", 0.0),
         ),
         load=_load("Pixelate"),
     ),
@@ -61,7 +65,7 @@ OBFUSCATION_SPECS = (
         citation=_BOOK + " (black rectangular blocks are the most common form)",
         params=(
             Param("color", str, "#000000", "Fill colour as #rrggbb."),
-            *_common("box", 0.0),
+            *common_shape_params("box", 0.0),
         ),
         load=_load("Mask"),
     ),
@@ -72,7 +76,7 @@ OBFUSCATION_SPECS = (
         params=(
             Param("sigma", float, 128.0, "Noise standard deviation on the 0-255 scale.", minimum=0.0, maximum=255.0),
             Param("grain", float, 0.04, "Size of a noise cell as a fraction of the face width (0 = one crop pixel).", minimum=0.0, maximum=0.5),
-            *_common("ellipse", 0.02),
+            *common_shape_params("ellipse", 0.02),
         ),
         load=_load("Noise"),
         deterministic=False,
