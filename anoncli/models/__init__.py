@@ -1,1 +1,2 @@
-"""Network definitions only (torch modules, no weights loading or other I/O)."""
+"""Network definitions (torch modules), and the readers of the official checkpoint formats that
+fill them (checkpoint.py: torch state dicts; dlib_serialized.py: dlib's serialized networks)."""
