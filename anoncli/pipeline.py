@@ -97,16 +97,18 @@ class Worker:
         """(record, image, detections) per (relative input, input path); image or detections None on failure."""
         decoded = [self._decode(rel, src) for rel, src in pairs]
         loaded = [(rec, img) for rec, img in decoded if img is not None]
-        detections = {}
-        if loaded:
-            t0 = time.perf_counter()
-            all_dets = self._detect(loaded)
-            per_image = (time.perf_counter() - t0) / len(loaded)
-            for (rec, _), dets in zip(loaded, all_dets):
-                detections[id(rec)] = dets
-                if dets is not None:
-                    rec["timings"]["detect"] = per_image
-        return [(rec, img, detections.get(id(rec))) for rec, img in decoded]
+        if not loaded:
+            return [(rec, img, None) for rec, img in decoded]
+        t0 = time.perf_counter()
+        found = iter(self._detect(loaded))
+        per_image = (time.perf_counter() - t0) / len(loaded)
+        results = []
+        for rec, img in decoded:
+            dets = next(found) if img is not None else None
+            if dets is not None:
+                rec["timings"]["detect"] = per_image
+            results.append((rec, img, dets))
+        return results
 
     def process(self, batch: list[tuple[str, str, str]]) -> list[dict]:
         """``batch``: (relative input, input path, output path) triples; one record each."""

@@ -150,13 +150,15 @@ def _aligned_position(rec: dict, index: int) -> int:
     return sum(1 for d in rec["detections"][:index] if d["aligned"])
 
 
-def build_plan(rows, store: FaceStore, config: RunConfig, state: Path, inputs: list[str], log) -> tuple[object, dict]:
+def build_plan(rows, store: FaceStore, config: RunConfig, state: Path, inputs: list[str], labels_info, log
+               ) -> tuple[object, dict]:
     """The k-Same plan of these faces (loaded when saved under the same digest) and its summary;
-    ``inputs`` are the images the plan covers (with or without faces)."""
+    ``inputs`` are the images the plan covers (with or without faces); ``labels_info`` is what
+    ``resolve_labels`` returned."""
     from .methods.ksame import KSamePlan, face_units, plan_ksame
 
     params = config.params
-    labels, identity, select, labels_sha = resolve_labels(params)
+    labels, identity, select, labels_sha = labels_info
     records = store.records()
     digest = plan_digest(rows, records, config, labels_sha)
     saved = _load_plan(state, digest)
@@ -211,10 +213,10 @@ def _load_plan(state: Path, digest: str | None):
     return record, np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def face_guarantee(spec_name: str, plan, group: int) -> dict:
+def face_guarantee(spec_name: str, plan, group: int, k: int) -> dict:
     g = plan.groups[group]
     unit = "identities" if plan.unit_kind == "identities" else "faces"
-    return {"mechanism": f"{spec_name} (k-anonymity, Newton et al. 2005)", "k": None, "group": group,
+    return {"mechanism": f"{spec_name} (k-anonymity, Newton et al. 2005)", "k": k, "group": group,
             "group_faces": g["faces"], "group_units": g["units"], "clustered_over": plan.unit_kind,
             "partition": g["partition"],
             "protects": (f"this face's replacement is the average of a group of {g['units']} {unit} and is shared "
@@ -240,7 +242,7 @@ def placements(items, store_records: dict, plan, spec_name: str, k: int, digest:
                 continue
             group = plan.face_group[key]
             replacements.append(plan.replacements[group])
-            guarantees.append({**face_guarantee(spec_name, plan, group), "k": k})
+            guarantees.append(face_guarantee(spec_name, plan, group, k))
         if problems:
             out[item.rel] = (None, "; ".join(problems))
         else:
@@ -264,7 +266,8 @@ def run_two_passes(items, records: dict[str, dict], config: RunConfig, state: Pa
     from .pipeline import new_record
 
     spec = get_method_spec(config.method)
-    labels_sha = resolve_labels(config.params)[3]  # bad labels are refused before any work
+    labels_info = resolve_labels(config.params)  # bad labels are refused before any work
+    labels_sha = labels_info[3]
     finished = _finished_under_saved_plan(items, records, state, labels_sha)
     if finished is not None:
         return {"pass1": {"aligned_now": 0, "cached": 0, "skipped": "every output was written under the saved plan"},
@@ -278,7 +281,7 @@ def run_two_passes(items, records: dict[str, dict], config: RunConfig, state: Pa
         current = {i.rel: stored[i.rel] for i in items
                    if i.rel in stored and (stored[i.rel]["input_size"], stored[i.rel]["input_mtime_ns"]) == _file_state(i.path)}
         aligned = [i for i in items if i.rel in current]
-        plan, summary = build_plan(face_rows(aligned, current), store, config, state, [i.rel for i in aligned], log)
+        plan, summary = build_plan(face_rows(aligned, current), store, config, state, [i.rel for i in aligned], labels_info, log)
     finally:
         store.close()
     redone = [rel for rel, rec in records.items()

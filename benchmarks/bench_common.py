@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from datetime import datetime
@@ -58,3 +60,13 @@ def library_versions(names: tuple[str, ...]) -> dict[str, str]:
         except PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def machine_record(command: str, load_before: float) -> dict:
+    """Where and how a benchmark ran: its command, the machine, the load, the anoncli source."""
+    return {
+        "command": command,
+        "machine": f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), {platform.platform()}",
+        "load average (1 min), before / after": f"{load_before:.2f} / {os.getloadavg()[0]:.2f}",
+        "anoncli source": anoncli_source(),
+    }

@@ -17,7 +17,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bench_common import REPO, anoncli_source, first_images, library_versions, link_images, warm_page_cache, write_json
+from bench_common import REPO, first_images, library_versions, link_images, machine_record, warm_page_cache, write_json
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "celeba-crops" / "images"
 K = 5
@@ -179,10 +178,7 @@ def parse_args() -> argparse.Namespace:
 
 def describe_run(args: argparse.Namespace, images: list[Path], command: str, load_before: float) -> dict:
     return {
-        "command": command,
-        "machine": f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), {platform.platform()}",
-        "load average (1 min), before / after": f"{load_before:.2f} / {os.getloadavg()[0]:.2f}",
-        "anoncli source": anoncli_source(),
+        **machine_record(command, load_before),
         "images": f"first {len(images)} of {args.data} (sorted); labels {args.labels}; workers: {args.workers} for every run",
         "anoncli run": f"`python -m anoncli anonymize IMGDIR -o OUT --method NAME [--k {K} --labels CSV [--select Male]] "
                        f"-q -j {args.workers}`, wall clock of the whole command, defaults otherwise; groups from "

@@ -17,7 +17,6 @@ import csv
 import io
 import multiprocessing as mp
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bench_common import REPO, anoncli_source, first_images, library_versions, link_images, warm_page_cache, write_json
+from bench_common import REPO, first_images, library_versions, link_images, machine_record, warm_page_cache, write_json
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "celeba-wild" / "images"
 DEFACE_CLI = Path(sys.executable).with_name("deface")
@@ -233,10 +232,7 @@ def warm_up(images: list[Path], work: Path, workers: int) -> None:
 
 def describe_run(args: argparse.Namespace, images: list[Path], command: str, load_before: float) -> dict:
     return {
-        "command": command,
-        "machine": f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), {platform.platform()}",
-        "load average (1 min), before / after": f"{load_before:.2f} / {os.getloadavg()[0]:.2f}",
-        "anoncli source": anoncli_source(),
+        **machine_record(command, load_before),
         "images": f"first {len(images)} of {args.data} (sorted); workers: {args.workers} for every tool",
         "anoncli run": f"`python -m anoncli anonymize IMGDIR -o OUT --method NAME [--kind downsample] -q -j {args.workers}`, "
                        "wall clock of the whole command; recall from OUT/manifest.csv (status ok, n_faces > 0); "

@@ -21,15 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
-from anoncli.privacy.mechanisms import (
+from .mechanisms import (
     exponential_mechanism_probabilities,
     poisson_subsample,
     roulette_wheel,
     tau_approximation,
     two_outcome_keep_probability,
 )
-from anoncli.io.labels import CELEBA_ATTRIBUTES
-from anoncli.privacy.rng import secure_uniform
+from ..io.labels import CELEBA_ATTRIBUTES
+from .rng import secure_uniform
 
 # Book ch. 4 Sect. 4.5.2: the 13 attributes "more distinctive in appearance" that are obfuscated.
 PROTECTED_ATTRIBUTES: tuple[str, ...] = (
