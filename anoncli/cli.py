@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .cli_train import train_app
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 weights_app = typer.Typer(help="The registry of pretrained files: list, verify, fetch, import.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
+app.add_typer(train_app, name="train")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -131,6 +133,12 @@ def anonymize(
         found, bad = locate(name, weights_dir)
         if found is None:
             fail(missing_message(REGISTRY[name], bad), code=3)
+    from .identity.generator import GENERATOR_WEIGHTS, generator_warning
+
+    if GENERATOR_WEIGHTS in spec.weights:
+        warning = generator_warning(weights_dir)
+        if warning:
+            console.print(f"[bold yellow]warning:[/] {warning}")
     keys = _key_options(spec, keyfile, escrow, recipient, passphrase_file, kdf_memory, kdf_iterations, kdf_lanes)
     config = RunConfig(method=spec.name, params=params, detector=detector,
                        detector_weights_sha256=REGISTRY[DETECTORS[detector].weights].sha256,

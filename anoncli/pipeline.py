@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -69,7 +70,11 @@ class Worker:
         self.keys = keys
         self.detector = create_detector(config.detector, threshold=config.threshold, max_side=config.detect_size,
                                         nms_iou=config.nms_iou, threads=threads, weights_dir=weights_dir)
-        self.method = build_method(config.method, config.params)
+        self.method = build_method(config.method, config.params, weights_dir)
+        if threads and "torch" in sys.modules:  # the generator methods run torch in each worker process
+            import torch
+
+            torch.set_num_threads(threads)
 
     def _decode(self, rel: str, src: str) -> tuple[dict, object | None]:
         """The item's record and its decoded image (None when it could not be read: the record says why)."""

@@ -165,7 +165,7 @@ def _restorer(reader, record: dict, weights_dir: str | None) -> _Restorer:
         if seal.get("method_weights", {}).get(w) not in (None, REGISTRY[w].sha256):
             raise RunError(f"the run used other {w} weights (sha256 {seal['method_weights'][w]}) than the ones "
                            "registered now; model-based restore needs the same network")
-    return _Restorer("model", build_method(name, seal.get("params", {})), record.get("config"))
+    return _Restorer("model", build_method(name, seal.get("params", {}), weights_dir), record.get("config"))
 
 
 def _restore_one(row: dict, anon_dir: Path, staging: Path, reader, restorer: _Restorer) -> dict:

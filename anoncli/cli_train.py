@@ -1,0 +1,157 @@
+"""`anoncli train ...`: the project's own networks, trained with checkpoints and resume."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True, soft_wrap=True)
+
+train_app = typer.Typer(help="Train the project's own networks (checkpoints and resume; see weights/README.md).",
+                        no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        if not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
+            _fail(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@train_app.command("aei")
+def train_aei(
+    data: list[Path] = typer.Option(..., "--data", help="A data set folder (images/ and optional labels.csv with an identity column); repeat for several."),
+    work: Path = typer.Option(..., "--work", help="Work folder for the aligned faces, checkpoints and the log; running again with it resumes. Keep it outside the repository."),
+    steps: int = typer.Option(20000, "--steps", min=1, help="Train until this many generator steps in total."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Faces per step."),
+    lr: float = typer.Option(4e-4, "--lr", min=0.0, help="Adam learning rate of generator and discriminator (book ch. 6.4.1)."),
+    beta1: float = typer.Option(0.0, "--beta1", help="Adam β1 (book: 0)."),
+    beta2: float = typer.Option(0.999, "--beta2", help="Adam β2 (book: 0.999)."),
+    lambda_adv: float = typer.Option(1.0, "--lambda-adv", help="Weight of L_adv (book ch. 5: 1; ch. 6: 0.1)."),
+    lambda_att: float = typer.Option(10.0, "--lambda-att", help="Weight of L_att (book: 10)."),
+    lambda_id: float = typer.Option(5.0, "--lambda-id", help="Weight of L_id (book: 5)."),
+    lambda_rec: float = typer.Option(10.0, "--lambda-rec", help="Weight of L_rec (book: 10)."),
+    same_face: float = typer.Option(0.2, "--same-face", min=0.0, max=1.0, help="Share of steps' faces whose identity source is the face itself (L_rec applies)."),
+    margin: float = typer.Option(0.2, "--margin", min=0.0, help="Border around the ArcFace template, as a fraction of it, in the aligned crops."),
+    resolution: int = typer.Option(128, "--resolution", help="Crop side (a power of two)."),
+    width_scale: float = typer.Option(1.0, "--width-scale", min=0.125, help="Multiply every generator and encoder width (1: the committed model's)."),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=1, help="Steps between checkpoints."),
+    evaluate_every: int = typer.Option(1000, "--evaluate-every", min=20, help="Steps between held-out measurements in the log (a multiple of 20)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: torch's default)."),
+    device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N; a checkpoint moves between them."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the face sampler (training only; never used for privacy noise)."),
+    export: Optional[Path] = typer.Option(None, "--export", help="When done (or interrupted), write the weights here as safetensors, and its model card (.md) beside it."),
+    card_note: list[str] = typer.Option([], "--card-note", help="A paragraph for the model card's notes (repeatable)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+):
+    """Train the disentangling generator of IdentityDP and idrotate (book ch. 5, Table 8.3): U-Net attribute
+    encoder, AAD ResBlocks, multi-scale discriminator, L_adv + 10 L_att + 5 L_id + 10 L_rec."""
+    for d in data:
+        if not d.is_dir():
+            _fail(f"{d} is not a folder")
+    from .models.aei import AEIConfig
+    from .train.aei import AEITrainer, AEITrainSettings
+    from .train.face_crops import prepare
+    from .weights import WeightsMissing
+
+    base = AEIConfig.for_resolution(resolution)
+    config = {"resolution": resolution}
+    if base.generator_channels != AEIConfig().generator_channels:
+        config["generator_channels"] = list(base.generator_channels)
+    if width_scale != 1.0:
+        config.update(base_channels=max(1, round(base.base_channels * width_scale)),
+                      max_channels=max(1, round(base.max_channels * width_scale)),
+                      generator_channels=[max(1, round(c * width_scale)) for c in base.generator_channels])
+    settings = AEITrainSettings(steps=steps, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2, lambda_adv=lambda_adv,
+                                lambda_att=lambda_att, lambda_id=lambda_id, lambda_rec=lambda_rec, same_face=same_face,
+                                margin=margin, checkpoint_every=checkpoint_every, evaluate_every=evaluate_every,
+                                threads=threads, seed=seed, config=config, device=_device(device))
+    try:
+        AEIConfig.from_dict({**base.to_dict(), **config}).check()
+        crops = prepare(list(data), work / "data", resolution, margin, progress)
+        trainer = AEITrainer(crops, settings, work, log=lambda m: console.print(m))
+    except WeightsMissing as e:
+        _fail(str(e), code=3)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"{len(trainer.train_idx)} training faces, {len(trainer.eval_idx)} held out; step {trainer.step} of {steps}")
+    trainer.run(progress)
+    result = trainer.evaluate(256)
+    console.print("held-out: " + json.dumps(result))
+    if export is not None:
+        import dataclasses
+        import os
+        import shlex
+        import sys
+
+        from .train.model_card import write_aei_model_card
+
+        card = {"data": [d.name for d in data], "held_out_eval": result, "config": trainer.config.to_dict(),
+                "train_faces": int(len(trainer.train_idx)), "held_out_faces": int(len(trainer.eval_idx)),
+                "machine": f"{os.cpu_count()} CPU cores, torch {__import__('torch').__version__}",
+                "command": shlex.join(["anoncli", "train", "aei", *sys.argv[3:]]), "notes": list(card_note)}
+        trainer.export(export, card)
+        card_path = write_aei_model_card(export, {**card, "steps": trainer.step, "train_seconds": trainer.elapsed,
+                                                  "settings": dataclasses.asdict(trainer.settings)})
+        console.print(f"[green]exported[/] {export} and its model card {card_path}")
+
+
+@train_app.command("glow")
+def train_glow(
+    data: list[Path] = typer.Option(..., "--data", help="A data set folder (images/ and optional labels.csv with an identity column); repeat for several."),
+    work: Path = typer.Option(..., "--work", help="Work folder for the aligned faces, checkpoints, samples and the log; running again with it resumes. Keep it outside the repository."),
+    steps: int = typer.Option(100000, "--steps", min=1, help="Train until this many steps in total."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Faces per step (FFEM: 16)."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate after warm-up (FFEM: 1e-3)."),
+    warmup_steps: int = typer.Option(500, "--warmup-steps", min=0, help="Steps of linear learning-rate warm-up."),
+    resolution: int = typer.Option(128, "--resolution", help="Face side in pixels (FFEM: 128); the aligned 128 px crops are area-resized."),
+    levels: int = typer.Option(5, "--levels", min=1, help="Multi-scale levels L (FFEM: 5)."),
+    flow_steps: int = typer.Option(32, "--flow-steps", min=1, help="Flow steps K per level (FFEM: 32)."),
+    hidden: int = typer.Option(512, "--hidden", min=1, help="Channels of each coupling network (Glow: 512)."),
+    n_bits: int = typer.Option(5, "--n-bits", min=1, max=8, help="Colour depth the likelihood counts (Glow's CelebA-HQ: 5)."),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=1, help="Steps between checkpoints."),
+    evaluate_every: int = typer.Option(1000, "--evaluate-every", min=20, help="Steps between held-out measurements and sample grids (a multiple of 20)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: torch's default)."),
+    device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the face sampler and the initial weights (training only)."),
+    export: Optional[Path] = typer.Option(None, "--export", help="When done (or interrupted), write the weights here as safetensors."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+):
+    """Train Glow, FFEM's flow (seed 001): actnorm, LU 1x1 convolutions, affine couplings, multi-scale
+    levels with learned priors, by bits per dimension."""
+    for d in data:
+        if not d.is_dir():
+            _fail(f"{d} is not a folder")
+    from .train.face_crops import prepare
+    from .train.glow import GlowTrainer, GlowTrainSettings
+
+    config = {"resolution": resolution, "levels": levels, "steps": flow_steps, "hidden": hidden, "n_bits": n_bits}
+    settings = GlowTrainSettings(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                                 checkpoint_every=checkpoint_every, evaluate_every=evaluate_every, threads=threads,
+                                 seed=seed, device=_device(device), config=config)
+    try:
+        from .models.glow import GlowConfig
+
+        GlowConfig(**config).check()
+        crops = prepare(list(data), work / "data", 128, 0.2, progress)
+        trainer = GlowTrainer(crops, settings, work, log=lambda m: console.print(m))
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"{len(trainer.train_idx)} training faces, {len(trainer.eval_idx)} held out; step {trainer.step} of {steps}")
+    trainer.run(progress)
+    result = trainer.evaluate(100)
+    console.print("held-out: " + json.dumps(result))
+    if export is not None:
+        trainer.export(export, {"data": [d.name for d in data], "held_out_eval": result})
+        console.print(f"[green]exported[/] {export}")

@@ -1,0 +1,62 @@
+"""Parameters of the identity methods (METHODS.md §5-6; book ch. 5-6): they replace the face by
+the trained disentangling generator's output h(r̃_id, g(X)) with a perturbed (IdentityDP) or
+key-rotated (idrotate) identity vector. Importable without torch."""
+from __future__ import annotations
+
+from .base import MethodSpec, Param
+
+_GENERATOR = "aei-celeba-utk-128"
+_ENCODER = "dlib-face-recognition-resnet"
+_BOOK = "Wen et al., Face De-identification (2023)"
+
+
+def _blend_params() -> tuple[Param, ...]:
+    return (
+        Param("shape", str, "ellipse", "Region replaced by the generator's output: ellipse over the face, or hull grown from the 5 landmarks.", choices=("ellipse", "hull")),
+        Param("feather", float, 0.02, "Soft edge of the blend mask, Gaussian sigma as a fraction of the crop size (0 = hard edge).", minimum=0.0, maximum=0.2),
+    )
+
+
+def _load(name: str):
+    def load():
+        from . import identity
+
+        return getattr(identity, name)
+
+    return load
+
+
+IDENTITYDP_SPEC = MethodSpec(
+    name="identitydp",
+    summary="IdentityDP: unit identity vector + Laplace noise of scale Δf/ε, face rebuilt by the generator from the noisy identity and the face's own attribute maps.",
+    citation=_BOOK + ", ch. 5 (eq. 5.10-5.13, Table 5.1: ε = 6 and 0.57); METHODS.md §5 decision (unit r_id, Δf ≤ 2√d)",
+    params=(
+        Param("epsilon", float, 6.0, "Privacy budget of the identity vector (Laplace mechanism); the book uses 6 and 0.57 and recommends 0.5-7.", minimum=1e-6),
+        Param("sensitivity", str, "bound", "bound: Δf = 2√d, proven for any two unit vectors; empirical: the largest L1 distance between "
+              "the identity vectors of the generator's training faces (book eq. 5.12), recorded, with no guarantee for faces outside that set.",
+              choices=("bound", "empirical")),
+        *_blend_params(),
+    ),
+    load=_load("IdentityDP"),
+    formal_guarantee="epsilon-local-DP of the identity embedding (Laplace mechanism on the unit r_id); the attribute maps are not perturbed",
+    weights=(_GENERATOR, _ENCODER),
+    deterministic=False,
+    recognizers=("dlib",),
+)
+
+IDROTATE_SPEC = MethodSpec(
+    name="idrotate",
+    summary="Key-personalised identity rotation: the identity vector turned by θ = g(level) towards a reference vector derived from the keyfile's secret; restore turns it back.",
+    citation=_BOOK + ", ch. 6 (eq. 6.16-6.21, g(d) in 6.4.1); METHODS.md §6 decision (reference from a KDF of the key)",
+    params=(
+        Param("level", int, 9, "Privacy level d, 0-9: θ = 70 + 5d degrees for d < 4, 70 + 5(d + 1) for d ≥ 4 (90° is skipped: it cannot be undone). "
+              "9 (120°) gives the largest identity change and the most stable restore (it divides by |cos θ − A sin θ|).", minimum=0, maximum=9),
+        *_blend_params(),
+    ),
+    load=_load("IdRotate"),
+    reversible=True,
+    weights=(_GENERATOR, _ENCODER),
+    recognizers=("dlib",),
+)
+
+IDENTITY_SPECS = (IDENTITYDP_SPEC, IDROTATE_SPEC)

@@ -1,0 +1,1 @@
+"""Training procedures for the project's own networks (`anoncli train ...`)."""

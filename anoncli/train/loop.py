@@ -1,0 +1,66 @@
+"""The resumable training loop every `anoncli train` command shares.
+
+A trainer has ``step``, ``elapsed`` (seconds spent in steps), ``train_step() -> dict of losses``,
+``evaluate() -> dict`` and ``save_checkpoint()``. The loop logs mean losses every ``log_every``
+steps to a JSON-lines file (with a held-out evaluation every ``evaluate_every`` steps), writes a
+checkpoint every ``checkpoint_every`` steps, and on SIGTERM or Ctrl-C stops after the current step
+and writes one more, so that running the same command again resumes where it stopped.
+"""
+from __future__ import annotations
+
+import io
+import json
+import signal
+import time
+from pathlib import Path
+
+from ..io.atomic import write_atomic
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(path, buf.getvalue())
+
+
+def run_resumable(trainer, steps: int, log_path: Path, *, checkpoint_every: int, evaluate_every: int,
+                  log_every: int = 20, desc: str = "train", progress: bool = True) -> None:
+    from tqdm import tqdm
+
+    if trainer.step >= steps:
+        return
+    stop = {"now": False}
+
+    def _interrupt(signum, frame):
+        stop["now"] = True
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    bar = tqdm(total=steps, initial=trainer.step, desc=desc, unit="step", disable=not progress)
+    try:
+        sums: dict[str, float] = {}
+        while trainer.step < steps and not stop["now"]:
+            t0 = time.perf_counter()
+            losses = trainer.train_step()
+            trainer.elapsed += time.perf_counter() - t0
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.update(1)
+            if trainer.step % log_every == 0:
+                line = {"step": trainer.step, "elapsed_s": round(trainer.elapsed, 1),
+                        **{k: round(v / log_every, 5) for k, v in sums.items()}}
+                sums = {}
+                if trainer.step % evaluate_every == 0:
+                    line["eval"] = trainer.evaluate()
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(line) + "\n")
+                bar.set_postfix({k: line[k] for k in list(losses)[:2]})
+            if trainer.step % checkpoint_every == 0:
+                trainer.save_checkpoint()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bar.close()
+        trainer.save_checkpoint()
+        signal.signal(signal.SIGTERM, previous)

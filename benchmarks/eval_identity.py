@@ -1,0 +1,161 @@
+"""Acceptance measurement of the identity methods (issue 6, points 2 and 3), through the real CLI.
+
+    .venv/bin/python benchmarks/eval_identity.py --method identitydp [--epsilon 6] [--set crops|wild] [--limit N]
+    .venv/bin/python benchmarks/eval_identity.py --method idrotate [--level 9] [--set crops|wild] [--limit N]
+
+Faces are held out from the generator's training: ``crops`` takes CelebA crops of the identities the
+trainer holds out (identity mod 10 = 0, anoncli.train.face_crops), ``wild`` the CelebA photos, whose
+identities are not in the training crops at all. Each run:
+
+1. `anoncli anonymize IN -o OUT --method M ... -q -j W` (with a keyfile for idrotate);
+2. for idrotate, `anoncli restore OUT --keyfile K -o RESTORED`, and a wrong-key restore: the same
+   restore with every face's key derived from another random master secret (the keyfile opens,
+   the keys are not the run's) into WRONG;
+3. `anoncli report OUT --labels L --evaluator dlib --evaluator mobilefacenet [--restored RESTORED
+   --wrong-restored WRONG] --weights-dir ../shared/weights -o REPORT -q`.
+
+Prints protection (dlib at 0.6, labelled white-box since the methods use dlib; MobileFaceNet at
+its FAR 1e-3 threshold), detection of the anonymized faces, SSIM/PSNR, and for idrotate the share of
+restored faces within dlib distance 0.5 of the original, right and wrong key. Writes
+benchmarks/results/identity-<method>-<set>-<date>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import REPO, link_images, machine_record, write_json  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
+PASSPHRASE = "identity-eval-passphrase"
+RESTORE_MATCH = 0.5   # issue 6 point 3: restored faces match the original at dlib distance < 0.5
+
+
+def cli(*args, env=None) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "anoncli", *map(str, args)], capture_output=True, text=True,
+                       env={**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE, **(env or {})}, stdin=subprocess.DEVNULL)
+    if r.returncode not in (0, 1):
+        raise SystemExit(f"anoncli {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
+    return time.perf_counter() - t0, r
+
+
+def held_out_images(which: str, limit: int) -> tuple[list[Path], Path]:
+    from anoncli.train.face_crops import is_held_out
+
+    folder = DATA / ("celeba-crops" if which == "crops" else "celeba-wild")
+    labels = folder / "labels.csv"
+    if not labels.is_file():
+        raise SystemExit(f"{labels} is missing; is ../shared present?")
+    table = pd.read_csv(labels)
+    if which == "crops":
+        table = table[[is_held_out("celeba-crops", n, str(i)) for n, i in zip(table["image"], table["identity"])]]
+    names = sorted(table["image"].astype(str))[:limit]
+    return [folder / "images" / n for n in names], labels
+
+
+def wrong_key_restore(out: Path, keyfile: Path, dest: Path, weights_dir: Path | None) -> None:
+    """`anoncli restore` in this process with every face key derived from a random master."""
+    from anoncli import restore as restore_module
+    from anoncli.keys.derive import Keyring
+    from anoncli.keys.passphrase import obtain_passphrase
+    from anoncli.keys.protect import Passphrase
+
+    original = restore_module._Restorer.restore
+
+    def with_wrong_keys(self, img, meta, blobs, keyring):
+        return original(self, img, meta, blobs, Keyring(keyring.run_id, keyring.segment, os.urandom(32)))
+
+    restore_module._Restorer.restore = with_wrong_keys
+    try:
+        os.environ["ANONCLI_PASSPHRASE"] = PASSPHRASE
+        restore_module.run_restore(out, keyfile, Passphrase(obtain_passphrase(None, confirm=False)), dest,
+                                   weights_dir=str(weights_dir) if weights_dir else None, progress=False)
+    finally:
+        restore_module._Restorer.restore = original
+
+
+def _rank1(evaluator: dict) -> str | None:
+    ident = evaluator.get("identification") or {}
+    if ident.get("rank1") is None:
+        return None
+    return f"{ident['rank1']:.4f} ({ident['baseline_rank1']:.4f})"
+
+
+def summarise(report: dict, method: str) -> dict:
+    p, u = report["privacy"], report["utility"]
+    row = {
+        "faces": p.get("dlib", {}).get("pairs"),
+        "protection dlib@0.6 (white-box)": p.get("dlib", {}).get("protection_rate", {}).get("literature"),
+        "protection mobilefacenet@FAR1e-3": p.get("mobilefacenet", {}).get("protection_rate", {}).get("far_1e-3"),
+        "rank-1 dlib (originals)": _rank1(p.get("dlib", {})),
+        "rank-1 mobilefacenet (originals)": _rank1(p.get("mobilefacenet", {})),
+        "detection (dlib HOG)": u["detection_rate"]["anonymized"],
+        "detection originals": u["detection_rate"]["original"],
+        "ssim face": u["ssim"]["face"], "psnr face": u["psnr"]["face"], "ssim outside": u["ssim"]["outside"],
+    }
+    rec = report.get("recovery")
+    if rec:
+        for label, part in (("right key", rec), ("wrong key", rec.get("wrong_key") or {})):
+            d = (part.get("identity_distances") or {}).get("dlib")
+            if d:
+                row[f"restore {label}: dlib < {RESTORE_MATCH}"] = sum(v < RESTORE_MATCH for v in d) / len(d)
+                row[f"restore {label}: mean dlib distance"] = sum(d) / len(d)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--method", required=True, choices=["identitydp", "idrotate"])
+    ap.add_argument("--epsilon", type=float, default=6.0)
+    ap.add_argument("--sensitivity", default="bound", choices=["bound", "empirical"])
+    ap.add_argument("--level", type=int, default=9)
+    ap.add_argument("--set", default="crops", choices=["crops", "wild"])
+    ap.add_argument("--limit", type=int, default=300)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--weights-dir", type=Path, help="where the generator is, if not in weights/")
+    args = ap.parse_args()
+
+    images, labels = held_out_images(args.set, args.limit)
+    load_before = os.getloadavg()[0]
+    flags = (["--epsilon", args.epsilon, "--sensitivity", args.sensitivity] if args.method == "identitydp" else ["--level", args.level])
+    wdir = ["--weights-dir", args.weights_dir] if args.weights_dir else []
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src = link_images(images, tmp / "in")
+        out, key = tmp / "out", tmp / "run.key"
+        keys = ["--keyfile", key] if args.method == "idrotate" else []
+        seconds["anonymize"], r = cli("anonymize", src, "-o", out, "--method", args.method, *flags, *keys, *wdir, "-q", "-j", args.workers)
+        extra = []
+        if args.method == "idrotate":
+            seconds["restore"], _ = cli("restore", out, "--keyfile", key, "-o", tmp / "restored", *wdir, "-q")
+            t0 = time.perf_counter()
+            wrong_key_restore(out, key, tmp / "wrong", args.weights_dir)
+            seconds["wrong-key restore"] = time.perf_counter() - t0
+            extra = ["--restored", tmp / "restored", "--wrong-restored", tmp / "wrong"]
+        seconds["report"], _ = cli("report", out, "--labels", labels, "--evaluator", "dlib", "--evaluator", "mobilefacenet",
+                                   *extra, "--weights-dir", SHARED_WEIGHTS, "-o", tmp / "report", "-q", "-j", args.workers)
+        report = json.loads((tmp / "report" / "report.json").read_text())
+    row = {"method": args.method, "set": args.set, "images": len(images), **dict(zip(flags[::2], flags[1::2])),
+           **summarise(report, args.method), "seconds": {k: round(v, 1) for k, v in seconds.items()}}
+    row = {k.lstrip("-") if isinstance(k, str) else k: v for k, v in row.items()}
+    width = max(len(k) for k in row)
+    for k, v in row.items():
+        print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    path = write_json(f"identity-{args.method}-{args.set}", [row], machine_record(" ".join(sys.argv), load_before))
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""The disentangling generator (book ch. 5, Table 8.3): shapes, losses in closed form, training
+that resumes exactly from its checkpoint, the safetensors export, and the identity methods built
+on a tiny generator."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from anoncli.models.aei import AEIConfig, AEINet, MultiScaleDiscriminator  # noqa: E402
+from anoncli.train import aei_losses  # noqa: E402
+
+TINY = dict(resolution=32, base_channels=4, max_channels=8, generator_channels=(8, 8, 4, 4), disc_channels=4, disc_layers=2)
+
+
+def test_default_network_has_the_books_layout_and_fits_25_mb():
+    c = AEIConfig()
+    assert c.levels == 7                                    # 2, 4, ..., 128: one attribute level per octave
+    net = AEINet(c)
+    x = torch.zeros(2, 3, 128, 128)
+    out, maps = net(torch.nn.functional.normalize(torch.randn(2, 128), dim=1), x)
+    assert out.shape == x.shape and out.abs().max() <= 1
+    assert [m.shape[-1] for m in maps] == [2, 4, 8, 16, 32, 64, 128]
+    assert [m.shape[1] for m in maps] == c.attribute_channels()
+    assert len(net.generator.blocks) == c.levels            # one AAD ResBlk per level
+    n_bytes = 4 * sum(p.numel() for p in net.parameters())
+    assert n_bytes < 25 * 2 ** 20
+    assert [o.shape[-1] for o in MultiScaleDiscriminator(c)(x)] == [14, 6]
+
+
+def test_encoder_layers_are_conv4x4_stride2_bn_leakyrelu_01():
+    net = AEINet(AEIConfig())
+    conv, bn, act = net.encoder.down[0]
+    assert conv.kernel_size == (4, 4) and conv.stride == (2, 2) and conv.padding == (1, 1)
+    assert isinstance(bn, torch.nn.BatchNorm2d) and act.negative_slope == 0.1
+    convt = net.encoder.up[0][0]
+    assert isinstance(convt, torch.nn.ConvTranspose2d) and convt.kernel_size == (4, 4) and convt.stride == (2, 2)
+
+
+def test_config_checks_its_shape():
+    with pytest.raises(ValueError):
+        AEIConfig(resolution=100).check()
+    with pytest.raises(ValueError):
+        AEIConfig(generator_channels=(8, 8)).check()
+
+
+def test_losses_have_their_closed_forms():
+    zero = [torch.zeros(3, 2, 4, 4)]
+    assert float(aei_losses.discriminator_loss(zero * 2, zero * 2)) == pytest.approx(4 * math.log(2), rel=1e-6)
+    assert float(aei_losses.generator_adversarial_loss(zero)) == pytest.approx(math.log(2), rel=1e-6)
+    a = torch.nn.functional.normalize(torch.randn(5, 8), dim=1)
+    assert float(aei_losses.identity_loss(a, a)) == pytest.approx(0, abs=1e-6)
+    assert float(aei_losses.identity_loss(a, -a)) == pytest.approx(2, abs=1e-6)
+    maps = [torch.ones(2, 3, 4, 4), torch.zeros(2, 1, 8, 8)]
+    shifted = [m + 2 for m in maps]
+    assert float(aei_losses.attribute_loss(shifted, maps)) == pytest.approx(0.5 * (4 + 4))
+    x, y = torch.zeros(4, 3, 2, 2), torch.ones(4, 3, 2, 2)
+    y[1] = 3.0
+    same = torch.tensor([True, True, False, False])
+    assert float(aei_losses.reconstruction_loss(x, y, same)) == pytest.approx((0.5 + 4.5) / 2)
+    assert float(aei_losses.reconstruction_loss(x, y, torch.zeros(4, dtype=torch.bool))) == 0.0
+
+
+def _crop_set(n=12, res=32):
+    from anoncli.train.face_crops import CropSet
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (n, res, res, 3), dtype=np.uint8)
+    index = [{"source": "s", "image": f"{i}.png", "identity": str(i), "held_out": i % 4 == 0} for i in range(n)]
+    return CropSet(crops, index, rng.standard_normal((n, 2, 128)).astype(np.float32))
+
+
+def _settings(steps, **kw):
+    from anoncli.train.aei import AEITrainSettings
+
+    return AEITrainSettings(steps=steps, batch_size=3, checkpoint_every=2, evaluate_every=20, threads=1, config=TINY, **kw)
+
+
+@pytest.fixture
+def dlib_encoder_present():
+    from anoncli.weights import weights_available
+
+    ok, why = weights_available(["dlib-face-recognition-resnet"])
+    if not ok:
+        pytest.skip(why)
+
+
+def _params(trainer):
+    return torch.cat([p.detach().flatten() for p in trainer.net.parameters()])
+
+
+def test_training_resumes_exactly_where_it_stopped(tmp_path, dlib_encoder_present):
+    from anoncli.train.aei import AEITrainer
+
+    crops = _crop_set()
+    straight = AEITrainer(crops, _settings(5), tmp_path / "a", log=lambda m: None)
+    (tmp_path / "a").mkdir()
+    straight.run(progress=False)
+    (tmp_path / "b").mkdir()
+    first = AEITrainer(crops, _settings(3), tmp_path / "b", log=lambda m: None)
+    first.run(progress=False)
+    assert (tmp_path / "b" / "checkpoint.pt").is_file()
+    resumed = AEITrainer(crops, _settings(5), tmp_path / "b", log=lambda m: None)
+    assert resumed.step == 3
+    resumed.run(progress=False)
+    assert resumed.step == straight.step == 5
+    torch.testing.assert_close(_params(resumed), _params(straight), rtol=1e-5, atol=1e-6)
+    assert not torch.equal(_params(first), _params(resumed))
+    with pytest.raises(ValueError, match="other settings"):
+        AEITrainer(crops, _settings(5, margin=0.3), tmp_path / "b", log=lambda m: None)
+
+
+@pytest.fixture
+def tiny_generator(tmp_path, monkeypatch, dlib_encoder_present):
+    """A trained-for-two-steps tiny generator, exported and registered under the real name."""
+    from anoncli import weights
+    from anoncli.identity.generator import GENERATOR_WEIGHTS
+    from anoncli.train.aei import AEITrainer
+
+    (tmp_path / "work").mkdir()
+    trainer = AEITrainer(_crop_set(), _settings(2), tmp_path / "work", log=lambda m: None)
+    trainer.run(progress=False)
+    folder = tmp_path / "weights"
+    entry = weights.REGISTRY[GENERATOR_WEIGHTS]
+    trainer.export(folder / entry.filename, {"data": ["synthetic"]})
+    monkeypatch.setitem(weights.REGISTRY, GENERATOR_WEIGHTS,
+                        dataclasses.replace(entry, sha256=weights.sha256_of(folder / entry.filename)))
+    return folder, trainer
+
+
+def test_export_round_trips(tiny_generator):
+    from anoncli.identity.generator import IdentityGenerator, read_generator_file
+
+    folder, trainer = tiny_generator
+    gen = IdentityGenerator(folder)
+    assert gen.resolution == 32 and gen.margin == trainer.settings.margin
+    for (k, v), (k2, v2) in zip(trainer.net.state_dict().items(), gen.net.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    np.testing.assert_array_equal(gen.mu, trainer.mu)
+    f = read_generator_file(folder / "aei_celeba_utk_128.safetensors")
+    assert f.card["steps"] == 2 and f.card["data"] == ["synthetic"]
+    assert 0 < f.empirical_l1_sensitivity <= 2 * math.sqrt(128)
+
+
+def test_identitydp_noise_is_fresh_and_the_guarantee_is_recorded(tiny_generator):
+    from anoncli.methods import build_method
+
+    folder, _ = tiny_generator
+    method = build_method("identitydp", {"epsilon": 6}, weights_dir=folder)
+    crop = np.full((32, 32, 3), 120, np.float32)
+    a, b = (method.anonymize_crop(crop, None) for _ in range(2))
+    assert a.shape == crop.shape and not np.array_equal(a, b)
+    g = method.guarantee()
+    assert g["epsilon"] == 6 and g["dimension"] == 128 and g["delta"] == 0
+    assert g["l1_sensitivity"] == pytest.approx(2 * math.sqrt(128), abs=1e-6)
+    assert g["noise_scale"] == pytest.approx(2 * math.sqrt(128) / 6, abs=1e-6)
+    assert g["noise_to_signal_rms"] == pytest.approx(g["noise_scale"] * math.sqrt(256), abs=1e-5)
+    emp = build_method("identitydp", {"epsilon": 6, "sensitivity": "empirical"}, weights_dir=folder).guarantee()
+    assert emp["l1_sensitivity"] < g["l1_sensitivity"] and "not a worst-case" in emp["protects"]
+    v = np.zeros(128)
+    v[0] = 1
+    noisy = [method.perturb(v) for _ in range(200)]
+    assert all(abs(np.linalg.norm(n) - 1) < 1e-9 for n in noisy)
+    assert abs(np.mean([n[0] for n in noisy])) < 0.5          # at ε = 6 on 128-d the noise dominates
+
+
+def test_identitydp_draws_from_the_secure_generator(monkeypatch, tiny_generator):
+    from anoncli.methods import build_method, identity
+
+    calls = []
+    real = identity.laplace_noise
+
+    def spy(scale, shape):
+        calls.append((scale, shape))
+        return real(scale, shape)
+
+    monkeypatch.setattr(identity, "laplace_noise", spy)
+    method = build_method("identitydp", {"epsilon": 2}, weights_dir=tiny_generator[0])
+    method.anonymize_crop(np.zeros((32, 32, 3), np.float32), None)
+    assert calls == [(pytest.approx(2 * math.sqrt(128) / 2), (128,))]
+    from anoncli.privacy import mechanisms
+
+    assert real is mechanisms.laplace_noise
+
+
+def test_idrotate_needs_a_key_and_is_keyed(tiny_generator):
+    from anoncli.keys.derive import FaceKey
+    from anoncli.methods import build_method
+
+    method = build_method("idrotate", {"level": 9}, weights_dir=tiny_generator[0])
+    crop = np.full((32, 32, 3), 90, np.float32)
+    with pytest.raises(ValueError, match="keyfile"):
+        method.anonymize_crop(crop, None, None)
+    k1, k2 = FaceKey("a", b"\x01" * 32), FaceKey("a", b"\x02" * 32)
+    np.testing.assert_array_equal(method.reference(k1), method.reference(k1))
+    assert abs(method.reference(k1) @ method.reference(k2)) < 0.5
+    out = method.anonymize_crop(crop, None, k1)
+    np.testing.assert_array_equal(out, method.anonymize_crop(crop, None, k1))   # deterministic given the key
+    assert method.restore_crop(out, None, k1, {}).shape == crop.shape
+    assert method.key_params(k1) == {"theta_degrees": 120.0}
+
+
+def test_missing_generator_names_the_commands_that_get_it():
+    from anoncli.identity.generator import GENERATOR_WEIGHTS
+    from anoncli.weights import REGISTRY, WeightsMissing, fetch, missing_message
+
+    text = missing_message(REGISTRY[GENERATOR_WEIGHTS], [])
+    assert "git checkout -- weights/aei_celeba_utk_128.safetensors" in text and "anoncli train aei" in text
+    with pytest.raises(WeightsMissing, match="anoncli train aei"):
+        fetch(GENERATOR_WEIGHTS)
+
+
+def test_model_card_states_data_steps_and_measurements(tiny_generator):
+    from anoncli.train.model_card import write_aei_model_card
+    from anoncli.weights import sha256_of
+
+    folder, trainer = tiny_generator
+    weights = folder / "aei_celeba_utk_128.safetensors"
+    ev = trainer.evaluate(3)
+    card = write_aei_model_card(weights, {"data": ["synthetic"], "held_out_eval": ev, "steps": trainer.step,
+                                          "train_seconds": trainer.elapsed, "settings": dataclasses.asdict(trainer.settings),
+                                          "notes": ["first note", "second note"]})
+    text = card.read_text()
+    assert sha256_of(weights) in text and "steps: 2 at batch 3" in text and "synthetic" in text
+    assert f"| {ev['rec_psnr']} dB | {ev['rec_ssim']} |" in text and "first note\n\nsecond note" in text
+    assert set(ev) >= {"rec_psnr", "rec_ssim", "swap_id_cos", "swap_same_person_dlib", "random_identity_protection_dlib"}
+
+
+def test_train_commands_refuse_bad_input_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    for command in ("aei", "glow"):
+        r = subprocess.run([sys.executable, "-m", "anoncli", "train", command, "--data", str(tmp_path / "nowhere"),
+                            "--work", str(tmp_path / "w")], capture_output=True, text=True)
+        assert r.returncode == 2 and "is not a folder" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "anoncli", "train", "glow", "--data", str(tmp_path), "--work", str(tmp_path / "w"),
+                        "--resolution", "100"], capture_output=True, text=True)
+    assert r.returncode == 2 and "not divisible" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "anoncli", "train", "aei", "--data", str(tmp_path), "--work", str(tmp_path / "w"),
+                        "--resolution", "100"], capture_output=True, text=True)
+    assert r.returncode == 2 and "power of two" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_generator_that_leaves_faces_recognisable_is_announced(tiny_generator, monkeypatch):
+    from anoncli import weights
+    from anoncli.identity.generator import GENERATOR_WEIGHTS, generator_warning
+    from anoncli.train.aei import export_generator
+
+    folder, trainer = tiny_generator
+    path = folder / weights.REGISTRY[GENERATOR_WEIGHTS].filename
+    for measured, warned in ((0.12, True), (0.95, False)):
+        export_generator(trainer.net, trainer.mu, trainer.w, trainer.settings.margin, path,
+                         {"steps": 2, "held_out_eval": {"random_identity_protection_dlib": measured}}, 1.0)
+        monkeypatch.setitem(weights.REGISTRY, GENERATOR_WEIGHTS,
+                            dataclasses.replace(weights.REGISTRY[GENERATOR_WEIGHTS], sha256=weights.sha256_of(path)))
+        text = generator_warning(folder)
+        assert (text is not None) == warned
+        if warned:
+            assert "12%" in text and "stay recognisable" in text
