@@ -133,12 +133,9 @@ def anonymize(
         found, bad = locate(name, weights_dir)
         if found is None:
             fail(missing_message(REGISTRY[name], bad), code=3)
-    from .identity.generator import GENERATOR_WEIGHTS, generator_warning
-
-    if GENERATOR_WEIGHTS in spec.weights:
-        warning = generator_warning(weights_dir)
-        if warning:
-            console.print(f"[bold yellow]warning:[/] {warning}")
+    warning = spec.advisory(weights_dir) if spec.advisory else None
+    if warning:
+        console.print(f"[bold yellow]warning:[/] {warning}")
     keys = _key_options(spec, keyfile, escrow, recipient, passphrase_file, kdf_memory, kdf_iterations, kdf_lanes)
     config = RunConfig(method=spec.name, params=params, detector=detector,
                        detector_weights_sha256=REGISTRY[DETECTORS[detector].weights].sha256,

@@ -19,6 +19,23 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+# Options every `anoncli train` command takes, defined once.
+DATA = typer.Option(..., "--data", help="A data set folder (images/ and optional labels.csv with an identity column); repeat for several.")
+WORK = typer.Option(..., "--work", help="Work folder for the aligned faces, checkpoints and the log; running again with it resumes. Keep it outside the repository.")
+CHECKPOINT_EVERY = typer.Option(200, "--checkpoint-every", min=1, help="Steps between checkpoints.")
+EVALUATE_EVERY = typer.Option(1000, "--evaluate-every", min=20, help="Steps between held-out measurements in the log (a multiple of 20).")
+THREADS = typer.Option(0, "--threads", min=0, help="torch threads (0: torch's default).")
+DEVICE = typer.Option("auto", "--device", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N; a checkpoint moves between them.")
+SEED = typer.Option(0, "--seed", help="Seed of the face sampler and the initial weights (training only; never used for privacy noise).")
+PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+
+
+def _check_folders(data: list[Path]) -> None:
+    for d in data:
+        if not d.is_dir():
+            _fail(f"{d} is not a folder")
+
+
 def _device(name: str) -> str:
     if name != "auto":
         if not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
@@ -31,8 +48,8 @@ def _device(name: str) -> str:
 
 @train_app.command("aei")
 def train_aei(
-    data: list[Path] = typer.Option(..., "--data", help="A data set folder (images/ and optional labels.csv with an identity column); repeat for several."),
-    work: Path = typer.Option(..., "--work", help="Work folder for the aligned faces, checkpoints and the log; running again with it resumes. Keep it outside the repository."),
+    data: list[Path] = DATA,
+    work: Path = WORK,
     steps: int = typer.Option(20000, "--steps", min=1, help="Train until this many generator steps in total."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Faces per step."),
     lr: float = typer.Option(4e-4, "--lr", min=0.0, help="Adam learning rate of generator and discriminator (book ch. 6.4.1)."),
@@ -46,20 +63,18 @@ def train_aei(
     margin: float = typer.Option(0.2, "--margin", min=0.0, help="Border around the ArcFace template, as a fraction of it, in the aligned crops."),
     resolution: int = typer.Option(128, "--resolution", help="Crop side (a power of two)."),
     width_scale: float = typer.Option(1.0, "--width-scale", min=0.125, help="Multiply every generator and encoder width (1: the committed model's)."),
-    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=1, help="Steps between checkpoints."),
-    evaluate_every: int = typer.Option(1000, "--evaluate-every", min=20, help="Steps between held-out measurements in the log (a multiple of 20)."),
-    threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: torch's default)."),
-    device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N; a checkpoint moves between them."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the face sampler (training only; never used for privacy noise)."),
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    evaluate_every: int = EVALUATE_EVERY,
+    threads: int = THREADS,
+    device: str = DEVICE,
+    seed: int = SEED,
     export: Optional[Path] = typer.Option(None, "--export", help="When done (or interrupted), write the weights here as safetensors, and its model card (.md) beside it."),
     card_note: list[str] = typer.Option([], "--card-note", help="A paragraph for the model card's notes (repeatable)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = PROGRESS,
 ):
     """Train the disentangling generator of IdentityDP and idrotate (book ch. 5, Table 8.3): U-Net attribute
     encoder, AAD ResBlocks, multi-scale discriminator, L_adv + 10 L_att + 5 L_id + 10 L_rec."""
-    for d in data:
-        if not d.is_dir():
-            _fail(f"{d} is not a folder")
+    _check_folders(data)
     from .models.aei import AEIConfig
     from .train.aei import AEITrainer, AEITrainSettings
     from .train.face_crops import prepare
@@ -95,11 +110,13 @@ def train_aei(
         import shlex
         import sys
 
+        import torch
+
         from .train.model_card import write_aei_model_card
 
         card = {"data": [d.name for d in data], "held_out_eval": result, "config": trainer.config.to_dict(),
                 "train_faces": int(len(trainer.train_idx)), "held_out_faces": int(len(trainer.eval_idx)),
-                "machine": f"{os.cpu_count()} CPU cores, torch {__import__('torch').__version__}",
+                "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
                 "command": shlex.join(["anoncli", "train", "aei", *sys.argv[3:]]), "notes": list(card_note)}
         trainer.export(export, card)
         card_path = write_aei_model_card(export, {**card, "steps": trainer.step, "train_seconds": trainer.elapsed,
@@ -109,8 +126,8 @@ def train_aei(
 
 @train_app.command("glow")
 def train_glow(
-    data: list[Path] = typer.Option(..., "--data", help="A data set folder (images/ and optional labels.csv with an identity column); repeat for several."),
-    work: Path = typer.Option(..., "--work", help="Work folder for the aligned faces, checkpoints, samples and the log; running again with it resumes. Keep it outside the repository."),
+    data: list[Path] = DATA,
+    work: Path = WORK,
     steps: int = typer.Option(100000, "--steps", min=1, help="Train until this many steps in total."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Faces per step (FFEM: 16)."),
     lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate after warm-up (FFEM: 1e-3)."),
@@ -120,19 +137,17 @@ def train_glow(
     flow_steps: int = typer.Option(32, "--flow-steps", min=1, help="Flow steps K per level (FFEM: 32)."),
     hidden: int = typer.Option(512, "--hidden", min=1, help="Channels of each coupling network (Glow: 512)."),
     n_bits: int = typer.Option(5, "--n-bits", min=1, max=8, help="Colour depth the likelihood counts (Glow's CelebA-HQ: 5)."),
-    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=1, help="Steps between checkpoints."),
-    evaluate_every: int = typer.Option(1000, "--evaluate-every", min=20, help="Steps between held-out measurements and sample grids (a multiple of 20)."),
-    threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: torch's default)."),
-    device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the face sampler and the initial weights (training only)."),
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    evaluate_every: int = EVALUATE_EVERY,
+    threads: int = THREADS,
+    device: str = DEVICE,
+    seed: int = SEED,
     export: Optional[Path] = typer.Option(None, "--export", help="When done (or interrupted), write the weights here as safetensors."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = PROGRESS,
 ):
     """Train Glow, FFEM's flow (seed 001): actnorm, LU 1x1 convolutions, affine couplings, multi-scale
     levels with learned priors, by bits per dimension."""
-    for d in data:
-        if not d.is_dir():
-            _fail(f"{d} is not a folder")
+    _check_folders(data)
     from .train.face_crops import prepare
     from .train.glow import GlowTrainer, GlowTrainSettings
 

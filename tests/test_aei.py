@@ -262,3 +262,12 @@ def test_a_generator_that_leaves_faces_recognisable_is_announced(tiny_generator,
         assert (text is not None) == warned
         if warned:
             assert "12%" in text and "stay recognisable" in text
+
+
+def test_identity_methods_announce_their_generator_before_a_run(tiny_generator):
+    from anoncli.methods import get_method_spec
+
+    for name in ("identitydp", "idrotate"):
+        spec = get_method_spec(name)
+        assert spec.advisory is not None and spec.advisory(tiny_generator[0]) is None   # no card figure: no warning
+    assert get_method_spec("blur").advisory is None

@@ -61,7 +61,7 @@ class IdentityGenerator:
         self.rep = build_representation(load_identity_encoder("dlib-resnet", weights_dir), self.resolution, self.margin, self.mu, self.w)
 
     def _tensor(self, crop: np.ndarray):
-        from ..train.tensors import to_tensor
+        from ..models.tensors import to_tensor
 
         if crop.shape[:2] != (self.resolution, self.resolution):
             raise ValueError(f"the generator works on {self.resolution} px crops, got {crop.shape[:2]}")
@@ -74,7 +74,7 @@ class IdentityGenerator:
             return self.rep(x)[0].double().numpy(), self.net.encoder(x)
 
     def generate(self, identity: np.ndarray, attributes: list) -> np.ndarray:
-        from ..train.tensors import to_images
+        from ..models.tensors import to_images
 
         with self.torch.no_grad():
             z = self.torch.as_tensor(np.asarray(identity, np.float32))[None]

@@ -61,6 +61,7 @@ class MethodSpec:
     recognizers: tuple[str, ...] = ()   # face recognizers the method uses internally (white-box in reports)
     check: Callable[[dict], None] | None = None   # raises ValueError when the parameters do not fit together
     dataset_level: bool = False   # needs every face of the dataset before any output (two passes, anoncli.two_pass)
+    advisory: Callable[[object], str | None] | None = None   # (weights_dir) -> a warning to show before a run, or None
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``given``, each value validated; unknown names are an error."""
@@ -113,3 +114,19 @@ class FaceMethod:
     def absolute_params(self, crop_pixels_per_image_pixel: float) -> dict[str, float]:
         """The strengths in image pixels for one face, recorded in the manifest."""
         return {}
+
+
+class ShapedMaskMethod(FaceMethod):
+    """A method blended through ``face_mask`` with its ``shape`` and ``feather`` parameters; the
+    landmark-free shapes (ellipse, box) are the same for every face and built once."""
+
+    _mask: np.ndarray | None = None
+
+    def blend_mask(self, landmarks_in_crop: np.ndarray) -> np.ndarray:
+        from ..faces.blend import face_mask
+
+        if self.params["shape"] == "hull":
+            return face_mask(self.resolution, "hull", self.params["feather"], self.margin, landmarks_in_crop)
+        if self._mask is None:
+            self._mask = face_mask(self.resolution, self.params["shape"], self.params["feather"], self.margin)
+        return self._mask

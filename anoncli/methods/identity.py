@@ -11,11 +11,10 @@ import math
 
 import numpy as np
 
-from ..faces.blend import face_mask
 from ..identity.rotation import level_to_degrees, reference_vector, rotate_identity, unrotate_identity
 from ..keys.derive import hkdf_sha256, key_rng
 from ..privacy.mechanisms import laplace_noise, laplace_scale
-from .base import FaceMethod
+from .base import ShapedMaskMethod
 
 REFERENCE_INFO = b"anoncli/idrotate/reference/v1"
 
@@ -25,7 +24,7 @@ def unit_vector_l1_bound(dimension: int) -> float:
     return 2.0 * math.sqrt(dimension)
 
 
-class _GeneratorMethod(FaceMethod):
+class _GeneratorMethod(ShapedMaskMethod):
     def __init__(self, weights_dir=None, **params):
         super().__init__(**params)
         from ..identity.generator import IdentityGenerator
@@ -33,14 +32,6 @@ class _GeneratorMethod(FaceMethod):
         self.generator = IdentityGenerator(weights_dir)
         self.resolution = self.generator.resolution
         self.margin = self.generator.margin
-        self._mask = None
-
-    def blend_mask(self, landmarks_in_crop: np.ndarray) -> np.ndarray:
-        if self.params["shape"] == "hull":
-            return face_mask(self.resolution, "hull", self.params["feather"], self.margin, landmarks_in_crop)
-        if self._mask is None:
-            self._mask = face_mask(self.resolution, "ellipse", self.params["feather"], self.margin)
-        return self._mask
 
 
 class IdentityDP(_GeneratorMethod):

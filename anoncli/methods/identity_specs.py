@@ -17,6 +17,12 @@ def _blend_params() -> tuple[Param, ...]:
     )
 
 
+def _generator_advisory(weights_dir):
+    from ..identity.generator import generator_warning
+
+    return generator_warning(weights_dir)
+
+
 def _load(name: str):
     def load():
         from . import identity
@@ -42,6 +48,7 @@ IDENTITYDP_SPEC = MethodSpec(
     weights=(_GENERATOR, _ENCODER),
     deterministic=False,
     recognizers=("dlib",),
+    advisory=_generator_advisory,
 )
 
 IDROTATE_SPEC = MethodSpec(
@@ -57,6 +64,7 @@ IDROTATE_SPEC = MethodSpec(
     reversible=True,
     weights=(_GENERATOR, _ENCODER),
     recognizers=("dlib",),
+    advisory=_generator_advisory,
 )
 
 IDENTITY_SPECS = (IDENTITYDP_SPEC, IDROTATE_SPEC)

@@ -10,8 +10,7 @@ import cv2
 import numpy as np
 
 from ..faces.align import face_width
-from ..faces.blend import face_mask
-from .base import FaceMethod
+from .base import ShapedMaskMethod
 
 
 def gaussian_blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -67,19 +66,11 @@ def parse_colour(text: str) -> tuple[float, float, float]:
     return tuple(float(int(t[i:i + 2], 16)) for i in (0, 2, 4))  # type: ignore[return-value]
 
 
-class _ShapedMethod(FaceMethod):
+class _ShapedMethod(ShapedMaskMethod):
     def __init__(self, **params):
         super().__init__(**params)
         self.resolution = int(params["resolution"])
         self.face_width_px = face_width(self.resolution, self.margin)
-        self._mask = None
-
-    def blend_mask(self, landmarks_in_crop: np.ndarray) -> np.ndarray:
-        if self.params["shape"] == "hull":
-            return face_mask(self.resolution, "hull", self.params["feather"], self.margin, landmarks_in_crop)
-        if self._mask is None:
-            self._mask = face_mask(self.resolution, self.params["shape"], self.params["feather"], self.margin)
-        return self._mask
 
 
 class Blur(_ShapedMethod):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import write_atomic
-from .loop import atomic_torch_save
+from .loop import atomic_torch_save, load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "train-log.jsonl"
@@ -93,12 +93,9 @@ class AEITrainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _load_checkpoint(self) -> None:
-        path = self.work / CHECKPOINT
-        if not path.is_file():
+        state = load_checkpoint(self.work / CHECKPOINT, self.settings.shape_key(), self.device)
+        if state is None:
             return
-        state = self.torch.load(path, map_location=self.device, weights_only=False)
-        if state["shape_key"] != self.settings.shape_key():
-            raise ValueError(f"{path} was trained with other settings ({state['shape_key']}); use another --work folder")
         self.net.load_state_dict(state["net"])
         self.disc.load_state_dict(state["disc"])
         self.opt_g.load_state_dict(state["opt_g"])
@@ -117,7 +114,7 @@ class AEITrainer:
 
     # -- one step ----------------------------------------------------------------------------
     def _batch(self):
-        from .tensors import to_tensor
+        from ..models.tensors import to_tensor
 
         s, torch = self.settings, self.torch
         b = s.batch_size
@@ -184,7 +181,7 @@ def evaluate_generator(net, rep, crops, indices: np.ndarray, batch: int = 16) ->
     import torch.nn.functional as F
 
     from ..metrics.image_quality import psnr, ssim
-    from .tensors import to_images, to_tensor
+    from ..models.tensors import to_images, to_tensor
 
     device = next(net.parameters()).device
 
@@ -207,9 +204,10 @@ def evaluate_generator(net, rep, crops, indices: np.ndarray, batch: int = 16) ->
             other = rep.codes_of(other_desc)
             rec, _ = net(own, x)
             swap, _ = net(other, x)
+            swap_desc = rep.descriptors(swap)
             cos_rec += F.cosine_similarity(rep(rec), own, dim=1).tolist()
-            cos_swap += F.cosine_similarity(rep(swap), other, dim=1).tolist()
-            same_person += (torch.linalg.norm(rep.descriptors(swap) - other_desc, dim=1) < 0.6).tolist()
+            cos_swap += F.cosine_similarity(rep.codes_of(swap_desc), other, dim=1).tolist()
+            same_person += (torch.linalg.norm(swap_desc - other_desc, dim=1) < 0.6).tolist()
             # what identitydp at a small ε does: a random unit identity; protected when dlib says another person
             random_code = F.normalize(torch.randn(own.shape, generator=generator), dim=1).to(device)
             rnd, _ = net(random_code, x)

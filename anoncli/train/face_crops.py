@@ -117,7 +117,7 @@ def embed_crops(crops: np.ndarray, resolution: int, margin: float, progress: boo
     from tqdm import tqdm
 
     from ..identity.encoders import load_identity_encoder
-    from .tensors import to_tensor
+    from ..models.tensors import to_tensor
 
     rep = representation_without_code(load_identity_encoder("dlib-resnet"), resolution, margin)
     out = np.zeros((len(crops), 2, 128), np.float32)

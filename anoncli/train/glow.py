@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import write_atomic
-from .loop import atomic_torch_save
+from .loop import atomic_torch_save, load_checkpoint
 
 CHECKPOINT = "glow-checkpoint.pt"
 LOG = "glow-train-log.jsonl"
@@ -72,11 +72,8 @@ class GlowTrainer:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
         self.rng = np.random.default_rng(settings.seed)
         self.step, self.elapsed = 0, 0.0
-        path = work / CHECKPOINT
-        if path.is_file():
-            state = torch.load(path, map_location=self.device, weights_only=False)
-            if state["shape_key"] != settings.shape_key():
-                raise ValueError(f"{path} was trained with other settings ({state['shape_key']}); use another --work folder")
+        state = load_checkpoint(work / CHECKPOINT, settings.shape_key(), self.device)
+        if state is not None:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["opt"])
             self.step, self.elapsed = state["step"], state["elapsed"]

@@ -25,6 +25,18 @@ def atomic_torch_save(obj, path: Path) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def load_checkpoint(path: Path, shape_key: dict, device) -> dict | None:
+    """The checkpoint at ``path`` (None when there is none); refused when it was trained with other shapes."""
+    import torch
+
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location=device, weights_only=False)
+    if state["shape_key"] != shape_key:
+        raise ValueError(f"{path} was trained with other settings ({state['shape_key']}); use another --work folder")
+    return state
+
+
 def run_resumable(trainer, steps: int, log_path: Path, *, checkpoint_every: int, evaluate_every: int,
                   log_every: int = 20, desc: str = "train", progress: bool = True) -> None:
     from tqdm import tqdm
