@@ -60,6 +60,8 @@ def train_aei(
     lambda_id: float = typer.Option(5.0, "--lambda-id", help="Weight of L_id (book: 5)."),
     lambda_rec: float = typer.Option(10.0, "--lambda-rec", help="Weight of L_rec (book: 10)."),
     same_face: float = typer.Option(0.2, "--same-face", min=0.0, max=1.0, help="Share of steps' faces whose identity source is the face itself (L_rec applies)."),
+    synthetic_identity: float = typer.Option(0.0, "--synthetic-identity", min=0.0, max=1.0, help="Share of the swapped faces given an identity no face has "
+                                             "(half uniform unit vectors, half the face's own turned by an idrotate angle); not in the book, 0 = the book's swaps only."),
     margin: float = typer.Option(0.2, "--margin", min=0.0, help="Border around the ArcFace template, as a fraction of it, in the aligned crops."),
     resolution: int = typer.Option(128, "--resolution", help="Crop side (a power of two)."),
     width_scale: float = typer.Option(1.0, "--width-scale", min=0.125, help="Multiply every generator and encoder width (1: the committed model's)."),
@@ -89,7 +91,7 @@ def train_aei(
                       max_channels=max(1, round(base.max_channels * width_scale)),
                       generator_channels=[max(1, round(c * width_scale)) for c in base.generator_channels])
     settings = AEITrainSettings(steps=steps, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2, lambda_adv=lambda_adv,
-                                lambda_att=lambda_att, lambda_id=lambda_id, lambda_rec=lambda_rec, same_face=same_face,
+                                lambda_att=lambda_att, lambda_id=lambda_id, lambda_rec=lambda_rec, same_face=same_face, synthetic_identity=synthetic_identity,
                                 margin=margin, checkpoint_every=checkpoint_every, evaluate_every=evaluate_every,
                                 threads=threads, seed=seed, config=config, device=_device(device))
     try:

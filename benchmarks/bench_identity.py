@@ -29,6 +29,7 @@ ROWS = (
     ("blur", ["--method", "blur"]),
     ("identitydp eps 6", ["--method", "identitydp", "--epsilon", "6"]),
     ("idrotate level 9", ["--method", "idrotate", "--level", "9", "--keyfile", KEY]),
+    ("idrotate no refine", ["--method", "idrotate", "--level", "9", "--refine-steps", "0", "--keyfile", KEY]),
 )
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/eval_identity.py --method identitydp [--epsilon 6] [--set crops|wild] [--limit N]
     .venv/bin/python benchmarks/eval_identity.py --method idrotate [--level 9] [--set crops|wild] [--limit N]
+                                                                  [--refine-steps K]
 
 Faces are held out from the generator's training: ``crops`` takes CelebA crops of the identities the
 trainer holds out (identity mod 10 = 0, anoncli.train.face_crops), ``wild`` the CelebA photos, whose
@@ -120,6 +121,7 @@ def main() -> None:
     ap.add_argument("--epsilon", type=float, default=6.0)
     ap.add_argument("--sensitivity", default="bound", choices=["bound", "empirical"])
     ap.add_argument("--level", type=int, default=9)
+    ap.add_argument("--refine-steps", type=int, help="the methods' --refine-steps (default: the method's)")
     ap.add_argument("--set", default="crops", choices=["crops", "wild"])
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -129,6 +131,8 @@ def main() -> None:
     images, labels = held_out_images(args.set, args.limit)
     load_before = os.getloadavg()[0]
     flags = (["--epsilon", args.epsilon, "--sensitivity", args.sensitivity] if args.method == "identitydp" else ["--level", args.level])
+    if args.refine_steps is not None:
+        flags += ["--refine-steps", args.refine_steps]
     wdir = ["--weights-dir", args.weights_dir] if args.weights_dir else []
     seconds = {}
     with tempfile.TemporaryDirectory() as tmp:

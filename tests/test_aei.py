@@ -271,3 +271,48 @@ def test_identity_methods_announce_their_generator_before_a_run(tiny_generator):
         spec = get_method_spec(name)
         assert spec.advisory is not None and spec.advisory(tiny_generator[0]) is None   # no card figure: no warning
     assert get_method_spec("blur").advisory is None
+
+
+def test_one_identity_for_every_generator_input_is_the_shared_identity():
+    net = AEINet(AEIConfig(**TINY)).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    z = torch.nn.functional.normalize(torch.randn(2, 128), dim=1)
+    with torch.no_grad():
+        attributes = net.encoder(x)
+        shared = net.generator(z, attributes)
+        per_input = net.generator(z[:, None].repeat(1, net.generator.identity_inputs, 1), attributes)
+        other = z[:, None].repeat(1, net.generator.identity_inputs, 1).clone()
+        other[:, -1] = torch.nn.functional.normalize(torch.randn(2, 128), dim=1)
+        changed = net.generator(other, attributes)
+    torch.testing.assert_close(per_input, shared)
+    assert not torch.allclose(changed, shared)
+
+
+def test_refinement_brings_the_pasted_face_closer_to_the_requested_identity():
+    from anoncli.faces.blend import face_mask
+    from anoncli.identity.generator import Refinement, refine_identity_inputs
+    from anoncli.models.tensors import to_tensor
+
+    torch.manual_seed(0)
+    net = AEINet(AEIConfig(**TINY)).eval().requires_grad_(False)
+    projection = torch.randn(192, 128)
+
+    def representation(crops):   # a stand-in r_id: any differentiable map to unit vectors
+        return torch.nn.functional.normalize(torch.nn.functional.avg_pool2d(crops, 4).flatten(1) @ projection, dim=1)
+
+    rng = np.random.default_rng(3)
+    crop = rng.uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    mask = torch.as_tensor(face_mask(32, "ellipse", 0.02, 0.2))
+    x = to_tensor(crop[None])
+    target = torch.nn.functional.normalize(torch.randn(1, 128), dim=1)
+    with torch.no_grad():
+        attributes = net.encoder(x)
+
+    def shown_cosine(inputs):
+        with torch.no_grad():
+            return float(representation(mask * net.generator(inputs, attributes) + (1 - mask) * x) @ target[0])
+
+    refined = refine_identity_inputs(net.generator, representation, target, attributes, Refinement(crop, mask.numpy(), 20, 0.1))
+    assert refined.shape == (1, net.generator.identity_inputs, 128)
+    torch.testing.assert_close(refined.norm(dim=-1), torch.ones(1, net.generator.identity_inputs))
+    assert shown_cosine(refined) > shown_cosine(target) + 0.1

@@ -33,6 +33,12 @@ class _GeneratorMethod(ShapedMaskMethod):
         self.resolution = self.generator.resolution
         self.margin = self.generator.margin
 
+    def render(self, identity: np.ndarray, attributes: list, crop: np.ndarray, landmarks_in_crop: np.ndarray) -> np.ndarray:
+        from ..identity.generator import Refinement
+
+        refinement = Refinement(crop, self.blend_mask(landmarks_in_crop), self.params["refine_steps"], self.params["refine_lr"])
+        return self.generator.generate(identity, attributes, refinement)
+
 
 class IdentityDP(_GeneratorMethod):
     """r̃_id = r_id + Lap(Δf/ε)^d (eq. 5.11), X̂ = h(r̃_id / ‖r̃_id‖, g(X)) (eq. 5.13).
@@ -58,7 +64,7 @@ class IdentityDP(_GeneratorMethod):
 
     def anonymize_crop(self, crop, landmarks_in_crop, key=None):
         identity, attributes = self.generator.encode(crop)
-        return self.generator.generate(self.perturb(identity), attributes)
+        return self.render(self.perturb(identity), attributes, crop, landmarks_in_crop)
 
     def guarantee(self) -> dict:
         d = self.generator.dimension
@@ -72,8 +78,8 @@ class IdentityDP(_GeneratorMethod):
                 "sensitivity": "2*sqrt(d), proven for unit vectors" if bound else "empirical, largest L1 distance on the training faces",
                 "noise_scale": round(self.scale, 6),
                 "noise_to_signal_rms": round(self.scale * math.sqrt(2 * d), 6),
-                "protects": f"{statement}; the attribute maps (pose, expression, lighting, background) are not perturbed, and "
-                            "the rebuilt face is post-processing of the noisy vector and those maps",
+                "protects": f"{statement}; the attribute maps (pose, expression, lighting, background) and the pixels outside "
+                            "the blend mask are not perturbed, and the rebuilt face is post-processing of the noisy vector and those",
                 "noise_source": "os.urandom, never stored"}
 
 
@@ -97,11 +103,11 @@ class IdRotate(_GeneratorMethod):
 
     def anonymize_crop(self, crop, landmarks_in_crop, key=None):
         identity, attributes = self.generator.encode(crop)
-        return self.generator.generate(rotate_identity(identity, self.reference(key), self.degrees), attributes)
+        return self.render(rotate_identity(identity, self.reference(key), self.degrees), attributes, crop, landmarks_in_crop)
 
     def restore_crop(self, crop, landmarks_in_crop, key, face_params):
         rotated, attributes = self.generator.encode(crop)
-        return self.generator.generate(unrotate_identity(rotated, self.reference(key), self.degrees), attributes)
+        return self.render(unrotate_identity(rotated, self.reference(key), self.degrees), attributes, crop, landmarks_in_crop)
 
     def key_params(self, key) -> dict:
         return {"theta_degrees": self.degrees}

@@ -176,14 +176,21 @@ class AEIGenerator(nn.Module):
         ins, outs = [chans[0], *chans], [*chans, 3]
         self.blocks = nn.ModuleList(AADResBlock(cin, cout, a, config.id_dim) for cin, cout, a in zip(ins, outs, att))
 
+    @property
+    def identity_inputs(self) -> int:
+        """How many places read the identity: the stem and each block."""
+        return len(self.blocks) + 1
+
     def forward(self, identity: torch.Tensor, attributes: list[torch.Tensor]) -> torch.Tensor:
+        """``identity``: N x d unit vectors, or N x identity_inputs x d, one per place (refinement)."""
         # r_id is a unit vector, so its entries are ~1/√d while the attribute maps' are ~1: scaled by √d
         # the identity starts on the same footing (with unit-norm inputs the identity layers barely
         # moved from their initial weights in 1,000 steps, and the generator ignored the identity).
-        identity = identity * math.sqrt(identity.shape[1])
-        h = self.stem(identity[:, :, None, None])
+        identity = identity * math.sqrt(identity.shape[-1])
+        per_input = identity if identity.ndim == 3 else identity[:, None].expand(-1, self.identity_inputs, -1)
+        h = self.stem(per_input[:, 0, :, None, None])
         for i, (block, att) in enumerate(zip(self.blocks, attributes)):
-            h = block(h, att, identity)
+            h = block(h, att, per_input[:, i + 1])
             if i < len(self.blocks) - 1:
                 h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
         return torch.tanh(h)

@@ -24,14 +24,15 @@ def aei_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> s
         f"- steps: {card.get('steps')} at batch {s.get('batch_size')}, {card.get('train_seconds', 0) / 3600:.2f} h of training on "
         f"{card.get('machine', 'this machine')}",
         f"- losses: L_adv x {s.get('lambda_adv')} + L_att x {s.get('lambda_att')} + L_id x {s.get('lambda_id')} + L_rec x "
-        f"{s.get('lambda_rec')}; Adam lr {s.get('lr')}, betas ({s.get('beta1')}, {s.get('beta2')}); same-face share {s.get('same_face')}",
+        f"{s.get('lambda_rec')}; Adam lr {s.get('lr')}, betas ({s.get('beta1')}, {s.get('beta2')}); same-face share {s.get('same_face')}; "
+        f"synthetic-identity share {s.get('synthetic_identity', 0.0)}",
         f"- command: `{card.get('command', '')}` (run again with the same --work folder to resume)",
         "",
         f"## Held-out measurement ({ev.get('faces')} faces)",
         "",
-        "| reconstruction PSNR | reconstruction SSIM | r_id cosine, reconstruction | r_id cosine to another face's identity (transfer) | dlib same person as that face (< 0.6) | random identity: dlib no longer the original (> 0.6) |",
-        "| --- | --- | --- | --- | --- | --- |",
-        f"| {ev.get('rec_psnr')} dB | {ev.get('rec_ssim')} | {ev.get('rec_id_cos')} | {ev.get('swap_id_cos')} | {ev.get('swap_same_person_dlib')} | {ev.get('random_identity_protection_dlib')} |",
+        "| reconstruction PSNR | reconstruction SSIM | r_id cosine, reconstruction | r_id cosine to another face's identity (transfer) | dlib same person as that face (< 0.6) | random identity: dlib no longer the original (> 0.6) | r_id cosine, random identity | r_id cosine, identity turned 120° |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {ev.get('rec_psnr')} dB | {ev.get('rec_ssim')} | {ev.get('rec_id_cos')} | {ev.get('swap_id_cos')} | {ev.get('swap_same_person_dlib')} | {ev.get('random_identity_protection_dlib')} | {ev.get('random_id_cos', '-')} | {ev.get('turned_id_cos', '-')} |",
         "",
         "Licence: the code is MIT; the weights are derived from CelebA and UTKFace, whose terms allow",
         "non-commercial research only.",
