@@ -28,6 +28,8 @@ THREADS = typer.Option(0, "--threads", min=0, help="torch threads (0: torch's de
 DEVICE = typer.Option("auto", "--device", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N; a checkpoint moves between them.")
 SEED = typer.Option(0, "--seed", help="Seed of the face sampler and the initial weights (training only; never used for privacy noise).")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+CARD_NOTE = typer.Option([], "--card-note", help="A paragraph for the model card's notes (repeatable).")
+MARGIN = typer.Option(0.2, "--margin", min=0.0, help="Border around the ArcFace template, as a fraction of it, in the aligned crops.")
 
 
 def _check_folders(data: list[Path]) -> None:
@@ -62,7 +64,7 @@ def train_aei(
     same_face: float = typer.Option(0.2, "--same-face", min=0.0, max=1.0, help="Share of steps' faces whose identity source is the face itself (L_rec applies)."),
     synthetic_identity: float = typer.Option(0.0, "--synthetic-identity", min=0.0, max=1.0, help="Share of the swapped faces given an identity no face has "
                                              "(half uniform unit vectors, half the face's own turned by an idrotate angle); not in the book, 0 = the book's swaps only."),
-    margin: float = typer.Option(0.2, "--margin", min=0.0, help="Border around the ArcFace template, as a fraction of it, in the aligned crops."),
+    margin: float = MARGIN,
     resolution: int = typer.Option(128, "--resolution", help="Crop side (a power of two)."),
     width_scale: float = typer.Option(1.0, "--width-scale", min=0.125, help="Multiply every generator and encoder width (1: the committed model's)."),
     checkpoint_every: int = CHECKPOINT_EVERY,
@@ -71,7 +73,7 @@ def train_aei(
     device: str = DEVICE,
     seed: int = SEED,
     export: Optional[Path] = typer.Option(None, "--export", help="When done (or interrupted), write the weights here as safetensors, and its model card (.md) beside it."),
-    card_note: list[str] = typer.Option([], "--card-note", help="A paragraph for the model card's notes (repeatable)."),
+    card_note: list[str] = CARD_NOTE,
     progress: bool = PROGRESS,
 ):
     """Train the disentangling generator of IdentityDP and idrotate (book ch. 5, Table 8.3): U-Net attribute
@@ -102,28 +104,42 @@ def train_aei(
         _fail(str(e), code=3)
     except ValueError as e:
         _fail(str(e))
-    console.print(f"{len(trainer.train_idx)} training faces, {len(trainer.eval_idx)} held out; step {trainer.step} of {steps}")
-    trainer.run(progress)
-    result = trainer.evaluate(256)
-    console.print("held-out: " + json.dumps(result))
+    result = _train_and_measure(trainer, steps, progress, 256)
     if export is not None:
-        import dataclasses
-        import os
-        import shlex
-        import sys
-
-        import torch
-
         from .train.model_card import write_aei_model_card
 
-        card = {"data": [d.name for d in data], "held_out_eval": result, "config": trainer.config.to_dict(),
-                "train_faces": int(len(trainer.train_idx)), "held_out_faces": int(len(trainer.eval_idx)),
-                "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
-                "command": shlex.join(["anoncli", "train", "aei", *sys.argv[3:]]), "notes": list(card_note)}
+        card = _card(trainer, "aei", data, result, card_note)
         trainer.export(export, card)
-        card_path = write_aei_model_card(export, {**card, "steps": trainer.step, "train_seconds": trainer.elapsed,
-                                                  "settings": dataclasses.asdict(trainer.settings)})
+        card_path = write_aei_model_card(export, _card_after_export(card, trainer))
         console.print(f"[green]exported[/] {export} and its model card {card_path}")
+
+
+def _train_and_measure(trainer, steps: int, progress: bool, held_out_faces: int) -> dict:
+    console.print(f"{len(trainer.train_idx)} training faces, {len(trainer.eval_idx)} held out; step {trainer.step} of {steps}")
+    trainer.run(progress)
+    result = trainer.evaluate(held_out_faces)
+    console.print("held-out: " + json.dumps(result))
+    return result
+
+
+def _card(trainer, command: str, data: list[Path], result: dict, notes: list[str]) -> dict:
+    """What a model card states of a training run: data, network, faces, machine, command, notes."""
+    import os
+    import shlex
+    import sys
+
+    import torch
+
+    return {"data": [d.name for d in data], "held_out_eval": result, "config": trainer.config.to_dict(),
+            "train_faces": int(len(trainer.train_idx)), "held_out_faces": int(len(trainer.eval_idx)),
+            "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
+            "command": shlex.join(["anoncli", "train", command, *sys.argv[3:]]), "notes": list(notes)}
+
+
+def _card_after_export(card: dict, trainer) -> dict:
+    import dataclasses
+
+    return {**card, "steps": trainer.step, "train_seconds": trainer.elapsed, "settings": dataclasses.asdict(trainer.settings)}
 
 
 @train_app.command("glow")
@@ -139,12 +155,14 @@ def train_glow(
     flow_steps: int = typer.Option(32, "--flow-steps", min=1, help="Flow steps K per level (FFEM: 32)."),
     hidden: int = typer.Option(512, "--hidden", min=1, help="Channels of each coupling network (Glow: 512)."),
     n_bits: int = typer.Option(5, "--n-bits", min=1, max=8, help="Colour depth the likelihood counts (Glow's CelebA-HQ: 5)."),
+    margin: float = MARGIN,
     checkpoint_every: int = CHECKPOINT_EVERY,
     evaluate_every: int = EVALUATE_EVERY,
     threads: int = THREADS,
     device: str = DEVICE,
     seed: int = SEED,
     export: Optional[Path] = typer.Option(None, "--export", help="When done (or interrupted), write the weights here as safetensors."),
+    card_note: list[str] = CARD_NOTE,
     progress: bool = PROGRESS,
 ):
     """Train Glow, FFEM's flow (seed 001): actnorm, LU 1x1 convolutions, affine couplings, multi-scale
@@ -156,19 +174,76 @@ def train_glow(
     config = {"resolution": resolution, "levels": levels, "steps": flow_steps, "hidden": hidden, "n_bits": n_bits}
     settings = GlowTrainSettings(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                                  checkpoint_every=checkpoint_every, evaluate_every=evaluate_every, threads=threads,
-                                 seed=seed, device=_device(device), config=config)
+                                 seed=seed, device=_device(device), margin=margin, config=config)
     try:
         from .models.glow import GlowConfig
 
         GlowConfig(**config).check()
-        crops = prepare(list(data), work / "data", 128, 0.2, progress)
+        crops = prepare(list(data), work / "data", 128, settings.margin, progress)
         trainer = GlowTrainer(crops, settings, work, log=lambda m: console.print(m))
     except ValueError as e:
         _fail(str(e))
-    console.print(f"{len(trainer.train_idx)} training faces, {len(trainer.eval_idx)} held out; step {trainer.step} of {steps}")
-    trainer.run(progress)
-    result = trainer.evaluate(100)
-    console.print("held-out: " + json.dumps(result))
+    result = _train_and_measure(trainer, steps, progress, 100)
     if export is not None:
-        trainer.export(export, {"data": [d.name for d in data], "held_out_eval": result})
+        from .train.glow import sample_grid_path
+        from .train.model_card import write_glow_model_card
+
+        card = _card(trainer, "glow", data, result, card_note)
+        trainer.export(export, card)
+        grids = {t: sample_grid_path(work, trainer.step, t) for t in (0.5, 1.0)}
+        card_path = write_glow_model_card(export, _card_after_export(card, trainer), grids)
+        console.print(f"[green]exported[/] {export} and its model card {card_path}")
+
+
+@train_app.command("student")
+def train_student(
+    data: list[Path] = DATA,
+    work: Path = WORK,
+    steps: int = typer.Option(20000, "--steps", min=1, help="Train until this many steps in total (each trains the decoder and the encoder once)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Faces and latent samples per step."),
+    lr: float = typer.Option(2e-4, "--lr", min=0.0, help="Adam learning rate of both halves."),
+    lambda_percept: float = typer.Option(1.0, "--lambda-percept", min=0.0, help="λ of the decoder's perceptual term (seed 000 Sec. 4)."),
+    gamma: float = typer.Option(1.0, "--gamma", min=1e-6, help="γ of the encoder loss ‖γz − E_s(D_t(z))‖² (seed 000 Sec. 4)."),
+    temperature_min: float = typer.Option(0.4, "--temperature-min", min=0.0, help="Smallest τ of the encoder's latent samples z ~ N(0, τ²I)."),
+    temperature_max: float = typer.Option(1.0, "--temperature-max", min=0.0, help="Largest τ of those samples (the teacher's prior: 1)."),
+    widths: list[int] = typer.Option([], "--width", min=1, help="Student feature channels per level, repeated once per teacher level (default 32, 48, 64, ...)."),
+    teacher: str = typer.Option("glow-celeba-utk-64", "--teacher", help="Registry name of the Glow teacher (`anoncli weights list`)."),
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    evaluate_every: int = EVALUATE_EVERY,
+    threads: int = THREADS,
+    device: str = DEVICE,
+    seed: int = SEED,
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look for the teacher's file here first."),
+    export: Optional[Path] = typer.Option(None, "--export", help="When done (or interrupted), write the student here as safetensors."),
+    card_note: list[str] = CARD_NOTE,
+    progress: bool = PROGRESS,
+):
+    """Distil the flow into a tiny CNN encoder and decoder (seed 000, MCKD): the decoder on real faces
+    through the teacher's encoder, the encoder on the teacher's decoded samples."""
+    _check_folders(data)
+    if temperature_min > temperature_max:
+        _fail("--temperature-min is above --temperature-max")
+    from .flow.model import FlowModel
+    from .train.face_crops import prepare
+    from .train.flow_student import StudentTrainer, StudentTrainSettings
+    from .weights import WeightsMissing, resolve_weights
+
+    try:
+        resolved = resolve_weights(teacher, weights_dir)
+        flow = FlowModel(weights_dir, teacher)
+    except (KeyError, WeightsMissing, ValueError) as e:
+        _fail(str(e).strip("'\""))
+    settings = StudentTrainSettings(steps=steps, batch_size=batch_size, lr=lr, lambda_percept=lambda_percept, gamma=gamma,
+                                    temperature_min=temperature_min, temperature_max=temperature_max,
+                                    checkpoint_every=checkpoint_every, evaluate_every=evaluate_every, threads=threads,
+                                    seed=seed, device=_device(device), teacher_sha256=resolved.entry.sha256, widths=list(widths))
+    try:
+        crops = prepare(list(data), work / "data", 128, flow.margin, progress)
+        trainer = StudentTrainer(crops, flow.net, settings, work, flow.margin, log=lambda m: console.print(m))
+    except ValueError as e:
+        _fail(str(e))
+    result = _train_and_measure(trainer, steps, progress, 100)
+    if export is not None:
+        card = _card(trainer, "student", data, result, card_note)
+        trainer.export(export, card)
         console.print(f"[green]exported[/] {export}")

@@ -15,9 +15,9 @@ import numpy as np
 from .config import RunConfig
 from .faces.detectors import create_detector
 from .faces.detection import Detection
-from .faces.stage import FaceSecret, aligned_crops, anonymize_faces
+from .faces.stage import SIDE_IMAGES, FaceSecret, aligned_crops, anonymize_faces
 from .io.atomic import write_atomic
-from .io.images import ImageError, encode_image, load_image, rgb8
+from .io.images import ImageError, encode_image, encode_png, load_image, rgb8
 from .keys.derive import Keyring
 from .keys.escrow import compress_patch
 from .methods import FaceMethod, build_method
@@ -223,6 +223,7 @@ class Worker:
         t0 = time.perf_counter()
         data = encode_image(img)
         try:
+            self._write_side_images(rec, dst)
             write_atomic(dst, data)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -234,6 +235,23 @@ class Worker:
         rec["output_sha256"] = hashlib.sha256(data).hexdigest()
         if secrets is not None and self.keys is not None:
             rec[KEY_RECORD] = key_record(rec, secrets)
+
+
+    @staticmethod
+    def _write_side_images(rec: dict, dst: Path) -> None:
+        """Each face's extra images (``FaceMethod.side_images``) as PNG under OUTPUT/<name>s/, the
+        input's path with .face<i>.png, before the output itself: a run that stops in between
+        redoes the image and writes them again. The face record keeps their relative paths and sha256."""
+        rel = Path(rec["input"])
+        root = dst.parents[len(rel.parts) - 1]
+        faces = rec.get("faces", [])
+        pending = [(index, face.pop(SIDE_IMAGES)) for index, face in enumerate(faces) if SIDE_IMAGES in face]
+        for index, images in pending:
+            for name, rgb in images.items():
+                side_rel = Path(f"{name}s") / rel.parent / f"{rel.stem}.face{index}.png"
+                data = encode_png(rgb)
+                write_atomic(root / side_rel, data)
+                faces[index].setdefault("side_images", {})[name] = {"path": side_rel.as_posix(), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 KEY_RECORD = "_key_record"  # carried from worker to parent in memory, never journaled

@@ -9,6 +9,7 @@ is written into a hidden sibling folder that is renamed into place only when com
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -125,7 +126,7 @@ class _Restorer:
     def __init__(self, source: str, method=None, config: dict | None = None):
         self.source, self.method, self.config = source, method, config or {}
 
-    def restore(self, img, meta: dict, blobs: bytes, keyring) -> None:
+    def restore(self, img, meta: dict, blobs: bytes, keyring, side_images: dict | None = None) -> None:
         from .faces.stage import restore_escrow, restore_faces
         from .keys.escrow import decompress_patch
 
@@ -144,7 +145,7 @@ class _Restorer:
             restore_escrow(img, patches)
             return
         keys = {f["index"]: keyring.face(meta["input"], meta["input_sha256"], f["index"]) for f in faces}
-        restore_faces(img, faces, self.method, keys)
+        restore_faces(img, faces, self.method, keys, side_images or {})
 
 
 def _restorer(reader, record: dict, weights_dir: str | None) -> _Restorer:
@@ -166,6 +167,28 @@ def _restorer(reader, record: dict, weights_dir: str | None) -> _Restorer:
             raise RunError(f"the run used other {w} weights (sha256 {seal['method_weights'][w]}) than the ones "
                            "registered now; model-based restore needs the same network")
     return _Restorer("model", build_method(name, seal.get("params", {}), weights_dir), record.get("config"))
+
+
+def _side_images(row: dict, anon_dir: Path) -> dict[int, dict]:
+    """Face index -> {name: uint8 RGB} of the extra images the run wrote (``FaceMethod.side_images``,
+    e.g. flowrot's encrypted latent), each checked against the sha256 in the manifest."""
+    import numpy as np
+    from PIL import Image
+
+    faces = row.get("faces") or "[]"
+    faces = json.loads(faces) if isinstance(faces, str) else faces
+    out: dict[int, dict] = {}
+    for index, face in enumerate(faces):
+        for name, entry in (face.get("side_images") or {}).items():
+            path = anon_dir / entry["path"]
+            try:
+                data = path.read_bytes()
+            except OSError:
+                raise ValueError(f"{entry['path']} (face {index}'s {name} image, which restore reads) is missing") from None
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise ValueError(f"{entry['path']} differs from the one anonymize wrote (sha256)")
+            out.setdefault(index, {})[name] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return out
 
 
 def _restore_one(row: dict, anon_dir: Path, staging: Path, reader, restorer: _Restorer) -> dict:
@@ -201,12 +224,14 @@ def _restore_one(row: dict, anon_dir: Path, staging: Path, reader, restorer: _Re
         config = restorer.config
         try:
             img = load_image(data, config.get("max_pixels", 178_956_970), keep_metadata=True)
-            restorer.restore(img, meta, blobs, keyring)
+            side = _side_images(row, anon_dir) if restorer.source == "model" else {}
+            restorer.restore(img, meta, blobs, keyring, side)
             result = encode_image(img)
         except (ImageError, ValueError, KeyError, TypeError) as e:
             out["reason"] = f"cannot restore: {e}"
             return out
-        out["status"], out["restored_from"] = "restored", restorer.source
+        out["status"], out["restored_from"] = "restored", restorer.source + (" (" + ", ".join(
+            sorted({n for images in side.values() for n in images})) + " images)" if side else "")
     write_atomic(staging / rel, result)
     out["output_sha256"] = hashlib.sha256(result).hexdigest()
     return out

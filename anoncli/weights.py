@@ -143,6 +143,17 @@ REGISTRY: dict[str, WeightsEntry] = {
             train_command="anoncli train aei --data ../shared/data/celeba-crops --data ../shared/data/utkface "
                           "--work ~/aei-work --lambda-adv 0.1 --export weights/aei_celeba_utk_128.safetensors",
         ),
+        WeightsEntry(
+            name="glow-celeba-utk-64",
+            filename="glow_celeba_utk_64.safetensors",
+            url="weights/glow_celeba_utk_64.md (trained by this project; no download)",
+            sha256="0535b9e7b5ec0c2f21b496003e968f1d3eff7f324a32856492abee87672d2c7d",
+            licence="MIT (code); trained on CelebA and UTKFace, whose terms allow non-commercial research only",
+            what="flowrot's flow (FFEM, seed 001): Glow on 64 px aligned faces; model card next to the file",
+            train_command="anoncli train glow --data ../shared/data/celeba-crops --data ../shared/data/utkface "
+                          "--work ~/glow-work --resolution 64 --levels 4 --flow-steps 8 --hidden 128 "
+                          "--export weights/glow_celeba_utk_64.safetensors",
+        ),
     )
 }
 

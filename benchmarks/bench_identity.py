@@ -1,13 +1,13 @@
-"""Speed of the identity methods against blur, same images, same cores, same run (issue 6, point 4).
+"""Speed of the identity methods against blur, same images, same cores, same run (issue 6 point 4; flowrot, issue 7).
 
-    .venv/bin/python benchmarks/bench_identity.py [--data DIR] [--limit N] [--workers W]
+    .venv/bin/python benchmarks/bench_identity.py [--data DIR] [--limit N] [--workers W] [--only TOOL ...]
 
 Every row is one whole `anoncli anonymize` command run as a subprocess on a temp folder of links
 to the first N images of DIR (sorted by name); the wall clock covers the whole command (start-up,
-loading the generator and dlib's network in every worker, detection, the method, the manifest).
-The baseline is `blur` on the same images and cores, measured in the same run. idrotate writes a
+loading the generator and dlib's network, or the flow, in every worker, detection, the method, the manifest).
+The baseline is `blur` on the same images and cores, measured in the same run. idrotate and flowrot write a
 keyfile (passphrase from $ANONCLI_PASSPHRASE, Argon2id as for any user). Prints faces/s and the
-ratio to blur; writes benchmarks/results/identity-speed-<date>.json.
+ratio to blur; writes benchmarks/results/identity-speed[-<rows>]-<date>.json.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ ROWS = (
     ("identitydp eps 6", ["--method", "identitydp", "--epsilon", "6"]),
     ("idrotate level 9", ["--method", "idrotate", "--level", "9", "--keyfile", KEY]),
     ("idrotate no refine", ["--method", "idrotate", "--level", "9", "--refine-steps", "0", "--keyfile", KEY]),
+    ("flowrot", ["--method", "flowrot", "--keyfile", KEY]),
 )
 
 
@@ -56,7 +57,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--only", action="append", default=[], metavar="TOOL",
+                    help="measure only these rows (repeatable; blur, the baseline, always runs): " + ", ".join(l for l, _ in ROWS[1:]))
     args = ap.parse_args()
+    unknown = set(args.only) - {label for label, _ in ROWS}
+    if unknown:
+        raise SystemExit(f"unknown rows: {', '.join(sorted(unknown))}")
+    chosen = [row for row in ROWS if row[0] == "blur" or not args.only or row[0] in args.only]
     images = first_images(args.data, args.limit)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,9 +71,9 @@ def main() -> None:
         warm_page_cache(images)
         src = link_images(images, work / "in")
         warm = link_images(images[:4], work / "warm")
-        for label, flags in ROWS:   # untimed: .pyc compile, page cache of the weights
+        for label, flags in chosen:   # untimed: .pyc compile, page cache of the weights
             run("warm " + label, flags, warm, work, args.workers)
-        rows = [run(label, flags, src, work, args.workers) for label, flags in ROWS]
+        rows = [run(label, flags, src, work, args.workers) for label, flags in chosen]
     base = rows[0]["faces_per_second"]
     for r in rows:
         r["ratio_to_blur"] = round(r["faces_per_second"] / base, 3)
@@ -75,7 +82,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['tool']:<20} {r['images']:>6} {r['faces']:>6} {r['seconds']:>8.1f} {r['faces_per_second']:>8.2f} {r['ratio_to_blur']:>13.3f}")
     context = {**machine_record(" ".join(sys.argv), load_before), "libraries": library_versions(("torch", "numpy", "onnxruntime"))}
-    print(f"written {write_json('identity-speed', rows, context)}")
+    name = "identity-speed" + "".join("-" + label.replace(" ", "-") for label in args.only)
+    print(f"written {write_json(name, rows, context)}")
 
 
 if __name__ == "__main__":

@@ -1,24 +1,30 @@
-"""Acceptance measurement of the identity methods (issue 6, points 2 and 3), through the real CLI.
+"""Acceptance measurement of the identity-replacing methods (issue 6 points 2-3, issue 7 points 2,
+3 and 5), through the real CLI.
 
     .venv/bin/python benchmarks/eval_identity.py --method identitydp [--epsilon 6] [--set crops|wild] [--limit N]
     .venv/bin/python benchmarks/eval_identity.py --method idrotate [--level 9] [--set crops|wild] [--limit N]
                                                                   [--refine-steps K]
+    .venv/bin/python benchmarks/eval_identity.py --method flowrot [--temperature 0.5] [--output-latent]
+                                                                  [--set crops|wild|utkface]
 
 Faces are held out from the generator's training: ``crops`` takes CelebA crops of the identities the
 trainer holds out (identity mod 10 = 0, anoncli.train.face_crops), ``wild`` the CelebA photos, whose
-identities are not in the training crops at all. Each run:
+identities are not in the training crops at all, ``utkface`` the UTKFace files the trainers hold
+out (by name hash), measured per race and gender. Each run:
 
-1. `anoncli anonymize IN -o OUT --method M ... -q -j W` (with a keyfile for idrotate);
-2. for idrotate, `anoncli restore OUT --keyfile K -o RESTORED`, and a wrong-key restore: the same
+1. `anoncli anonymize IN -o OUT --method M ... -q -j W` (with a keyfile for idrotate and flowrot);
+2. for idrotate and flowrot, `anoncli restore OUT --keyfile K -o RESTORED`, and a wrong-key restore: the same
    restore with every face's key derived from another random master secret (the keyfile opens,
    the keys are not the run's) into WRONG;
 3. `anoncli report OUT --labels L --evaluator dlib --evaluator mobilefacenet [--restored RESTORED
-   --wrong-restored WRONG] --weights-dir ../shared/weights -o REPORT -q`.
+   --wrong-restored WRONG] [--group race --group gender] --weights-dir ../shared/weights -o REPORT -q`.
 
-Prints protection (dlib at 0.6, labelled white-box since the methods use dlib; MobileFaceNet at
-its FAR 1e-3 threshold), detection of the anonymized faces, SSIM/PSNR, and for idrotate the share of
-restored faces within dlib distance 0.5 of the original, right and wrong key. Writes
-benchmarks/results/identity-<method>-<set>-<date>.json.
+Prints protection (dlib at 0.6, white-box for identitydp and idrotate, which use dlib; MobileFaceNet
+at its FAR 1e-3 threshold), rank-1 identification, detection of the anonymized faces, SSIM/PSNR, for
+the keyed methods the share of restored faces within dlib distance 0.5 of the original (and called
+the same person by MobileFaceNet), right and wrong key, and on UTKFace the per-group detection gaps
+of the anonymized faces and of the originals. Writes
+benchmarks/results/identity-<method>[-latent]-<set>-<date>.json.
 """
 from __future__ import annotations
 
@@ -54,13 +60,15 @@ def cli(*args, env=None) -> tuple[float, subprocess.CompletedProcess]:
 def held_out_images(which: str, limit: int) -> tuple[list[Path], Path]:
     from anoncli.train.face_crops import is_held_out
 
-    folder = DATA / ("celeba-crops" if which == "crops" else "celeba-wild")
+    folder = DATA / {"crops": "celeba-crops", "wild": "celeba-wild", "utkface": "utkface"}[which]
     labels = folder / "labels.csv"
     if not labels.is_file():
         raise SystemExit(f"{labels} is missing; is ../shared present?")
     table = pd.read_csv(labels)
     if which == "crops":
         table = table[[is_held_out("celeba-crops", n, str(i)) for n, i in zip(table["image"], table["identity"])]]
+    elif which == "utkface":
+        table = table[[is_held_out("utkface", n, None) for n in table["image"]]]
     names = sorted(table["image"].astype(str))[:limit]
     return [folder / "images" / n for n in names], labels
 
@@ -74,8 +82,8 @@ def wrong_key_restore(out: Path, keyfile: Path, dest: Path, weights_dir: Path | 
 
     original = restore_module._Restorer.restore
 
-    def with_wrong_keys(self, img, meta, blobs, keyring):
-        return original(self, img, meta, blobs, Keyring(keyring.run_id, keyring.segment, os.urandom(32)))
+    def with_wrong_keys(self, img, meta, blobs, keyring, side_images=None):
+        return original(self, img, meta, blobs, Keyring(keyring.run_id, keyring.segment, os.urandom(32)), side_images)
 
     restore_module._Restorer.restore = with_wrong_keys
     try:
@@ -97,32 +105,43 @@ def summarise(report: dict, method: str) -> dict:
     p, u = report["privacy"], report["utility"]
     row = {
         "faces": p.get("dlib", {}).get("pairs"),
-        "protection dlib@0.6 (white-box)": p.get("dlib", {}).get("protection_rate", {}).get("literature"),
+        "protection dlib@0.6" + (" (white-box)" if method in ("identitydp", "idrotate") else ""):
+            p.get("dlib", {}).get("protection_rate", {}).get("literature"),
         "protection mobilefacenet@FAR1e-3": p.get("mobilefacenet", {}).get("protection_rate", {}).get("far_1e-3"),
         "rank-1 dlib (originals)": _rank1(p.get("dlib", {})),
         "rank-1 mobilefacenet (originals)": _rank1(p.get("mobilefacenet", {})),
         "detection (dlib HOG)": u["detection_rate"]["anonymized"],
         "detection originals": u["detection_rate"]["original"],
         "ssim face": u["ssim"]["face"], "psnr face": u["psnr"]["face"], "ssim outside": u["ssim"]["outside"],
+        "ssim whole image": u["ssim"].get("whole"), "psnr whole image": u["psnr"].get("whole"),
     }
     rec = report.get("recovery")
+    far = {e["name"]: e["thresholds"]["far_1e-3"] for e in report.get("evaluators", [])}
     if rec:
         for label, part in (("right key", rec), ("wrong key", rec.get("wrong_key") or {})):
             d = (part.get("identity_distances") or {}).get("dlib")
             if d:
                 row[f"restore {label}: dlib < {RESTORE_MATCH}"] = sum(v < RESTORE_MATCH for v in d) / len(d)
                 row[f"restore {label}: mean dlib distance"] = sum(d) / len(d)
+            d = (part.get("identity_distances") or {}).get("mobilefacenet")
+            if d and far.get("mobilefacenet") is not None:   # the independent evaluator's same-person call
+                row[f"restore {label}: mobilefacenet same person @FAR1e-3"] = sum(v < far["mobilefacenet"] for v in d) / len(d)
+    for column, part in (report.get("fairness") or {}).items():
+        for metric in ("detection_rate", "original_detection_rate"):
+            row[f"{column}: {metric.replace('_', ' ')} max-min gap"] = part["gaps"][metric]["max_min"]
     return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", required=True, choices=["identitydp", "idrotate"])
+    ap.add_argument("--method", required=True, choices=["identitydp", "idrotate", "flowrot"])
     ap.add_argument("--epsilon", type=float, default=6.0)
     ap.add_argument("--sensitivity", default="bound", choices=["bound", "empirical"])
     ap.add_argument("--level", type=int, default=9)
     ap.add_argument("--refine-steps", type=int, help="the methods' --refine-steps (default: the method's)")
-    ap.add_argument("--set", default="crops", choices=["crops", "wild"])
+    ap.add_argument("--temperature", type=float, default=0.5, help="flowrot's λ")
+    ap.add_argument("--output-latent", action="store_true", help="flowrot: also write the encrypted latent images, which restore then reads")
+    ap.add_argument("--set", default="crops", choices=["crops", "wild", "utkface"])
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--weights-dir", type=Path, help="where the generator is, if not in weights/")
@@ -130,7 +149,11 @@ def main() -> None:
 
     images, labels = held_out_images(args.set, args.limit)
     load_before = os.getloadavg()[0]
-    flags = (["--epsilon", args.epsilon, "--sensitivity", args.sensitivity] if args.method == "identitydp" else ["--level", args.level])
+    flags = {"identitydp": ["--epsilon", args.epsilon, "--sensitivity", args.sensitivity], "idrotate": ["--level", args.level],
+             "flowrot": ["--temperature", args.temperature]}[args.method]
+    keyed = args.method in ("idrotate", "flowrot")
+    if args.output_latent:
+        flags += ["--output-latent", "true"]
     if args.refine_steps is not None:
         flags += ["--refine-steps", args.refine_steps]
     wdir = ["--weights-dir", args.weights_dir] if args.weights_dir else []
@@ -139,15 +162,15 @@ def main() -> None:
         tmp = Path(tmp)
         src = link_images(images, tmp / "in")
         out, key = tmp / "out", tmp / "run.key"
-        keys = ["--keyfile", key] if args.method == "idrotate" else []
+        keys = ["--keyfile", key] if keyed else []
         seconds["anonymize"], r = cli("anonymize", src, "-o", out, "--method", args.method, *flags, *keys, *wdir, "-q", "-j", args.workers)
-        extra = []
-        if args.method == "idrotate":
+        extra = ["--group", "race", "--group", "gender"] if args.set == "utkface" else []
+        if keyed:
             seconds["restore"], _ = cli("restore", out, "--keyfile", key, "-o", tmp / "restored", *wdir, "-q")
             t0 = time.perf_counter()
             wrong_key_restore(out, key, tmp / "wrong", args.weights_dir)
             seconds["wrong-key restore"] = time.perf_counter() - t0
-            extra = ["--restored", tmp / "restored", "--wrong-restored", tmp / "wrong"]
+            extra += ["--restored", tmp / "restored", "--wrong-restored", tmp / "wrong"]
         seconds["report"], _ = cli("report", out, "--labels", labels, "--evaluator", "dlib", "--evaluator", "mobilefacenet",
                                    *extra, "--weights-dir", SHARED_WEIGHTS, "-o", tmp / "report", "-q", "-j", args.workers)
         report = json.loads((tmp / "report" / "report.json").read_text())
@@ -157,7 +180,7 @@ def main() -> None:
     width = max(len(k) for k in row)
     for k, v in row.items():
         print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    path = write_json(f"identity-{args.method}-{args.set}", [row], machine_record(" ".join(sys.argv), load_before))
+    path = write_json(f"identity-{args.method}{'-latent' if args.output_latent else ''}-{args.set}", [row], machine_record(" ".join(sys.argv), load_before))
     print(f"written {path}")
 
 

@@ -41,6 +41,18 @@ def smooth_rgb(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+def gradient_crop_set(n: int = 20):
+    """A CropSet of n noisy 32 px colour gradients, one in five held out (the trainers' tests)."""
+    from anoncli.train.face_crops import CropSet
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:32, 0:32]
+    faces = np.stack([np.clip(np.stack([x * 6, y * 6, (x + y) * 3], -1) + rng.normal(0, 20, (32, 32, 3)), 0, 255)
+                      for _ in range(n)]).astype(np.uint8)
+    index = [{"source": "s", "image": f"{i}.png", "identity": str(i), "held_out": i % 5 == 0} for i in range(n)]
+    return CropSet(faces, index, np.zeros((n, 2, 128), np.float32))
+
+
 def jpeg_bytes(arr: np.ndarray, **options) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="JPEG", **options)

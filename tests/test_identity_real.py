@@ -109,10 +109,6 @@ def test_idrotate_round_trip_runs_through_the_cli(idrotate_round_trip):
         assert a.shape == b.shape and not np.array_equal(a, b)   # restore re-renders the face
 
 
-@pytest.mark.xfail(reason="issue 6 open: the committed generator renders a requested identity only approximately (a turned "
-                          "identity at cosine 0.59 before refinement), and eq. 6.19 divides that error by |cos θ − A sin θ| "
-                          "≈ 0.5: 56 % of restored faces come within dlib 0.5 of the original, mean distance 0.50 "
-                          "(benchmarks/results/identity-idrotate-crops-2026-12-02.json)", strict=False)
 def test_idrotate_restore_moves_the_identity_back(idrotate_round_trip):
     pytest.importorskip("dlib", reason="dlib measures the identity: pip install 'anoncli[eval]'")
     from anoncli.metrics.dlib_identity import DlibIdentity

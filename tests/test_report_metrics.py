@@ -116,3 +116,17 @@ def test_identity_labels_belong_to_the_main_face_of_each_image():
     assert info["verification"]["genuine_pairs"] == 1 and info["verification"]["impostor_pairs"] == 2
     assert info["verification"]["auc"] == 1.0
     assert out["identification"]["probes"] == 3
+
+
+def test_fairness_gives_each_group_the_detection_of_its_originals_and_their_gap():
+    from anoncli.report.build import FaceItem, _fairness
+
+    def face(name, orig, anon):
+        return FaceItem(name, 0, [0, 0, 10, 10], [], "", detected_original=orig, detected_anonymized=anon)
+
+    faces = [face("a.png", True, True), face("b.png", False, True), face("c.png", True, False), face("d.png", True, True)]
+    labels = {"a.png": {"race": "0"}, "b.png": {"race": "0"}, "c.png": {"race": "1"}, "d.png": {"race": "1"}}
+    out = _fairness(faces, labels, ("race",), {}, [])["race"]
+    assert out["groups"]["0"]["original_detection_rate"] == 0.5 and out["groups"]["0"]["detection_rate"] == 1.0
+    assert out["groups"]["1"]["original_detection_rate"] == 1.0 and out["groups"]["1"]["detection_rate"] == 0.5
+    assert out["gaps"]["original_detection_rate"]["max_min"] == 0.5 == out["gaps"]["detection_rate"]["max_min"]

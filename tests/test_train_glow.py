@@ -1,24 +1,15 @@
 """`anoncli train glow`: a tiny flow trains, resumes exactly from its checkpoint, and exports."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from conftest import gradient_crop_set
 
 torch = pytest.importorskip("torch")
 
-from anoncli.train.face_crops import CropSet  # noqa: E402
 from anoncli.train.glow import GlowTrainer, GlowTrainSettings, evaluate_flow  # noqa: E402
 
 TINY = {"resolution": 16, "levels": 2, "steps": 2, "hidden": 8, "n_bits": 5}
 
-
-def _crops(n=20):
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:32, 0:32]
-    faces = np.stack([np.clip(np.stack([x * 6, y * 6, (x + y) * 3], -1) + rng.normal(0, 20, (32, 32, 3)), 0, 255)
-                      for _ in range(n)]).astype(np.uint8)
-    index = [{"source": "s", "image": f"{i}.png", "identity": str(i), "held_out": i % 5 == 0} for i in range(n)]
-    return CropSet(faces, index, np.zeros((n, 2, 128), np.float32))
 
 
 def _settings(steps):
@@ -30,7 +21,7 @@ def _flat(t):
 
 
 def test_glow_training_lowers_bpd_resumes_exactly_and_exports(tmp_path):
-    crops = _crops()
+    crops = gradient_crop_set()
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
     straight = GlowTrainer(crops, _settings(6), tmp_path / "a", log=lambda m: None)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .align import DEFAULT_MARGIN, face_ellipse, invert_affine, template_points
 
-MASK_SHAPES = ("ellipse", "box", "hull")
+MASK_SHAPES = ("ellipse", "box", "hull", "crop")
 
 
 def face_mask(resolution: int, shape: str = "ellipse", feather: float = 0.0,
@@ -23,6 +23,8 @@ def face_mask(resolution: int, shape: str = "ellipse", feather: float = 0.0,
     """
     if shape not in MASK_SHAPES:
         raise ValueError(f"unknown mask shape {shape!r}; choose from {', '.join(MASK_SHAPES)}")
+    if shape == "crop":   # the whole aligned crop, no soft edge: the image then holds the method's output itself
+        return np.ones((resolution, resolution), np.float32)
     (cx, cy), (ax, ay) = face_ellipse(resolution, margin)
     sigma = feather * resolution
     shrink = 2.0 * sigma

@@ -16,6 +16,9 @@ from .blend import composite, crop_bounds_in_image, warp_crop_to_roi
 from .detection import Detection
 
 
+SIDE_IMAGES = "_side_images"   # a face record's extra images, written by the pipeline and never journaled
+
+
 def _shift(m: np.ndarray, x0: int, y0: int) -> np.ndarray:
     """The image->crop matrix for coordinates measured from (x0, y0)."""
     return np.hstack([m[:, :2], (m[:, :2] @ np.array([x0, y0], np.float64) + m[:, 2])[:, None]])
@@ -92,6 +95,9 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
         landmarks_in_crop = apply_affine(m, det.landmarks)
         crop = extract_crop(img, m, res, roi)
         anon = method.anonymize_crop(crop, landmarks_in_crop, key).astype(np.float32, copy=False)
+        side = method.side_images(crop, landmarks_in_crop, key)
+        if side:
+            record[SIDE_IMAGES] = side
         mask = method.blend_mask(landmarks_in_crop)
         anon_roi = warp_crop_to_roi(anon, m, roi)
         mask_roi = warp_crop_to_roi(mask, m, roi)
@@ -123,10 +129,14 @@ def restore_escrow(img: LoadedImage, patches: list[tuple[tuple[int, int, int, in
         img.pixels[y0:y1, x0:x1] = pixels
 
 
-def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys: dict[int, FaceKey]) -> int:
+def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys: dict[int, FaceKey],
+                  side_images: dict[int, dict] | None = None) -> int:
     """Undo a reversible method without escrow (in place), last face first: the same warp,
     the method's ``restore_crop`` with the face's key, the same blend. ``faces``: the keyfile's
-    per-face entries (index, warp, landmarks, params). Returns the number of faces restored."""
+    per-face entries (index, warp, landmarks, params); ``side_images``: face index -> the extra
+    images the run wrote for it, handed to ``restore_crop`` as ``params["side_images"]``.
+    Returns the number of faces restored."""
+    side_images = side_images or {}
     res = method.resolution
     done = 0
     for face in sorted(faces, key=lambda f: f["index"], reverse=True):
@@ -136,7 +146,10 @@ def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys:
             continue
         landmarks_in_crop = apply_affine(m, np.asarray(face["landmarks"], np.float64))
         crop = extract_crop(img, m, res, roi)
-        restored = method.restore_crop(crop, landmarks_in_crop, keys[face["index"]], face.get("params", {}))
+        params = face.get("params", {})
+        if face["index"] in side_images:
+            params = {**params, "side_images": side_images[face["index"]]}
+        restored = method.restore_crop(crop, landmarks_in_crop, keys[face["index"]], params)
         mask_roi = warp_crop_to_roi(method.blend_mask(landmarks_in_crop), m, roi)
         restored_roi = warp_crop_to_roi(restored.astype(np.float32, copy=False), m, roi)
         _composite_into(img, roi, restored_roi, mask_roi)

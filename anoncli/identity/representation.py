@@ -92,3 +92,9 @@ def build_representation(encoder, resolution: int, margin: float, mu: np.ndarray
             return self.codes_of(self.descriptors(crops))
 
     return IdentityRepresentation().eval().requires_grad_(False)
+
+
+def representation_without_code(encoder, resolution: int, margin: float):
+    """The same module with μ = 0 and W = I: the raw descriptors and the chips, for the training
+    data (which the whitening is fitted on) and for feature losses."""
+    return build_representation(encoder, resolution, margin, np.zeros(128, np.float32), np.eye(128, dtype=np.float32))

@@ -293,3 +293,10 @@ def encode_image(img: LoadedImage) -> bytes:
         options.pop("quality", None)
     pil.save(buf, format=fmt, **options)
     return buf.getvalue()
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """A uint8 RGB array as a PNG, without metadata."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, np.uint8), "RGB").save(buf, format="PNG")
+    return buf.getvalue()

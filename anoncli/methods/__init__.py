@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .base import FaceMethod, MethodSpec, Param
+from .flow_specs import FLOWROT_SPEC
 from .identity_specs import IDENTITY_SPECS
 from .ksame_specs import KSAME_SPECS
 from .obfuscation_specs import DPPIX_SPEC, OBFUSCATION_SPECS
@@ -17,7 +18,7 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-for _spec in (*OBFUSCATION_SPECS, DPPIX_SPEC, *KSAME_SPECS, *IDENTITY_SPECS):
+for _spec in (*OBFUSCATION_SPECS, DPPIX_SPEC, *KSAME_SPECS, *IDENTITY_SPECS, FLOWROT_SPEC):
     register(_spec)
 
 

@@ -99,6 +99,10 @@ class FaceMethod:
         """The original crop from the anonymized one and the face's key (reversible methods only)."""
         raise NotImplementedError(f"{type(self).__name__} cannot restore without escrow")
 
+    def side_images(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key=None) -> dict[str, np.ndarray]:
+        """Extra per-face images the run writes under OUTPUT/<name>s/ (name -> uint8 RGB); none by default."""
+        return {}
+
     def key_params(self, key) -> dict:
         """Per-face values the keyfile keeps for restore (e.g. a rotation angle); never the key itself."""
         return {}

@@ -17,12 +17,13 @@ def _blend_params() -> tuple[Param, ...]:
     )
 
 
-def _refine_params(steps: int) -> tuple[Param, ...]:
+def _refine_params(steps: int, lr: float) -> tuple[Param, ...]:
     return (
         Param("refine_steps", int, steps, "Adam steps fitting the generator's identity inputs so the pasted face shows the requested identity "
               "(not in the book; the trained generator renders identities only approximately). 0: one generator pass; each step adds a forward and backward pass through the generator and dlib's network.",
               minimum=0, maximum=1000),
-        Param("refine_lr", float, 0.1, "Learning rate of that fit.", minimum=1e-6, maximum=10.0),
+        Param("refine_lr", float, lr, "Adam's learning rate in that fit (per coordinate of the unit 128-d inputs: 0.1 jumps far in one step, 0.01 "
+              "converges over tens of steps).", minimum=1e-6, maximum=10.0),
     )
 
 
@@ -51,7 +52,7 @@ IDENTITYDP_SPEC = MethodSpec(
               "the identity vectors of the generator's training faces (book eq. 5.12), recorded, with no guarantee for faces outside that set.",
               choices=("bound", "empirical")),
         *_blend_params(),
-        *_refine_params(1),
+        *_refine_params(1, 0.1),
     ),
     load=_load("IdentityDP"),
     formal_guarantee="epsilon-local-DP of the identity embedding (Laplace mechanism on the unit r_id); the attribute maps are not perturbed",
@@ -69,7 +70,7 @@ IDROTATE_SPEC = MethodSpec(
         Param("level", int, 9, "Privacy level d, 0-9: θ = 70 + 5d degrees for d < 4, 70 + 5(d + 1) for d ≥ 4 (90° is skipped: it cannot be undone). "
               "9 (120°) gives the largest identity change and the most stable restore (it divides by |cos θ − A sin θ|).", minimum=0, maximum=9),
         *_blend_params(),
-        *_refine_params(30),
+        *_refine_params(30, 0.01),
     ),
     load=_load("IdRotate"),
     reversible=True,

@@ -151,6 +151,16 @@ class DlibFaceResNet(nn.Module):
         return (rgb - self.mean_rgb) / PIXEL_SCALE
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self._run(rgb)
+
+    def block_features(self, rgb: torch.Tensor, blocks: int) -> list[torch.Tensor]:
+        """The activations after each of the first ``blocks`` residual sums (``add_prev``), for
+        feature-space losses; stops there, so the rest of the network is not run."""
+        found: list[torch.Tensor] = []
+        self._run(rgb, found, blocks)
+        return found
+
+    def _run(self, rgb: torch.Tensor, found: list | None = None, blocks: int = 0) -> torch.Tensor:
         x = self.normalise_input(rgb)
         tagged: dict[int, torch.Tensor] = {}
         for (kind, ident), layer in zip(self.steps, self.layers):
@@ -160,6 +170,10 @@ class DlibFaceResNet(nn.Module):
                 x = tagged[ident]
             elif kind == "add_prev":
                 x = add_zero_extended(x, tagged[ident])
+                if found is not None:
+                    found.append(x)
+                    if len(found) == blocks:
+                        return x
             else:
                 x = layer(x)
         return x

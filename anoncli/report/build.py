@@ -213,7 +213,7 @@ def _collect(tasks: list[ImageTask], results: dict) -> tuple[list[FaceItem], dic
     from ..metrics.landmarks import normalised_landmark_distance
 
     faces: list[FaceItem] = []
-    quality = {"ssim_face": [], "ssim_out": [], "psnr_face": [], "psnr_out": []}
+    quality = {"ssim_face": [], "ssim_out": [], "ssim_whole": [], "psnr_face": [], "psnr_out": [], "psnr_whole": []}
     recovery = {"restored": [], "wrong": []}
     for task in tasks:
         m = results.get(task.rel)
@@ -367,8 +367,10 @@ def _utility(faces: list[FaceItem], quality: dict, dlib_reason: str | None, lpip
         "detection_rate": {"detector": "dlib HOG (face_recognition's), on each face's neighbourhood scaled to a 120 px face", "anonymized": float(np.mean(detected)),
                            "original": float(np.mean(original)), "n": len(detected)} if detected else None,
         "landmarks": _landmarks(faces, dlib_reason),
-        "ssim": {"face": _finite_mean(quality["ssim_face"]), "outside": _finite_mean(quality["ssim_out"])},
+        "ssim": {"face": _finite_mean(quality["ssim_face"]), "outside": _finite_mean(quality["ssim_out"]),
+                 "whole": _finite_mean(quality["ssim_whole"])},
         "psnr": {"face": _finite_mean(quality["psnr_face"]), "outside": _finite_mean(quality["psnr_out"]),
+                 "whole": _finite_mean(quality["psnr_whole"]),
                  "face_identical_images": sum(1 for v in quality["psnr_face"] if math.isinf(v))},
         "lpips": {"available": True, "value": float(np.mean(lpips_values)), "n": len(lpips_values),
                   "network": "AlexNet, v0.1, face crops"} if lpips_values
@@ -412,11 +414,14 @@ def _fairness(faces: list[FaceItem], labels: dict, group_columns, privacy: dict,
         table = {}
         for group, members in sorted(groups.items()):
             det = [faces[k].detected_anonymized for k in members if faces[k].detected_anonymized is not None]
+            det_original = [faces[k].detected_original for k in members if faces[k].detected_original is not None]
             prot = None
             if first is not None and first["thresholds"]["literature"] is not None:
                 d = [privacy[first["name"]]["distances"]["anonymized"][k] for k in members]
                 prot = protection_rate(d, first["thresholds"]["literature"])
-            table[group] = {"n": len(members), "detection_rate": float(np.mean(det)) if det else None, "protection_rate": prot}
+            table[group] = {"n": len(members), "detection_rate": float(np.mean(det)) if det else None,
+                            "original_detection_rate": float(np.mean(det_original)) if det_original else None, "protection_rate": prot}
         out[column] = {"groups": table, "protection_evaluator": first["name"] if first else None,
-                       "gaps": {m: group_gaps({g: v[m] for g, v in table.items()}) for m in ("detection_rate", "protection_rate")}}
+                       "gaps": {m: group_gaps({g: v[m] for g, v in table.items()})
+                                for m in ("detection_rate", "original_detection_rate", "protection_rate")}}
     return out

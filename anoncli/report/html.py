@@ -19,7 +19,7 @@ NA = '<span class="na">\u2014</span>'
 
 THRESHOLD_LABELS = {"literature": "literature", "far_1e-3": "FAR 1e-3"}
 SERIES_ORDER = ("anonymized", "genuine", "impostor")
-GROUP_METRIC_ORDER = ("detection_rate", "protection_rate")
+GROUP_METRIC_ORDER = ("detection_rate", "original_detection_rate", "protection_rate")
 GAP_ORDER = ("max_min", "mean_pairwise", "log_ratio", "std")
 GAP_LABELS = {"max_min": "max \u2212 min", "mean_pairwise": "mean pairwise", "log_ratio": "log ratio", "std": "std"}
 WHITE_BOX_NOTE = ("white-box: the anonymization method had access to this recognizer (for example it was "
@@ -366,8 +366,9 @@ def _utility(r: Mapping):
     for key, label, unit in (("ssim", "SSIM", ""), ("psnr", "PSNR", "dB")):
         d = _map(u.get(key))
         if d:
-            rows.append([label, f"face {_float(d.get('face'), unit)} \u00b7 outside {_float(d.get('outside'), unit)}",
-                         "anonymized against original; face region and the rest of the image"])
+            rows.append([label, f"face {_float(d.get('face'), unit)} \u00b7 outside {_float(d.get('outside'), unit)}"
+                                f" \u00b7 whole image {_float(d.get('whole'), unit)}",
+                         "anonymized against original: the face boxes, the rest of the image, and the whole image"])
     for key, label in (("lpips", "LPIPS"), ("fid", "FID")):
         d = _map(u.get(key))
         if d:

@@ -17,7 +17,7 @@ import numpy as np
 from .cache import FeatureCache, face_key
 
 DETECTION_IOU = 0.3
-QUALITY_VERSION = 1  # bump when the SSIM/PSNR code changes, so cached numbers are not reused
+QUALITY_VERSION = 2  # bump when the SSIM/PSNR code changes, so cached numbers are not reused
 
 
 @dataclass
@@ -220,7 +220,8 @@ class Measurer:
         outside = bool((~mask).any())
         return {"ssim_face": ssim(original, other, mask), "psnr_face": _jsonable(psnr(original, other, mask)),
                 "ssim_out": ssim(original, other, ~mask) if outside else None,
-                "psnr_out": _jsonable(psnr(original, other, ~mask)) if outside else None}
+                "psnr_out": _jsonable(psnr(original, other, ~mask)) if outside else None,
+                "ssim_whole": ssim(original, other), "psnr_whole": _jsonable(psnr(original, other))}
 
 
 _MEASURER: Measurer | None = None

@@ -117,6 +117,7 @@ def embed_crops(crops: np.ndarray, resolution: int, margin: float, progress: boo
     from tqdm import tqdm
 
     from ..identity.encoders import load_identity_encoder
+    from ..identity.representation import representation_without_code
     from ..models.tensors import to_tensor
 
     rep = representation_without_code(load_identity_encoder("dlib-resnet"), resolution, margin)
@@ -127,9 +128,3 @@ def embed_crops(crops: np.ndarray, resolution: int, margin: float, progress: boo
             out[start:start + batch, 0] = rep.descriptors(x).numpy()
             out[start:start + batch, 1] = rep.descriptors(x.flip(3)).numpy()
     return out
-
-
-def representation_without_code(encoder, resolution: int, margin: float):
-    from ..identity.representation import build_representation
-
-    return build_representation(encoder, resolution, margin, np.zeros(128, np.float32), np.eye(128, dtype=np.float32))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..flow.model import FORMAT
 from ..io.atomic import write_atomic
 from .loop import atomic_torch_save, load_checkpoint
 
@@ -38,10 +39,11 @@ class GlowTrainSettings:
     threads: int = 0
     seed: int = 0
     device: str = "cpu"
+    margin: float = 0.2                            # of the aligned crops (anoncli.faces.align)
     config: dict = field(default_factory=dict)    # GlowConfig overrides
 
     def shape_key(self) -> dict:
-        return {"config": self.config}
+        return {"config": self.config, "margin": self.margin}
 
 
 def resize_faces(crops: np.ndarray, resolution: int) -> np.ndarray:
@@ -131,7 +133,7 @@ class GlowTrainer:
         from safetensors.torch import save
 
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        meta = {"format": "anoncli-glow/1", "config": json.dumps(self.config.to_dict()),
+        meta = {"format": FORMAT, "config": json.dumps(self.config.to_dict()), "margin": repr(float(self.settings.margin)),
                 "card": json.dumps({**card, "steps": self.step, "train_seconds": round(self.elapsed),
                                     "settings": asdict(self.settings)})}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +141,8 @@ class GlowTrainer:
 
 
 def evaluate_flow(model, images_01, work: Path | None = None, step: int = 0, batch: int = 16) -> dict:
-    """Held-out bits/dim, the float32 round-trip error on the undequantised inputs, and sample grids."""
+    """Held-out bits/dim, the float32 round-trip error max |f⁻¹(f(x)) − x| on the continuous faces
+    (x in [−0.5, 0.5], as the methods encode them), and sample grids at temperature 0.5 and 1."""
     import torch
 
     if len(images_01) == 0:
@@ -151,7 +154,7 @@ def evaluate_flow(model, images_01, work: Path | None = None, step: int = 0, bat
         for start in range(0, len(images_01), batch):
             x = model.preprocess(images_01[start:start + batch], generator=noise)
             bpd += model.bits_per_dim(x).tolist()
-            clean = model.preprocess(images_01[start:start + batch], dequantize=False)
+            clean = images_01[start:start + batch] - 0.5    # continuous, as the methods encode (anoncli.flow.model)
             eps, _ = model.encode(clean)
             err = max(err, float((model.decode(eps) - clean).abs().max()))
         if work is not None:
@@ -159,9 +162,13 @@ def evaluate_flow(model, images_01, work: Path | None = None, step: int = 0, bat
             g = torch.Generator().manual_seed(0)
             for t in (0.5, 1.0):
                 eps = [torch.randn(16, *s, generator=g).to(images_01.device) for s in shapes]
-                _save_grid(model.decode(eps, temperature=t) + 0.5, work / f"glow-samples-step{step:06d}-t{t}.png")
+                _save_grid(model.decode(eps, temperature=t) + 0.5, sample_grid_path(work, step, t))
     model.train()
     return {"faces": len(images_01), "bits_per_dim": round(float(np.mean(bpd)), 4), "round_trip_max_abs": err}
+
+
+def sample_grid_path(work: Path, step: int, temperature: float) -> Path:
+    return work / f"glow-samples-step{step:06d}-t{temperature}.png"
 
 
 def _save_grid(images, path: Path, columns: int = 8) -> None:

@@ -7,6 +7,14 @@ from pathlib import Path
 from ..io.atomic import write_atomic
 
 
+def _with_licence_and_notes(lines: list[str], card: dict) -> str:
+    lines = lines + ["", "Licence: the code is MIT; the weights are derived from CelebA and UTKFace, whose terms allow",
+                     "non-commercial research only."]
+    if card.get("notes"):
+        lines += ["", "## Notes", ""] + [line for note in card["notes"] for line in (note, "")][:-1]
+    return "\n".join(lines) + "\n"
+
+
 def aei_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> str:
     ev = card.get("held_out_eval", {})
     s = card.get("settings", {})
@@ -33,13 +41,38 @@ def aei_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> s
         "| reconstruction PSNR | reconstruction SSIM | r_id cosine, reconstruction | r_id cosine to another face's identity (transfer) | dlib same person as that face (< 0.6) | random identity: dlib no longer the original (> 0.6) | r_id cosine, random identity | r_id cosine, identity turned 120° |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {ev.get('rec_psnr')} dB | {ev.get('rec_ssim')} | {ev.get('rec_id_cos')} | {ev.get('swap_id_cos')} | {ev.get('swap_same_person_dlib')} | {ev.get('random_identity_protection_dlib')} | {ev.get('random_id_cos', '-')} | {ev.get('turned_id_cos', '-')} |",
-        "",
-        "Licence: the code is MIT; the weights are derived from CelebA and UTKFace, whose terms allow",
-        "non-commercial research only.",
     ]
-    if card.get("notes"):
-        lines += ["", "## Notes", ""] + [line for note in card["notes"] for line in (note, "")][:-1]
-    return "\n".join(lines) + "\n"
+    return _with_licence_and_notes(lines, card)
+
+
+def glow_model_card(weights: Path, card: dict, sha256: str, size_bytes: int, samples: dict[float, str]) -> str:
+    ev = card.get("held_out_eval", {})
+    s = card.get("settings", {})
+    lines = [
+        f"# {weights.name}",
+        "",
+        "The flow of `--method flowrot` (FFEM, seed 001; METHODS.md §7): Glow with actnorm, LU-decomposed",
+        "invertible 1x1 convolutions, affine couplings and learned priors, trained by bits per dimension.",
+        "",
+        f"- file: `{weights.name}`, {size_bytes / 2 ** 20:.1f} MiB, sha256 `{sha256}`",
+        f"- network: `{json.dumps(card.get('config', {}))}`",
+        f"- data: {', '.join(card.get('data', []))} from `../shared/data` ({card.get('train_faces')} training faces, "
+        f"{card.get('held_out_faces')} held out: CelebA identities with identity mod 10 = 0, UTKFace files by name hash), "
+        f"aligned with margin {s.get('margin')}, area-resized, mirrored at random",
+        f"- steps: {card.get('steps')} at batch {s.get('batch_size')}, Adam lr {s.get('lr')} after {s.get('warmup_steps')} "
+        f"warm-up steps, {card.get('train_seconds', 0) / 3600:.2f} h of training on {card.get('machine', 'this machine')}",
+        f"- command: `{card.get('command', '')}` (run again with the same --work folder to resume)",
+        "",
+        f"## Held-out measurement ({ev.get('faces')} faces)",
+        "",
+        f"| bits/dim ({card.get('config', {}).get('n_bits')}-bit colour, dequantised) | largest \\|f⁻¹(f(x)) − x\\| in float32 (x in [−0.5, 0.5]) |",
+        "| --- | --- |",
+        f"| {ev.get('bits_per_dim')} | {ev.get('round_trip_max_abs', float('nan')):.2e} |",
+        "",
+        "Samples (16 each, the same noise):",
+        "",
+    ] + [f"- temperature {t}: `{name}`" for t, name in sorted(samples.items())]
+    return _with_licence_and_notes(lines, card)
 
 
 def write_aei_model_card(weights: Path, card: dict) -> Path:
@@ -47,4 +80,18 @@ def write_aei_model_card(weights: Path, card: dict) -> Path:
 
     path = weights.with_suffix(".md")
     write_atomic(path, aei_model_card(weights, card, sha256_of(weights), weights.stat().st_size).encode())
+    return path
+
+
+def write_glow_model_card(weights: Path, card: dict, sample_grids: dict[float, Path]) -> Path:
+    """The card and, beside the weights, a copy of each sample grid (``<stem>-samples-t<T>.png``)."""
+    from ..weights import sha256_of
+
+    names = {}
+    for t, grid in sample_grids.items():
+        name = f"{weights.stem}-samples-t{t}.png"
+        write_atomic(weights.parent / name, Path(grid).read_bytes())
+        names[t] = name
+    path = weights.with_suffix(".md")
+    write_atomic(path, glow_model_card(weights, card, sha256_of(weights), weights.stat().st_size, names).encode())
     return path

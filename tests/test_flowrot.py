@@ -1,0 +1,135 @@
+"""FFEM's flow-latent rotation on a tiny random Glow: exact restore with the key, none without it,
+and a leaked (original, fake) pair gives that face's matrix and no other's (issue 7 point 3)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from anoncli.flow.model import FlowModel  # noqa: E402
+from anoncli.flow.rotation import latent_matrix, procrustes_rotation  # noqa: E402
+from anoncli.keys.derive import FaceKey  # noqa: E402
+from anoncli.methods import get_method_spec  # noqa: E402
+from anoncli.methods.flowrot import FlowRotation, decrypt_latent, encrypt_latent, face_rotation  # noqa: E402
+from anoncli.models.glow import Glow, GlowConfig  # noqa: E402
+
+R = 16
+
+
+def _flow():
+    torch.manual_seed(0)
+    net = Glow(GlowConfig(resolution=R, levels=2, steps=2, hidden=8))
+    with torch.no_grad():
+        net.encode(torch.rand(8, 3, R, R) - 0.5)    # actnorm's data-dependent start
+        for p in net.parameters():                  # couplings that do something (zero-initialised otherwise)
+            p.add_(0.02 * torch.randn_like(p))
+    return FlowModel.from_network(net, margin=0.2)
+
+
+def _faces(n, seed=1):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:R, 0:R]
+    base = 60 + np.stack([x * 8.0, y * 8.0, (x + y) * 4.0], -1)
+    return [np.clip(base + rng.normal(0, 15, (R, R, 3)), 40, 215) for _ in range(n)]
+
+
+def _key(i):
+    return FaceKey(f"face{i}", bytes([i]) * 32)
+
+
+@pytest.fixture(scope="module")
+def method():
+    spec = get_method_spec("flowrot")
+    return FlowRotation(flow=_flow(), **spec.resolve_params({}))
+
+
+def test_rotation_is_orthogonal_per_face_and_the_latent_round_trips():
+    a, b = face_rotation(b"\x01" * 32, 24), face_rotation(b"\x02" * 32, 24)
+    np.testing.assert_allclose(a @ a.T, np.eye(24), atol=1e-12)
+    np.testing.assert_array_equal(a, face_rotation(b"\x01" * 32, 24))
+    assert np.abs(a - b).max() > 0.1
+    rng = np.random.default_rng(0)
+    eps = [rng.standard_normal((6, 8, 8)), rng.standard_normal((12, 4, 4))]   # 576 = 24 x 24
+    enc = encrypt_latent(eps, a)
+    assert [e.shape for e in enc] == [e.shape for e in eps]
+    for got, want in zip(decrypt_latent(enc, a), eps):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    # an orthogonal turn keeps the latent's norm, so the fake face is as likely a sample as the original
+    assert np.isclose(sum((e ** 2).sum() for e in enc), sum((e ** 2).sum() for e in eps))
+
+
+def test_restore_with_the_key_returns_the_face_and_a_wrong_key_does_not(method):
+    assert method.params["temperature"] == 0.5 and method.params["shape"] == "crop"
+    face = _faces(1)[0]
+    fake = method.anonymize_crop(face, None, _key(1))
+    assert np.abs(fake - face).mean() > 5
+    restored = method.restore_crop(fake, None, _key(1), {})
+    assert np.abs(restored - face).max() < 0.05        # float32 flow, 0..255 scale
+    wrong = method.restore_crop(fake, None, _key(2), {})
+    assert np.abs(wrong - face).mean() > 5 * np.abs(restored - face).mean() + 1
+
+
+def test_a_leaked_pair_gives_its_own_matrix_and_restores_no_other_face(method):
+    flow, t = method.flow, method.params["temperature"]
+    faces = _faces(4, seed=3)
+    fakes = [method.anonymize_crop(f, None, _key(i)) for i, f in enumerate(faces)]
+    # the attacker knows face 0 and its fake, and the flow: Procrustes on the two latents
+    z0 = latent_matrix(flow.encode(faces[0]), R)
+    z0_enc = latent_matrix(flow.encode(fakes[0]), R) / t
+    leaked = procrustes_rotation(z0, z0_enc)
+    np.testing.assert_allclose(leaked, face_rotation(_key(0).secret, R), atol=1e-4)
+    errors = []
+    for face, fake in zip(faces, fakes):
+        enc = [e / t for e in flow.encode(fake)]
+        errors.append(np.abs(flow.decode(decrypt_latent(enc, leaked), 1.0) - face).mean())
+    assert errors[0] < 0.05
+    assert min(errors[1:]) > 5
+
+
+def test_flowrot_needs_a_key_and_names_the_command_that_gets_its_flow(method):
+    with pytest.raises(ValueError, match="keyfile"):
+        method.anonymize_crop(_faces(1)[0], None, None)
+    spec = get_method_spec("ffem")
+    assert spec.name == "flowrot" and spec.reversible and spec.weights == ("glow-celeba-utk-64",)
+    from anoncli.weights import REGISTRY, WeightsMissing, fetch, missing_message
+
+    assert "anoncli train glow" in missing_message(REGISTRY["glow-celeba-utk-64"], [])
+    with pytest.raises(WeightsMissing, match="anoncli train glow"):
+        fetch("glow-celeba-utk-64")
+
+
+def test_the_encrypted_latent_image_holds_z_enc_to_its_quantisation():
+    from anoncli.methods.flowrot import latent_from_image, latent_image
+
+    rng = np.random.default_rng(2)
+    shapes = [(6, 8, 8), (24, 4, 4)]            # 768 = 16 x 48
+    eps = [rng.standard_normal(s) for s in shapes]
+    img = latent_image(eps, 16)
+    assert img.shape == (16, 16, 3) and img.dtype == np.uint8
+    back = latent_from_image(img, shapes)
+    for got, want in zip(back, eps):
+        inside = np.abs(want) < 3.9
+        assert np.abs(got - want)[inside].max() <= 1 / 64 + 1e-12
+
+
+def test_output_latent_writes_one_png_per_face_beside_the_output(method, tmp_path):
+    from PIL import Image
+
+    from anoncli.faces.stage import SIDE_IMAGES
+    from anoncli.pipeline import Worker
+
+    face = _faces(1)[0]
+    assert method.side_images(face, None, _key(1)) == {}
+    with_latent = FlowRotation(flow=method.flow, **get_method_spec("flowrot").resolve_params({"output_latent": "true"}))
+    side = with_latent.side_images(face, None, _key(1))
+    assert list(side) == ["latent"] and side["latent"].shape == (R, R, 3)
+    rec = {"input": "sub/a.jpg", "faces": [{"box": [0, 0, 1, 1]}, {"box": [1, 1, 2, 2], SIDE_IMAGES: side}]}
+    Worker._write_side_images(rec, tmp_path / "sub" / "a.jpg")
+    written = rec["faces"][1]["side_images"]["latent"]
+    assert written["path"] == "latents/sub/a.face1.png" and "side_images" not in rec["faces"][0]
+    import hashlib
+
+    assert written["sha256"] == hashlib.sha256((tmp_path / written["path"]).read_bytes()).hexdigest()
+    assert SIDE_IMAGES not in rec["faces"][1]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "latents" / "sub" / "a.face1.png")), side["latent"])
