@@ -236,7 +236,6 @@ class Worker:
         if secrets is not None and self.keys is not None:
             rec[KEY_RECORD] = key_record(rec, secrets)
 
-
     @staticmethod
     def _write_side_images(rec: dict, dst: Path) -> None:
         """Each face's extra images (``FaceMethod.side_images``) as PNG under OUTPUT/<name>s/, the
