@@ -48,3 +48,27 @@ def test_evaluate_flow_of_nothing_is_empty():
     from anoncli.models.glow import Glow, GlowConfig
 
     assert evaluate_flow(Glow(GlowConfig(**TINY)), torch.zeros(0, 3, 16, 16)) == {}
+
+
+def test_the_log_averages_over_the_steps_it_saw_also_right_after_a_resume(tmp_path):
+    import json
+
+    from anoncli.train.loop import run_resumable
+
+    class Counting:
+        def __init__(self, step):
+            self.step, self.elapsed = step, 0.0
+
+        def train_step(self):
+            self.step += 1
+            return {"loss": 2.0}
+
+        def evaluate(self):
+            return {}
+
+        def save_checkpoint(self):
+            pass
+
+    run_resumable(Counting(18), 40, tmp_path / "log.jsonl", checkpoint_every=100, evaluate_every=1000, progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [20, 40] and all(line["loss"] == 2.0 for line in lines)

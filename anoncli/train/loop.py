@@ -52,17 +52,19 @@ def run_resumable(trainer, steps: int, log_path: Path, *, checkpoint_every: int,
     bar = tqdm(total=steps, initial=trainer.step, desc=desc, unit="step", disable=not progress)
     try:
         sums: dict[str, float] = {}
+        counted = 0   # steps in this log line: fewer than log_every right after a resume
         while trainer.step < steps and not stop["now"]:
             t0 = time.perf_counter()
             losses = trainer.train_step()
             trainer.elapsed += time.perf_counter() - t0
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
+            counted += 1
             bar.update(1)
             if trainer.step % log_every == 0:
                 line = {"step": trainer.step, "elapsed_s": round(trainer.elapsed, 1),
-                        **{k: round(v / log_every, 5) for k, v in sums.items()}}
-                sums = {}
+                        **{k: round(v / counted, 5) for k, v in sums.items()}}
+                sums, counted = {}, 0
                 if trainer.step % evaluate_every == 0:
                     line["eval"] = trainer.evaluate()
                 with open(log_path, "a") as fh:
