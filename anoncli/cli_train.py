@@ -226,17 +226,16 @@ def train_student(
     from .flow.model import FlowModel
     from .train.face_crops import prepare
     from .train.flow_student import StudentTrainer, StudentTrainSettings
-    from .weights import WeightsMissing, resolve_weights
+    from .weights import WeightsMissing
 
     try:
-        resolved = resolve_weights(teacher, weights_dir)
         flow = FlowModel(weights_dir, teacher)
     except (KeyError, WeightsMissing, ValueError) as e:
         _fail(str(e).strip("'\""))
     settings = StudentTrainSettings(steps=steps, batch_size=batch_size, lr=lr, lambda_percept=lambda_percept, gamma=gamma,
                                     temperature_min=temperature_min, temperature_max=temperature_max,
                                     checkpoint_every=checkpoint_every, evaluate_every=evaluate_every, threads=threads,
-                                    seed=seed, device=_device(device), teacher_sha256=resolved.entry.sha256, widths=list(widths))
+                                    seed=seed, device=_device(device), teacher_sha256=flow.sha256, widths=list(widths))
     try:
         crops = prepare(list(data), work / "data", 128, flow.margin, progress)
         trainer = StudentTrainer(crops, flow.net, settings, work, flow.margin, log=lambda m: console.print(m))

@@ -120,9 +120,11 @@ def test_output_latent_writes_one_png_per_face_beside_the_output(method, tmp_pat
     from anoncli.pipeline import Worker
 
     face = _faces(1)[0]
-    assert method.side_images(face, None, _key(1)) == {}
+    fake, none = method.anonymize_with_side_images(face, None, _key(1))
+    assert none == {}
     with_latent = FlowRotation(flow=method.flow, **get_method_spec("flowrot").resolve_params({"output_latent": "true"}))
-    side = with_latent.side_images(face, None, _key(1))
+    same_fake, side = with_latent.anonymize_with_side_images(face, None, _key(1))
+    np.testing.assert_array_equal(same_fake, fake)
     assert list(side) == ["latent"] and side["latent"].shape == (R, R, 3)
     rec = {"input": "sub/a.jpg", "faces": [{"box": [0, 0, 1, 1]}, {"box": [1, 1, 2, 2], SIDE_IMAGES: side}]}
     Worker._write_side_images(rec, tmp_path / "sub" / "a.jpg")

@@ -94,8 +94,8 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
         key = face_key(index) if face_key is not None else None
         landmarks_in_crop = apply_affine(m, det.landmarks)
         crop = extract_crop(img, m, res, roi)
-        anon = method.anonymize_crop(crop, landmarks_in_crop, key).astype(np.float32, copy=False)
-        side = method.side_images(crop, landmarks_in_crop, key)
+        anon, side = method.anonymize_with_side_images(crop, landmarks_in_crop, key)
+        anon = anon.astype(np.float32, copy=False)
         if side:
             record[SIDE_IMAGES] = side
         mask = method.blend_mask(landmarks_in_crop)

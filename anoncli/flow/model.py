@@ -46,7 +46,9 @@ class FlowModel:
         from ..weights import resolve_weights
 
         self.torch = torch
-        file = read_flow_file(resolve_weights(name, weights_dir).path)
+        resolved = resolve_weights(name, weights_dir)
+        self.sha256 = resolved.entry.sha256
+        file = read_flow_file(resolved.path)
         self.config = GlowConfig(**file.config)
         self.net = Glow(self.config)
         self.net.load_state_dict(file.tensors, strict=True)
@@ -63,7 +65,7 @@ class FlowModel:
 
         model = cls.__new__(cls)
         model.torch, model.net, model.config = torch, net.eval().requires_grad_(False), net.config
-        model.resolution, model.margin, model.card = net.config.resolution, margin, {}
+        model.resolution, model.margin, model.card, model.sha256 = net.config.resolution, margin, {}, ""
         model.shapes = net.latent_shapes()
         return model
 

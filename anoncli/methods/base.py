@@ -99,9 +99,12 @@ class FaceMethod:
         """The original crop from the anonymized one and the face's key (reversible methods only)."""
         raise NotImplementedError(f"{type(self).__name__} cannot restore without escrow")
 
-    def side_images(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key=None) -> dict[str, np.ndarray]:
-        """Extra per-face images the run writes under OUTPUT/<name>s/ (name -> uint8 RGB); none by default."""
-        return {}
+    def anonymize_with_side_images(self, crop: np.ndarray, landmarks_in_crop: np.ndarray,
+                                   key=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``anonymize_crop`` and the extra per-face images the run writes under OUTPUT/<name>s/
+        (name -> uint8 RGB); none by default. A method with extra images overrides this, so that
+        both come from one pass."""
+        return self.anonymize_crop(crop, landmarks_in_crop, key), {}
 
     def key_params(self, key) -> dict:
         """Per-face values the keyfile keeps for restore (e.g. a rotation angle); never the key itself."""

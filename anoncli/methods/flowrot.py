@@ -66,13 +66,12 @@ class FlowRotation(ShapedMaskMethod):
         return face_rotation(key.secret, self.resolution)
 
     def anonymize_crop(self, crop, landmarks_in_crop, key=None):
-        encrypted = encrypt_latent(self.flow.encode(crop), self._rotation(key))
-        return self.flow.decode(encrypted, self.params["temperature"])
+        return self.anonymize_with_side_images(crop, landmarks_in_crop, key)[0]
 
-    def side_images(self, crop, landmarks_in_crop, key=None):
-        if not self.params["output_latent"]:
-            return {}
-        return {"latent": latent_image(encrypt_latent(self.flow.encode(crop), self._rotation(key)), self.resolution)}
+    def anonymize_with_side_images(self, crop, landmarks_in_crop, key=None):
+        encrypted = encrypt_latent(self.flow.encode(crop), self._rotation(key))
+        side = {"latent": latent_image(encrypted, self.resolution)} if self.params["output_latent"] else {}
+        return self.flow.decode(encrypted, self.params["temperature"]), side
 
     def restore_crop(self, crop, landmarks_in_crop, key, face_params):
         """From the encrypted latent image when the run wrote one (``--output-latent``: Z_enc to

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import write_atomic
-from .glow import resize_faces
+from .glow import face_batch
 from .loop import atomic_torch_save, load_checkpoint
 
 CHECKPOINT = "student-checkpoint.pt"
@@ -95,11 +95,7 @@ class StudentTrainer:
             log(f"resumed at step {self.step}")
 
     def _faces(self, indices, flips=None):
-        faces = resize_faces(self.crops.crops[indices], self.config.resolution)
-        if flips is not None:
-            faces = np.stack([f[:, ::-1] if flip else f for f, flip in zip(faces, flips)])
-        x = self.torch.from_numpy(np.ascontiguousarray(faces, dtype=np.float32)).permute(0, 3, 1, 2) / 255.0 - 0.5
-        return x.to(self.device)
+        return face_batch(self.crops, indices, self.config.resolution, self.device, flips) - 0.5
 
     def _latent_samples(self, n: int) -> list:
         torch = self.torch

@@ -55,6 +55,16 @@ def resize_faces(crops: np.ndarray, resolution: int) -> np.ndarray:
     return np.stack([cv2.resize(np.asarray(c), (resolution, resolution), interpolation=cv2.INTER_AREA) for c in crops])
 
 
+def face_batch(crops, indices: np.ndarray, resolution: int, device, flips: np.ndarray | None = None):
+    """N x 3 x R x R float faces in [0, 1] of a CropSet, resized, the ``flips`` ones mirrored."""
+    import torch
+
+    faces = resize_faces(crops.crops[indices], resolution)
+    if flips is not None:
+        faces = np.stack([f[:, ::-1] if flip else f for f, flip in zip(faces, flips)])
+    return (torch.from_numpy(np.ascontiguousarray(faces, dtype=np.float32)).permute(0, 3, 1, 2) / 255.0).to(device)
+
+
 class GlowTrainer:
     def __init__(self, crops, settings: GlowTrainSettings, work: Path, log=print):
         import torch
@@ -86,11 +96,7 @@ class GlowTrainer:
             self._initialize_actnorm()
 
     def _images(self, indices: np.ndarray, flips: np.ndarray | None = None):
-        faces = resize_faces(self.crops.crops[indices], self.config.resolution)
-        if flips is not None:
-            faces = np.stack([f[:, ::-1] if flip else f for f, flip in zip(faces, flips)])
-        x = self.torch.from_numpy(np.ascontiguousarray(faces, dtype=np.float32)).permute(0, 3, 1, 2) / 255.0
-        return x.to(self.device)
+        return face_batch(self.crops, indices, self.config.resolution, self.device, flips)
 
     def _initialize_actnorm(self) -> None:
         """Glow's data-dependent initialisation on one batch (larger than a step's when there are faces for it)."""
