@@ -129,7 +129,7 @@ def anonymize(
         params = spec.resolve_params(parse_method_flags(list(ctx.args)))
     except (KeyError, ValueError) as e:
         fail(str(e.args[0]) if e.args else str(e))
-    for name in (DETECTORS[detector].weights, *spec.weights):
+    for name in (DETECTORS[detector].weights, *spec.weights_needed(params)):
         found, bad = locate(name, weights_dir)
         if found is None:
             fail(missing_message(REGISTRY[name], bad), code=3)

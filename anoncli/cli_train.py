@@ -203,6 +203,7 @@ def train_student(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Faces and latent samples per step."),
     lr: float = typer.Option(2e-4, "--lr", min=0.0, help="Adam learning rate of both halves."),
     lambda_percept: float = typer.Option(1.0, "--lambda-percept", min=0.0, help="λ of the decoder's perceptual term (seed 000 Sec. 4)."),
+    lambda_samples: float = typer.Option(1.0, "--lambda-samples", min=0.0, help="μ of the decoder's L1 to the teacher's decoded samples D_t(z), z ~ N(0, τ²I) (not in seed 000, whose loss is μ = 0: fake faces are decoded at λ = 0.5, where real faces' latents never are)."),
     gamma: float = typer.Option(1.0, "--gamma", min=1e-6, help="γ of the encoder loss ‖γz − E_s(D_t(z))‖² (seed 000 Sec. 4)."),
     temperature_min: float = typer.Option(0.4, "--temperature-min", min=0.0, help="Smallest τ of the encoder's latent samples z ~ N(0, τ²I)."),
     temperature_max: float = typer.Option(1.0, "--temperature-max", min=0.0, help="Largest τ of those samples (the teacher's prior: 1)."),
@@ -232,7 +233,7 @@ def train_student(
         flow = FlowModel(weights_dir, teacher)
     except (KeyError, WeightsMissing, ValueError) as e:
         _fail(str(e).strip("'\""))
-    settings = StudentTrainSettings(steps=steps, batch_size=batch_size, lr=lr, lambda_percept=lambda_percept, gamma=gamma,
+    settings = StudentTrainSettings(steps=steps, batch_size=batch_size, lr=lr, lambda_percept=lambda_percept, lambda_samples=lambda_samples, gamma=gamma,
                                     temperature_min=temperature_min, temperature_max=temperature_max,
                                     checkpoint_every=checkpoint_every, evaluate_every=evaluate_every, threads=threads,
                                     seed=seed, device=_device(device), teacher_sha256=flow.sha256, widths=list(widths))
@@ -243,6 +244,9 @@ def train_student(
         _fail(str(e))
     result = _train_and_measure(trainer, steps, progress, 100)
     if export is not None:
+        from .train.model_card import write_student_model_card
+
         card = _card(trainer, "student", data, result, card_note)
         trainer.export(export, card)
-        console.print(f"[green]exported[/] {export}")
+        card_path = write_student_model_card(export, _card_after_export(card, trainer))
+        console.print(f"[green]exported[/] {export} and its model card {card_path}")

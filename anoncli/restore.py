@@ -161,7 +161,7 @@ def _restorer(reader, record: dict, weights_dir: str | None) -> _Restorer:
                        "(anonymize with --escrow to make any method restorable)")
     from .weights import REGISTRY, resolve_weights
 
-    for w in spec.weights:
+    for w in spec.weights_needed(spec.resolve_params(seal.get("params", {}))):
         resolve_weights(w, weights_dir)  # WeightsMissing names the command that gets it
         if seal.get("method_weights", {}).get(w) not in (None, REGISTRY[w].sha256):
             raise RunError(f"the run used other {w} weights (sha256 {seal['method_weights'][w]}) than the ones "

@@ -390,7 +390,7 @@ def _finish_keyfile(writer, keys: KeyOptions, manifest_sha256: str, ordered: lis
     spec = get_method_spec(config.method)
     run_info = {"method": config.method, "params": config.params, "config_hash": config.hash,
                 "escrow": keys.escrow, "detector": {"name": config.detector, "sha256": config.detector_weights_sha256},
-                "method_weights": {w: REGISTRY[w].sha256 for w in spec.weights}}
+                "method_weights": {w: REGISTRY[w].sha256 for w in spec.weights_needed(config.params)}}
     sizes = writer.finish(manifest_sha256, keep, run_info)
     faces = sum(len(r.get("faces", [])) for r in ordered if r["input"] in keep)
     sizes["faces"] = faces

@@ -154,6 +154,16 @@ REGISTRY: dict[str, WeightsEntry] = {
                           "--work ~/glow-work --resolution 64 --levels 4 --flow-steps 8 --hidden 128 "
                           "--export weights/glow_celeba_utk_64.safetensors",
         ),
+        WeightsEntry(
+            name="flow-student-celeba-utk-64",
+            filename="flow_student_celeba_utk_64.safetensors",
+            url="weights/flow_student_celeba_utk_64.md (trained by this project; no download)",
+            sha256="dee1329d4aabf56d42494385bb7df61ca6cb82e204f70ebed496498c252945d3",
+            licence="MIT (code); distilled from the Glow above on CelebA and UTKFace, whose terms allow non-commercial research only",
+            what="flowrot --model student (seed 000, MCKD): tiny CNN encoder and decoder distilled from glow-celeba-utk-64",
+            train_command="anoncli train student --data ../shared/data/celeba-crops --data ../shared/data/utkface "
+                          "--work ~/student-work --export weights/flow_student_celeba_utk_64.safetensors",
+        ),
     )
 }
 

@@ -1,12 +1,12 @@
 """Per-face speed of flowrot's model part, teacher against the distilled student (issue 7, point 4).
 
-    .venv/bin/python benchmarks/bench_flow_student.py [--student FILE] [--faces N] [--threads T]
+    .venv/bin/python benchmarks/bench_flow_student.py [--fresh] [--faces N] [--threads T]
 
 Each face, one at a time as the pipeline does it: encode the aligned 64 px crop, turn the latent by
 the face's orthogonal matrix, decode at λ = 0.5 (anonymize), then encode that fake face, turn back
-and decode (restore). The teacher is the committed Glow; the student is the file given, or a freshly
-initialised student of the same architecture (its speed does not depend on its weights, only its
-fake faces do). Faces: held-out CelebA crops of `../shared/data`. Prints faces/s of each and the
+and decode (restore). The teacher is the committed Glow; the student is the committed one, or with
+--fresh a freshly initialised student of the same architecture (its speed does not depend on its
+weights, only its fake faces do). Faces: held-out CelebA crops of `../shared/data`. Prints faces/s of each and the
 student's speed-up; writes benchmarks/results/flow-student-speed-<date>.json.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ def time_model(encode, decode, crops: np.ndarray, m: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--student", type=Path, help="a student exported by `anoncli train student` (default: fresh weights)")
+    ap.add_argument("--fresh", action="store_true", help="time a freshly initialised student instead of the registered one")
     ap.add_argument("--faces", type=int, default=100)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
@@ -72,29 +72,21 @@ def main() -> None:
     import torch
 
     from anoncli.flow.model import FlowModel
+    from anoncli.flow.student import FlowStudentModel
     from anoncli.models.flow_student import FlowStudent, StudentConfig
+    from anoncli.weights import WeightsMissing
 
     torch.set_num_threads(args.threads)
     teacher = FlowModel()
-    student = FlowStudent(StudentConfig.for_teacher(teacher.net)).eval()
-    source = "fresh weights"
-    if args.student is not None:
-        from safetensors.torch import load_file
-
-        student.load_state_dict(load_file(str(args.student)))
-        source = str(args.student)
-
-    def to_x(crop):
-        return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None] / 255.0 - 0.5
-
-    def student_encode(crop):
-        with torch.no_grad():
-            return [e[0].double().numpy() for e in student.encoder(to_x(crop))]
-
-    def student_decode(eps, t):
-        with torch.no_grad():
-            x = student.decoder([torch.as_tensor(np.asarray(e, np.float32))[None] * t for e in eps])
-        return ((x[0].permute(1, 2, 0).numpy() + 0.5) * 255.0).clip(0, 255)
+    if args.fresh:
+        student = FlowStudentModel.from_network(FlowStudent(StudentConfig.for_teacher(teacher.net)), teacher.margin)
+        source = "fresh weights"
+    else:
+        try:
+            student, source = FlowStudentModel(), "the registered student (weights/)"
+        except WeightsMissing as e:
+            raise SystemExit(f"{e}\n(or time the architecture alone with --fresh)")
+    student_encode, student_decode = student.encode, student.decode
 
     crops = held_out_crops(args.faces, teacher.resolution, teacher.margin)
     load_before = os.getloadavg()[0]
@@ -102,7 +94,7 @@ def main() -> None:
     time_model(student_encode, student_decode, crops[:3], teacher.resolution)
     rows = []
     for label, enc, dec, params in (("teacher (Glow)", teacher.encode, teacher.decode, teacher.net.parameters()),
-                                    ("student", student_encode, student_decode, student.parameters())):
+                                    ("student", student_encode, student_decode, student.net.parameters())):
         seconds = time_model(enc, dec, crops, teacher.resolution)
         rows.append({"model": label, "faces": len(crops), "ms_per_face": round(seconds * 1000, 2),
                      "faces_per_second": round(1 / seconds, 2), "parameters": sum(p.numel() for p in params)})

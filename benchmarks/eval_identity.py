@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/eval_identity.py --method identitydp [--epsilon 6] [--set crops|wild] [--limit N]
     .venv/bin/python benchmarks/eval_identity.py --method idrotate [--level 9] [--set crops|wild] [--limit N]
                                                                   [--refine-steps K]
-    .venv/bin/python benchmarks/eval_identity.py --method flowrot [--temperature 0.5] [--output-latent]
+    .venv/bin/python benchmarks/eval_identity.py --method flowrot [--temperature 0.5] [--model teacher|student] [--output-latent]
                                                                   [--set crops|wild|utkface]
 
 Faces are held out from the generator's training: ``crops`` takes CelebA crops of the identities the
@@ -140,6 +140,7 @@ def main() -> None:
     ap.add_argument("--level", type=int, default=9)
     ap.add_argument("--refine-steps", type=int, help="the methods' --refine-steps (default: the method's)")
     ap.add_argument("--temperature", type=float, default=0.5, help="flowrot's λ")
+    ap.add_argument("--model", default="teacher", choices=["teacher", "student"], help="flowrot's flow: the Glow or its distilled student")
     ap.add_argument("--output-latent", action="store_true", help="flowrot: also write the encrypted latent images, which restore then reads")
     ap.add_argument("--set", default="crops", choices=["crops", "wild", "utkface"])
     ap.add_argument("--limit", type=int, default=300)
@@ -150,7 +151,7 @@ def main() -> None:
     images, labels = held_out_images(args.set, args.limit)
     load_before = os.getloadavg()[0]
     flags = {"identitydp": ["--epsilon", args.epsilon, "--sensitivity", args.sensitivity], "idrotate": ["--level", args.level],
-             "flowrot": ["--temperature", args.temperature]}[args.method]
+             "flowrot": ["--temperature", args.temperature, "--model", args.model]}[args.method]
     keyed = args.method in ("idrotate", "flowrot")
     if args.output_latent:
         flags += ["--output-latent", "true"]
@@ -180,7 +181,7 @@ def main() -> None:
     width = max(len(k) for k in row)
     for k, v in row.items():
         print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    path = write_json(f"identity-{args.method}{'-latent' if args.output_latent else ''}-{args.set}", [row], machine_record(" ".join(sys.argv), load_before))
+    path = write_json(f"identity-{args.method}{'-student' if args.model == 'student' else ''}{'-latent' if args.output_latent else ''}-{args.set}", [row], machine_record(" ".join(sys.argv), load_before))
     print(f"written {path}")
 
 

@@ -135,3 +135,42 @@ def test_output_latent_writes_one_png_per_face_beside_the_output(method, tmp_pat
     assert written["sha256"] == hashlib.sha256((tmp_path / written["path"]).read_bytes()).hexdigest()
     assert SIDE_IMAGES not in rec["faces"][1]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "latents" / "sub" / "a.face1.png")), side["latent"])
+
+
+def _student_flow():
+    from anoncli.flow.student import FlowStudentModel
+    from anoncli.models.flow_student import FlowStudent, StudentConfig
+
+    torch.manual_seed(3)
+    return FlowStudentModel.from_network(FlowStudent(StudentConfig.for_teacher(_flow().net, (8, 8))), margin=0.2, gamma=2.0)
+
+
+def test_the_student_has_the_teachers_interface_and_its_latent_image_restores_its_round_trip():
+    student = _student_flow()
+    teacher = _flow()
+    assert student.shapes == teacher.shapes and student.resolution == R
+    face = _faces(1)[0]
+    eps = student.encode(face)
+    with torch.no_grad():
+        raw = student.net.encoder(torch.from_numpy(np.float32(face)).permute(2, 0, 1)[None] / 255.0 - 0.5)
+    np.testing.assert_allclose(eps[0], raw[0][0].double().numpy() / 2.0, rtol=1e-6)   # E_s(x)/γ
+    np.testing.assert_allclose(student.decode(eps, 0.5), student.decode([0.5 * e for e in eps], 1.0), atol=1e-4)
+
+    method = FlowRotation(flow=student, **get_method_spec("flowrot").resolve_params({"model": "student", "output_latent": "true"}))
+    fake, side = method.anonymize_with_side_images(face, None, _key(4))
+    restored = method.restore_crop(fake, None, _key(4), {"side_images": side})
+    round_trip = student.decode(eps, 1.0)
+    assert np.abs(restored - round_trip).mean() < 0.5            # the latent image's 1/32 steps, nothing else
+    wrong = method.restore_crop(fake, None, _key(5), {"side_images": side})
+    assert np.abs(wrong - round_trip).mean() > 5 * np.abs(restored - round_trip).mean()
+
+
+def test_model_student_needs_the_students_weights_and_names_the_command_that_trains_them():
+    from anoncli.weights import REGISTRY, missing_message
+
+    spec = get_method_spec("flowrot")
+    assert spec.weights_needed(spec.resolve_params({})) == ("glow-celeba-utk-64",)
+    assert spec.weights_needed(spec.resolve_params({"model": "student"})) == ("glow-celeba-utk-64", "flow-student-celeba-utk-64")
+    assert "anoncli train student" in missing_message(REGISTRY["flow-student-celeba-utk-64"], [])
+    with pytest.raises(ValueError, match="--model"):
+        spec.resolve_params({"model": "tiny"})

@@ -62,6 +62,11 @@ class MethodSpec:
     check: Callable[[dict], None] | None = None   # raises ValueError when the parameters do not fit together
     dataset_level: bool = False   # needs every face of the dataset before any output (two passes, anoncli.two_pass)
     advisory: Callable[[object], str | None] | None = None   # (weights_dir) -> a warning to show before a run, or None
+    param_weights: Callable[[dict], tuple[str, ...]] | None = None   # weights some parameter values need besides ``weights``
+
+    def weights_needed(self, params: dict) -> tuple[str, ...]:
+        """Registry names of the files a run with these (resolved) parameters loads."""
+        return self.weights + (self.param_weights(params) if self.param_weights else ())
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``given``, each value validated; unknown names are an error."""

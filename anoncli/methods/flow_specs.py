@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import MethodSpec, Param
 
 _FLOW = "glow-celeba-utk-64"
+_STUDENT = "flow-student-celeba-utk-64"
 _FFEM = "Zhu et al., People Taking Photos That Faces Never Share (FFEM)"
 
 
@@ -21,6 +22,9 @@ FLOWROT_SPEC = MethodSpec(
     citation=_FFEM + ", Sec. 3.2 (encryption Z_enc = A·Z), 3.3 (temperature λ = 0.5), 5 (setup); METHODS.md §7 decision "
              "(one A per face from the keyfile)",
     params=(
+        Param("model", str, "teacher", "The flow f: teacher, the Glow (exact inverse); student, its tiny CNN encoder and decoder "
+              "distilled by `anoncli train student` (seed 000, MCKD: faster, lossy; its fake faces are measured in its model card).",
+              choices=("teacher", "student")),
         Param("temperature", float, 0.5, "λ: the fake face is f⁻¹(λ·A·Z). FFEM uses 0.5 (better quality, less age and gender "
               "spread, Sec. 3.3) and sweeps 0.5-0.8 (Table 6); restore divides by it.", minimum=1e-3, maximum=1.0),
         Param("shape", str, "crop", "Region replaced by the fake face: crop, the whole aligned crop (model-only restore re-encodes "
@@ -35,5 +39,6 @@ FLOWROT_SPEC = MethodSpec(
     load=_load,
     reversible=True,
     weights=(_FLOW,),
+    param_weights=lambda params: (_STUDENT,) if params.get("model") == "student" else (),
     aliases=("ffem",),
 )

@@ -50,9 +50,16 @@ def latent_from_image(image: np.ndarray, shapes: list[tuple[int, ...]]) -> list[
 
 
 class FlowRotation(ShapedMaskMethod):
+    """``flow``: anything with the teacher's encode/decode/shapes/resolution/margin (the Glow of
+    ``anoncli.flow.model`` or its distilled student, ``anoncli.flow.student``)."""
+
     def __init__(self, weights_dir=None, flow=None, **params):
         super().__init__(**params)
-        if flow is None:
+        if flow is None and self.params["model"] == "student":
+            from ..flow.student import FlowStudentModel
+
+            flow = FlowStudentModel(weights_dir)
+        elif flow is None:
             from ..flow.model import FlowModel
 
             flow = FlowModel(weights_dir)

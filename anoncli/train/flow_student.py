@@ -3,13 +3,18 @@ tiny CNN encoder and decoder (seed 000, MCKD, Sec. 4; METHODS.md §7).
 
 Each step trains the two halves, separately and each against the other half of the teacher:
 
-    decoder:  L_dec = ‖x − D_s(E_t(x))‖₁ + λ·P(x, D_s(E_t(x)))      x: real aligned faces
-    encoder:  L_enc = ‖γ·z − E_s(D_t(z))‖²                           z ~ N(0, τ²I)
+    decoder:  L_dec = ‖x − D_s(E_t(x))‖₁ + λ·P(x, D_s(E_t(x))) + μ·‖D_t(z) − D_s(z)‖₁    x: real aligned faces
+    encoder:  L_enc = ‖γ·z − E_s(D_t(z))‖²                                                z ~ N(0, τ²I)
 
 P is the offline perceptual distance of ``anoncli.models.perceptual`` (seed 000 uses LPIPS, whose
 weights cannot be fetched here). The seed's q(z) is the teacher's prior N(0, I); τ is drawn per
 sample from [τ_min, τ_max] (default 0.4-1.0) because the method decodes its fake faces at λ = 0.5
 and restore must encode those. ‖·‖₁ and ‖·‖² are means over the dimensions.
+
+The μ term is not in seed 000: real faces' latents E_t(x) lie near the teacher's temperature 1,
+while the fake faces are decoded from λ·A·z at λ = 0.5, where a decoder that saw only real latents
+has never been. The same teacher samples the encoder learns from show the decoder that region
+(μ = 0 is the seed's loss).
 
 Checkpoints and resume as every `anoncli train` command. The held-out measurement: PSNR of the
 student's round trip D_s(E_s(x)) and of the decoder alone D_s(E_t(x)), the relative error of the
@@ -39,6 +44,7 @@ class StudentTrainSettings:
     batch_size: int = 16
     lr: float = 2e-4
     lambda_percept: float = 1.0
+    lambda_samples: float = 1.0
     gamma: float = 1.0
     temperature_min: float = 0.4
     temperature_max: float = 1.0
@@ -116,22 +122,33 @@ class StudentTrainer:
         with torch.no_grad():
             z_real, _ = self.teacher.encode(x)
             z = self._latent_samples(s.batch_size)
-            x_teacher = self.teacher.decode(z).clamp(-0.5, 0.5)
+            x_teacher = self.teacher.decode(z)
+            # a sample at τ near 1 now and then leaves the flow's stable range (inf/NaN pixels): drop it
+            keep = torch.isfinite(x_teacher).flatten(1).all(1)
+            z = [e[keep] for e in z]
+            x_teacher = x_teacher[keep].clamp(-0.5, 0.5)
         self.student.train()
         y = self.student.decoder(z_real)
         pixel = (x - y).abs().mean()
         percept = self.perceptual(x, y).mean()
         loss_dec = pixel + s.lambda_percept * percept
+        samples = torch.zeros(())
+        if s.lambda_samples > 0 and len(x_teacher):
+            samples = (x_teacher - self.student.decoder(z)).abs().mean()
+            loss_dec = loss_dec + s.lambda_samples * samples
         self.opt_dec.zero_grad(set_to_none=True)
         loss_dec.backward()
         self.opt_dec.step()
-        e = self.student.encoder(x_teacher)
-        loss_enc = sum(((s.gamma * a - b) ** 2).sum() for a, b in zip(z, e)) / sum(a.numel() for a in z)
-        self.opt_enc.zero_grad(set_to_none=True)
-        loss_enc.backward()
-        self.opt_enc.step()
+        loss_enc = torch.zeros(())
+        if len(x_teacher):
+            e = self.student.encoder(x_teacher)
+            loss_enc = sum(((s.gamma * a - b) ** 2).sum() for a, b in zip(z, e)) / sum(a.numel() for a in z)
+            self.opt_enc.zero_grad(set_to_none=True)
+            loss_enc.backward()
+            self.opt_enc.step()
         self.step += 1
-        return {"pixel": float(pixel.detach()), "percept": float(percept.detach()), "latent": float(loss_enc.detach())}
+        return {"pixel": float(pixel.detach()), "percept": float(percept.detach()), "samples": float(samples.detach()),
+                "latent": float(loss_enc.detach())}
 
     def evaluate(self, n: int = 64) -> dict:
         return evaluate_student(self.teacher, self.student, self._faces(self.eval_idx[:n]), self.settings.gamma)
@@ -156,7 +173,8 @@ class StudentTrainer:
 
 def evaluate_student(teacher, student, x, gamma: float, batch: int = 16) -> dict:
     """Held-out PSNR (dB, on [−0.5, 0.5] faces) of the student's and the teacher's round trips and
-    of the decoder alone, and the encoder's relative squared error ‖E_s(x)/γ − E_t(x)‖² / ‖E_t(x)‖²."""
+    of the decoder alone, the decoder against the teacher's on samples at λ = 0.5 (the fake faces'
+    regime), and the encoder's relative squared error ‖E_s(x)/γ − E_t(x)‖² / ‖E_t(x)‖²."""
     import torch
 
     if len(x) == 0:
@@ -174,8 +192,15 @@ def evaluate_student(teacher, student, x, gamma: float, batch: int = 16) -> dict
             for key, y in (("student_round_trip", student.decoder(z_s)), ("decoder_on_teacher_latent", student.decoder(z_t)),
                            ("teacher_round_trip", teacher.decode(z_t).clamp(-0.5, 0.5))):
                 sums[key] += [psnr_01(a, b) for a, b in zip(xb, y)]
+        # the fake faces' regime: fixed samples at λ = 0.5 through both decoders
+        g = torch.Generator().manual_seed(0)
+        z = [torch.randn(len(x), *shape, generator=g).to(x.device) * 0.5 for shape in teacher.latent_shapes()]
+        for start in range(0, len(x), batch):
+            zb = [e[start:start + batch] for e in z]
+            sums.setdefault("decoder_on_samples_t05", []).extend(
+                psnr_01(a, b) for a, b in zip(teacher.decode(zb).clamp(-0.5, 0.5), student.decoder(zb)))
     student.train()
-    out = {"faces": len(x), **{f"psnr_{k}": round(float(np.mean([v for v in vals if math.isfinite(v)] or [float("inf")])), 3)
-                               for k, vals in sums.items()}}
+    # an exact copy (inf dB) counts as 100 dB; a NaN output makes the mean NaN
+    out = {"faces": len(x), **{f"psnr_{k}": round(float(np.mean(np.minimum(vals, 100.0))), 3) for k, vals in sums.items()}}
     out["encoder_relative_error"] = round(err / max(ref, 1e-12), 5)
     return out

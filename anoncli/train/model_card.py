@@ -75,6 +75,45 @@ def glow_model_card(weights: Path, card: dict, sha256: str, size_bytes: int, sam
     return _with_licence_and_notes(lines, card)
 
 
+def student_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> str:
+    ev = card.get("held_out_eval", {})
+    s = card.get("settings", {})
+    lines = [
+        f"# {weights.name}",
+        "",
+        "The tiny student of flowrot's Glow (`--method flowrot --model student`; seed 000, MCKD; METHODS.md §7): a CNN",
+        "encoder to the teacher's per-level latent ε and a CNN decoder back, distilled separately.",
+        "",
+        f"- file: `{weights.name}`, {size_bytes / 2 ** 20:.1f} MiB, sha256 `{sha256}`",
+        f"- network: `{json.dumps(card.get('config', {}))}`",
+        f"- teacher: sha256 `{s.get('teacher_sha256')}`",
+        f"- data: {', '.join(card.get('data', []))} from `../shared/data` ({card.get('train_faces')} training faces, "
+        f"{card.get('held_out_faces')} held out: CelebA identities with identity mod 10 = 0, UTKFace files by name hash)",
+        f"- losses: decoder L1 + {s.get('lambda_percept')} x perceptual (dlib ResNet blocks) on real faces through the teacher's "
+        f"encoder + {s.get('lambda_samples')} x L1 to the teacher's samples; encoder ‖γz − E_s(D_t(z))‖², γ = {s.get('gamma')}, "
+        f"z ~ N(0, τ²I), τ in [{s.get('temperature_min')}, {s.get('temperature_max')}]",
+        f"- steps: {card.get('steps')} at batch {s.get('batch_size')}, Adam lr {s.get('lr')}, "
+        f"{card.get('train_seconds', 0) / 3600:.2f} h of training on {card.get('machine', 'this machine')}",
+        f"- command: `{card.get('command', '')}` (run again with the same --work folder to resume)",
+        "",
+        f"## Held-out measurement ({ev.get('faces')} faces; PSNR on faces in [−0.5, 0.5])",
+        "",
+        "| student round trip D_s(E_s(x)) | decoder on the teacher's latent D_s(E_t(x)) | decoder vs teacher on samples at λ = 0.5 | encoder relative error ‖E_s(x)/γ − E_t(x)‖² / ‖E_t(x)‖² | teacher round trip |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {ev.get('psnr_student_round_trip')} dB | {ev.get('psnr_decoder_on_teacher_latent')} dB | "
+        f"{ev.get('psnr_decoder_on_samples_t05', '-')} dB | {ev.get('encoder_relative_error')} | {ev.get('psnr_teacher_round_trip')} dB |",
+    ]
+    return _with_licence_and_notes(lines, card)
+
+
+def write_student_model_card(weights: Path, card: dict) -> Path:
+    from ..weights import sha256_of
+
+    path = weights.with_suffix(".md")
+    write_atomic(path, student_model_card(weights, card, sha256_of(weights), weights.stat().st_size).encode())
+    return path
+
+
 def write_aei_model_card(weights: Path, card: dict) -> Path:
     from ..weights import sha256_of
 
