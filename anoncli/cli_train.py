@@ -108,10 +108,7 @@ def train_aei(
     if export is not None:
         from .train.model_card import write_aei_model_card
 
-        card = _card(trainer, "aei", data, result, card_note)
-        trainer.export(export, card)
-        card_path = write_aei_model_card(export, _card_after_export(card, trainer))
-        console.print(f"[green]exported[/] {export} and its model card {card_path}")
+        _export_with_card(trainer, "aei", data, result, card_note, export, write_aei_model_card)
 
 
 def _train_and_measure(trainer, steps: int, progress: bool, held_out_faces: int) -> dict:
@@ -140,6 +137,14 @@ def _card_after_export(card: dict, trainer) -> dict:
     import dataclasses
 
     return {**card, "steps": trainer.step, "train_seconds": trainer.elapsed, "settings": dataclasses.asdict(trainer.settings)}
+
+
+def _export_with_card(trainer, command: str, data: list[Path], result: dict, notes: list[str], export: Path, write_card) -> None:
+    """Write the trained network to ``export`` and its model card beside it."""
+    card = _card(trainer, command, data, result, notes)
+    trainer.export(export, card)
+    card_path = write_card(export, _card_after_export(card, trainer))
+    console.print(f"[green]exported[/] {export} and its model card {card_path}")
 
 
 @train_app.command("glow")
@@ -188,11 +193,9 @@ def train_glow(
         from .train.glow import sample_grid_path
         from .train.model_card import write_glow_model_card
 
-        card = _card(trainer, "glow", data, result, card_note)
-        trainer.export(export, card)
         grids = {t: sample_grid_path(work, trainer.step, t) for t in (0.5, 1.0)}
-        card_path = write_glow_model_card(export, _card_after_export(card, trainer), grids)
-        console.print(f"[green]exported[/] {export} and its model card {card_path}")
+        _export_with_card(trainer, "glow", data, result, card_note, export,
+                          lambda path, card: write_glow_model_card(path, card, grids))
 
 
 @train_app.command("student")
@@ -216,6 +219,7 @@ def train_student(
     seed: int = SEED,
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look for the teacher's file here first."),
     export: Optional[Path] = typer.Option(None, "--export", help="When done (or interrupted), write the student here as safetensors."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="In a work folder without a checkpoint, start from this earlier export (weights, step count and training time; Adam's moments start afresh)."),
     card_note: list[str] = CARD_NOTE,
     progress: bool = PROGRESS,
 ):
@@ -236,7 +240,8 @@ def train_student(
     settings = StudentTrainSettings(steps=steps, batch_size=batch_size, lr=lr, lambda_percept=lambda_percept, lambda_samples=lambda_samples, gamma=gamma,
                                     temperature_min=temperature_min, temperature_max=temperature_max,
                                     checkpoint_every=checkpoint_every, evaluate_every=evaluate_every, threads=threads,
-                                    seed=seed, device=_device(device), teacher_sha256=flow.sha256, widths=list(widths))
+                                    seed=seed, device=_device(device), teacher_sha256=flow.sha256, widths=list(widths),
+                                    init_from=str(init_from) if init_from else "")
     try:
         crops = prepare(list(data), work / "data", 128, flow.margin, progress)
         trainer = StudentTrainer(crops, flow.net, settings, work, flow.margin, log=lambda m: console.print(m))
@@ -246,7 +251,4 @@ def train_student(
     if export is not None:
         from .train.model_card import write_student_model_card
 
-        card = _card(trainer, "student", data, result, card_note)
-        trainer.export(export, card)
-        card_path = write_student_model_card(export, _card_after_export(card, trainer))
-        console.print(f"[green]exported[/] {export} and its model card {card_path}")
+        _export_with_card(trainer, "student", data, result, card_note, export, write_student_model_card)

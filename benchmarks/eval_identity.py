@@ -98,7 +98,8 @@ def _rank1(evaluator: dict) -> str | None:
     ident = evaluator.get("identification") or {}
     if ident.get("rank1") is None:
         return None
-    return f"{ident['rank1']:.4f} ({ident['baseline_rank1']:.4f})"
+    chance = ident.get("chance_rank1")
+    return f"{ident['rank1']:.4f} ({ident['baseline_rank1']:.4f}" + (f"; chance {chance:.4f})" if chance is not None else ")")
 
 
 def summarise(report: dict, method: str) -> dict:
@@ -108,8 +109,8 @@ def summarise(report: dict, method: str) -> dict:
         "protection dlib@0.6" + (" (white-box)" if method in ("identitydp", "idrotate") else ""):
             p.get("dlib", {}).get("protection_rate", {}).get("literature"),
         "protection mobilefacenet@FAR1e-3": p.get("mobilefacenet", {}).get("protection_rate", {}).get("far_1e-3"),
-        "rank-1 dlib (originals)": _rank1(p.get("dlib", {})),
-        "rank-1 mobilefacenet (originals)": _rank1(p.get("mobilefacenet", {})),
+        "rank-1 dlib (originals; chance)": _rank1(p.get("dlib", {})),
+        "rank-1 mobilefacenet (originals; chance)": _rank1(p.get("mobilefacenet", {})),
         "detection (dlib HOG)": u["detection_rate"]["anonymized"],
         "detection originals": u["detection_rate"]["original"],
         "ssim face": u["ssim"]["face"], "psnr face": u["psnr"]["face"], "ssim outside": u["ssim"]["outside"],

@@ -2,6 +2,8 @@
 teacher's latent, the offline perceptual distance, and `train student`'s losses, resume and export."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import gradient_crop_set
@@ -110,3 +112,19 @@ def test_distillation_improves_both_halves_resumes_exactly_and_exports(tmp_path)
     with safe_open(str(tmp_path / "student.safetensors"), framework="pt") as fh:
         meta = fh.metadata()
     assert meta["format"] == FORMAT and meta["teacher_sha256"] == "t" and float(meta["gamma"]) == 1.0
+
+    # --init-from: a new work folder continues the export's weights and step count, and refuses another shape.
+    export = str(tmp_path / "student.safetensors")
+    (tmp_path / "d").mkdir()
+    continued = StudentTrainer(crops, teacher, _settings(10, lambda_percept=0.1, init_from=export), tmp_path / "d", 0.2,
+                               log=lambda m: None)
+    assert continued.step == straight.step == 8
+    for a, b in zip(continued.student.parameters(), straight.student.parameters()):
+        torch.testing.assert_close(a, b)
+    continued.run(progress=False)
+    assert continued.step == 10
+    (tmp_path / "e").mkdir()
+    for wrong in ({"widths": [8, 12]}, {"teacher_sha256": "other"}):
+        with pytest.raises(ValueError, match="--init-from"):
+            StudentTrainer(crops, teacher, replace(_settings(10, lambda_percept=0.1, init_from=export), **wrong),
+                           tmp_path / "e", 0.2, log=lambda m: None)

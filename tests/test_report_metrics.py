@@ -8,7 +8,7 @@ import pytest
 
 from anoncli.metrics.fairness import group_gaps
 from anoncli.metrics.image_quality import K1, K2, mae, psnr, ssim
-from anoncli.metrics.privacy import identification_rates, pairwise_distances, protection_rate
+from anoncli.metrics.privacy import chance_identification_rates, identification_rates, pairwise_distances, protection_rate
 
 
 def test_ssim_of_an_image_with_itself_is_one_and_constants_have_a_closed_form():
@@ -58,6 +58,21 @@ def test_identification_rates_rank1_rank5_and_exclusion():
     assert rates[2] == 1.0
     # A probe whose identity has no other gallery image is not counted.
     assert identification_rates(d[:1], ["C"], ["A", "B", "A", "D"], ks=(1,))[1] != identification_rates(d[:1], ["C"], ["A", "B", "A", "D"], ks=(1,))[1]
+
+
+def test_chance_identification_matches_the_closed_form_and_a_random_ranking():
+    # Gallery of 6: identity A three times, B twice, C once; each probe excluded from its own image.
+    ids = ["A", "A", "A", "B", "B", "C"]
+    exclude = np.eye(6, dtype=bool)
+    rates = chance_identification_rates(ids, ids, ks=(1, 2), exclude=exclude)
+    # A probes: 2 of 5 left are A; B probes: 1 of 5; C has none left and is not counted.
+    assert rates[1] == pytest.approx((3 * 2 / 5 + 2 * 1 / 5) / 5)
+    assert rates[2] == pytest.approx((3 * (1 - 3 / 5 * 2 / 4) + 2 * (1 - 4 / 5 * 3 / 4)) / 5)
+    # A matcher with random distances scores the chance rate on average.
+    rng = np.random.default_rng(0)
+    trials = [identification_rates(rng.random((6, 6)), ids, ids, ks=(1, 2), exclude=exclude) for _ in range(4000)]
+    assert np.mean([t[1] for t in trials]) == pytest.approx(rates[1], abs=0.01)
+    assert np.mean([t[2] for t in trials]) == pytest.approx(rates[2], abs=0.01)
 
 
 def test_group_gaps_closed_form():

@@ -48,3 +48,27 @@ def identification_rates(distances: np.ndarray, probe_ids, gallery_ids, ks=(1, 5
     order = np.argsort(d[usable], axis=1, kind="stable")
     hits = np.take_along_axis(same[usable], order, axis=1)
     return {k: float(hits[:, :k].any(axis=1).mean()) for k in ks}
+
+
+def chance_identification_rates(probe_ids, gallery_ids, ks=(1, 5), exclude: np.ndarray | None = None) -> dict[int, float]:
+    """Rank-k hit rates of a matcher that ranks the gallery at random: what a probe carrying no
+    identity at all scores. For a probe with s same-identity entries among the n it may be matched
+    with, P(hit in the top k) = 1 − ∏_{j<k} (n − s − j)/(n − j) (draws without replacement); the
+    mean is over the probes :func:`identification_rates` counts. A small gallery of few identities
+    puts this floor well above the papers' large-gallery rates (FFEM: LFW, rest of it as gallery)."""
+    gallery_ids = np.asarray(gallery_ids)
+    same = gallery_ids[None, :] == np.asarray(probe_ids)[:, None]
+    allowed = np.ones_like(same) if exclude is None else ~np.asarray(exclude, bool)
+    s = (same & allowed).sum(axis=1).astype(np.float64)
+    n = allowed.sum(axis=1).astype(np.float64)
+    usable = s > 0
+    if not usable.any():
+        return {k: float("nan") for k in ks}
+    s, n = s[usable], n[usable]
+    out = {}
+    for k in ks:
+        miss = np.ones_like(s)
+        for j in range(k):
+            miss *= np.clip((n - s - j) / np.maximum(n - j, 1), 0.0, 1.0)
+        out[k] = float((1.0 - miss).mean())
+    return out

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..metrics.privacy import identification_rates, pairwise_distances, protection_rate
+from ..metrics.privacy import chance_identification_rates, identification_rates, pairwise_distances, protection_rate
 from .cache import default_cache_dir
 from .measure import DETECTION_IOU, ImageTask, MeasureConfig, ModelLoadError, decode_rgb, measure_all
 
@@ -327,7 +327,9 @@ def _identification(name: str, metric: str, faces: list[FaceItem], ids: list) ->
     base = identification_rates(pairwise_distances(gallery, gallery, metric), gallery_ids, gallery_ids, (1, 5), exclude)
     probes = np.stack([faces[k].anonymized[name] for k in chosen])
     anon = identification_rates(pairwise_distances(probes, gallery, metric), gallery_ids, gallery_ids, (1, 5), exclude)
+    chance = chance_identification_rates(gallery_ids, gallery_ids, (1, 5), exclude)
     return {"rank1": anon[1], "rank5": anon[5], "baseline_rank1": base[1], "baseline_rank5": base[5],
+            "chance_rank1": chance[1], "chance_rank5": chance[5], "identities": len(set(gallery_ids)),
             "probes": len(chosen), "gallery": len(chosen)}
 
 

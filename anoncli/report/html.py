@@ -311,15 +311,17 @@ def _privacy(r: Mapping):
     ident = [(n, _map(_get(privacy, n, "identification"))) for n in names]
     ident = [(n, d) for n, d in ident if d]
     if ident:
-        rows = [[name_cell(n), _int(d.get("probes")), _int(d.get("gallery")),
-                 _pct(d.get("rank1")), _pct(d.get("baseline_rank1")),
-                 _pct(d.get("rank5")), _pct(d.get("baseline_rank5"))] for n, d in ident]
+        rows = [[name_cell(n), _int(d.get("probes")), _int(d.get("gallery")), _int(d.get("identities")),
+                 _pct(d.get("rank1")), _pct(d.get("baseline_rank1")), _pct(d.get("chance_rank1")),
+                 _pct(d.get("rank5")), _pct(d.get("baseline_rank5")), _pct(d.get("chance_rank5"))] for n, d in ident]
         parts.append("<h3>Identification</h3>")
         parts.append(_note("Rank-k: fraction of probes whose true identity is among the k nearest gallery "
-                           "faces; the baseline uses the original faces as probes. Lower is better for "
-                           "anonymized faces."))
-        parts.append(_table(["Evaluator", "Probes", "Gallery", "Rank-1 anonymized", "Rank-1 baseline",
-                             "Rank-5 anonymized", "Rank-5 baseline"], rows, set(range(1, 7))))
+                           "faces; the baseline uses the original faces as probes; chance is what a matcher that ranks "
+                           "the gallery at random scores, the floor of a small gallery of few identities. "
+                           "Lower is better for anonymized faces."))
+        parts.append(_table(["Evaluator", "Probes", "Gallery", "Identities", "Rank-1 anonymized", "Rank-1 baseline",
+                             "Rank-1 chance", "Rank-5 anonymized", "Rank-5 baseline", "Rank-5 chance"], rows,
+                            set(range(1, 10))))
 
     charts = []
     for n in names:

@@ -55,6 +55,7 @@ class StudentTrainSettings:
     device: str = "cpu"
     teacher_sha256: str = ""
     widths: list = field(default_factory=list)     # StudentConfig widths; empty: StudentConfig.for_teacher's
+    init_from: str = ""                            # an earlier export to continue from in a new work folder
 
     def shape_key(self) -> dict:
         return {"teacher_sha256": self.teacher_sha256, "widths": list(self.widths), "gamma": self.gamma}
@@ -99,6 +100,29 @@ class StudentTrainer:
             self.rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
             log(f"resumed at step {self.step}")
+        elif settings.init_from:
+            self._init_from_export(Path(settings.init_from))
+            log(f"continuing {settings.init_from} from its step {self.step} (fresh Adam moments)")
+
+    def _init_from_export(self, path: Path) -> None:
+        """Start a new work folder from an export of the same shape: its weights, step count and
+        training time carry over (so the card counts every step); the optimiser's moments do not."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise ValueError(f"--init-from {path}: no such file")
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"--init-from {path} is not an anoncli flow student export")
+        if meta.get("teacher_sha256") != self.settings.teacher_sha256:
+            raise ValueError(f"--init-from {path} was distilled from another teacher (sha256 {meta.get('teacher_sha256', '')[:12]}…)")
+        if json.loads(meta["config"]) != self.config.to_dict() or float(meta["gamma"]) != self.settings.gamma:
+            raise ValueError(f"--init-from {path} has another network shape or γ than these settings")
+        self.student.load_state_dict(load_file(str(path), device=str(self.device)), strict=True)
+        card = json.loads(meta.get("card", "{}"))
+        self.step, self.elapsed = int(card.get("steps", 0)), float(card.get("train_seconds", 0.0))
 
     def _faces(self, indices, flips=None):
         return face_batch(self.crops, indices, self.config.resolution, self.device, flips) - 0.5
