@@ -291,6 +291,7 @@ def report(
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with an `image` column (file name) and identity / group columns, e.g. CelebA or UTKFace labels.csv."),
     identity_column: str = typer.Option("identity", "--identity-column", help="Column of --labels with the person's identity (identification rank-1/5)."),
     group: list[str] = typer.Option([], "--group", help="Column of --labels to measure fairness over (repeatable), e.g. --group gender --group race."),
+    gallery: Optional[Path] = typer.Option(None, "--gallery", help="Folder of photos named in --labels whose main faces join the identification gallery beside the run's originals (FFEM §5: the rest of the dataset as gallery), e.g. the whole dataset the run's images came from. Its embeddings are cached like the others'."),
     evaluator: list[str] = typer.Option(["dlib", "mobilefacenet", "arcface"], "--evaluator", help="Face recognizer used as attacker (repeatable): dlib, mobilefacenet, arcface. One whose weights are missing is listed as unavailable, with the command that gets them."),
     compare: list[Path] = typer.Option([], "--compare", help="Other anonymized folders of the same originals, shown side by side (repeatable)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Folder for report.json and report.html. Default: a sibling ANON_DIR-report."),
@@ -304,7 +305,7 @@ def report(
 
     Privacy: protection success rate per recognizer at its literature threshold and at a
     threshold calibrated at FAR 1e-3 on impostor pairs of the originals; with identity labels,
-    rank-1/5 identification (FFEM §5) and the evaluator's own verification AUC on the originals.
+    rank-1/5 identification (FFEM §5; --gallery enlarges the gallery) and the evaluator's own verification AUC on the originals.
     Utility: detection by another detector (dlib HOG), 68-point landmark distance, SSIM and PSNR
     in and outside the faces. Recovery with --restored (and --wrong-restored); fairness per
     --group. Writes report.json and a self-contained report.html.
@@ -333,8 +334,10 @@ def report(
                   workers=workers or None, use_cache=not no_cache)
     if wrong_restored is not None and restored is None:
         fail("--wrong-restored needs --restored (the correct restore to compare it with)")
+    if gallery is not None and labels is None:
+        fail("--gallery needs --labels (the identities of the gallery's photos)")
     try:
-        result = build_report(anon_dir, restored_dir=restored, wrong_restored_dir=wrong_restored, **common)
+        result = build_report(anon_dir, restored_dir=restored, wrong_restored_dir=wrong_restored, gallery_dir=gallery, **common)
         rows = [_compare_row(str(anon_dir), result)]
         for other in compare:
             rows.append(_compare_row(str(other), build_report(other, **common)))
@@ -383,6 +386,10 @@ def _print_report(r: dict) -> None:
                       f"{_pct(ident['rank1'])} / {_pct(ident['baseline_rank1'])}" if ident else "no labels",
                       f"{info['verification']['auc']:.3f}" if info.get("verification") else "no labels")
     out.print(table)
+    ident = next((p["identification"] for p in r["privacy"].values() if p.get("identification")), None)
+    if ident:
+        out.print(f"identification: {ident['probes']} probes against a gallery of {ident['gallery']} faces of "
+                  f"{ident['identities']} identities; a random ranking scores rank-1 {_pct(ident['chance_rank1'])}")
     u = r["utility"]
     det = u.get("detection_rate")
     out.print(f"utility: detection {_pct(det['anonymized']) if det else 'n/a'} (originals {_pct(det['original']) if det else 'n/a'}, "

@@ -130,7 +130,20 @@ def _card(trainer, command: str, data: list[Path], result: dict, notes: list[str
     return {"data": [d.name for d in data], "held_out_eval": result, "config": trainer.config.to_dict(),
             "train_faces": int(len(trainer.train_idx)), "held_out_faces": int(len(trainer.eval_idx)),
             "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
-            "command": shlex.join(["anoncli", "train", command, *sys.argv[3:]]), "notes": list(notes)}
+            "command": shlex.join(["anoncli", "train", command, *_without_card_notes(sys.argv[3:])]), "notes": list(notes)}
+
+
+def _without_card_notes(args: list[str]) -> list[str]:
+    """The command's arguments less its --card-note paragraphs, which the card prints as notes."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--card-note":
+            skip = True
+        elif not arg.startswith("--card-note="):
+            kept.append(arg)
+    return kept
 
 
 def _card_after_export(card: dict, trainer) -> dict:

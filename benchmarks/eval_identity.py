@@ -17,7 +17,10 @@ out (by name hash), measured per race and gender. Each run:
    restore with every face's key derived from another random master secret (the keyfile opens,
    the keys are not the run's) into WRONG;
 3. `anoncli report OUT --labels L --evaluator dlib --evaluator mobilefacenet [--restored RESTORED
-   --wrong-restored WRONG] [--group race --group gender] --weights-dir ../shared/weights -o REPORT -q`.
+   --wrong-restored WRONG] [--group race --group gender] [--gallery SET/images] --weights-dir ../shared/weights -o REPORT -q`.
+
+With ``--gallery`` every other labelled photo of the set joins the identification gallery (FFEM §5
+identifies against the rest of LFW); without it the gallery is the evaluated photos alone.
 
 Prints protection (dlib at 0.6, white-box for identitydp and idrotate, which use dlib; MobileFaceNet
 at its FAR 1e-3 threshold), rank-1 identification, detection of the anonymized faces, SSIM/PSNR, for
@@ -102,6 +105,11 @@ def _rank1(evaluator: dict) -> str | None:
     return f"{ident['rank1']:.4f} ({ident['baseline_rank1']:.4f}" + (f"; chance {chance:.4f})" if chance is not None else ")")
 
 
+def _gallery(evaluator: dict) -> str | None:
+    ident = evaluator.get("identification") or {}
+    return f"{ident['gallery']} faces of {ident['identities']} identities" if ident.get("gallery") else None
+
+
 def summarise(report: dict, method: str) -> dict:
     p, u = report["privacy"], report["utility"]
     row = {
@@ -111,6 +119,7 @@ def summarise(report: dict, method: str) -> dict:
         "protection mobilefacenet@FAR1e-3": p.get("mobilefacenet", {}).get("protection_rate", {}).get("far_1e-3"),
         "rank-1 dlib (originals; chance)": _rank1(p.get("dlib", {})),
         "rank-1 mobilefacenet (originals; chance)": _rank1(p.get("mobilefacenet", {})),
+        "identification gallery": _gallery(p.get("dlib", {})),
         "detection (dlib HOG)": u["detection_rate"]["anonymized"],
         "detection originals": u["detection_rate"]["original"],
         "ssim face": u["ssim"]["face"], "psnr face": u["psnr"]["face"], "ssim outside": u["ssim"]["outside"],
@@ -145,6 +154,8 @@ def main() -> None:
     ap.add_argument("--output-latent", action="store_true", help="flowrot: also write the encrypted latent images, which restore then reads")
     ap.add_argument("--set", default="crops", choices=["crops", "wild", "utkface"])
     ap.add_argument("--limit", type=int, default=300)
+    ap.add_argument("--gallery", action="store_true",
+                    help="the set's whole labelled folder joins the identification gallery (report --gallery; FFEM §5's rest-as-gallery)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--weights-dir", type=Path, help="where the generator is, if not in weights/")
     args = ap.parse_args()
@@ -167,6 +178,8 @@ def main() -> None:
         keys = ["--keyfile", key] if keyed else []
         seconds["anonymize"], r = cli("anonymize", src, "-o", out, "--method", args.method, *flags, *keys, *wdir, "-q", "-j", args.workers)
         extra = ["--group", "race", "--group", "gender"] if args.set == "utkface" else []
+        if args.gallery:
+            extra += ["--gallery", labels.parent / "images"]
         if keyed:
             seconds["restore"], _ = cli("restore", out, "--keyfile", key, "-o", tmp / "restored", *wdir, "-q")
             t0 = time.perf_counter()
@@ -182,7 +195,8 @@ def main() -> None:
     width = max(len(k) for k in row)
     for k, v in row.items():
         print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    path = write_json(f"identity-{args.method}{'-student' if args.model == 'student' else ''}{'-latent' if args.output_latent else ''}-{args.set}", [row], machine_record(" ".join(sys.argv), load_before))
+    path = write_json(f"identity-{args.method}{'-student' if args.model == 'student' else ''}{'-latent' if args.output_latent else ''}"
+                      f"-{args.set}{'-gallery' if args.gallery else ''}", [row], machine_record(" ".join(sys.argv), load_before))
     print(f"written {path}")
 
 

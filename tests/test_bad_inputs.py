@@ -207,6 +207,24 @@ def test_real_face_is_anonymized(bad_run):
     assert np.abs(before - after).max() > 50  # the face really changed
 
 
+def test_report_gallery_errors_are_one_line(bad_run, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,identity\nface.jpg,7\n")
+    no_labels = cli("report", str(bad_run["out"]), "--gallery", str(bad_run["src"]), "-o", str(tmp_path / "r1"), "-q")
+    missing = cli("report", str(bad_run["out"]), "--labels", str(labels), "--gallery", str(tmp_path / "nowhere"),
+                  "-o", str(tmp_path / "r2"), "-q")
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    Image.new("RGB", (32, 32)).save(unlabelled / "nobody.png")
+    nothing = cli("report", str(bad_run["out"]), "--labels", str(labels), "--gallery", str(unlabelled),
+                  "-o", str(tmp_path / "r3"), "-q", "--no-cache")
+    for proc, words in ((no_labels, "--gallery needs --labels"), (missing, "gallery folder"),
+                        (nothing, "has an identity in --labels")):
+        assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+        assert words in flat(proc.stdout + proc.stderr), proc.stdout + proc.stderr
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r3").exists()
+
+
 def test_cmyk_stays_cmyk(bad_run):
     with Image.open(bad_run["out"] / "cmyk.jpg") as im:
         assert (im.format, im.mode) == ("JPEG", "CMYK")

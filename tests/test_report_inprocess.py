@@ -140,3 +140,46 @@ def test_lpips_and_fid_are_measured_when_their_weights_are_present(blurred, lpip
     expected = fid_from_features(inception.features(crops["original"]), inception.features(crops["anonymized"]))
     assert report["utility"]["fid"]["n"] == len(crops["original"])
     assert report["utility"]["fid"]["value"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_gallery_folder_joins_the_identification_gallery_and_is_cached(blurred, tmp_path, monkeypatch):
+    """--gallery: labelled photos join the gallery; copies of the run's originals and photos
+    without a face are left out; the main face found and its embeddings are cached."""
+    from anoncli.report import measure
+    from anoncli.report.build import build_report
+
+    originals = sorted((blurred / "in").iterdir())
+    others = sorted(FACES.glob("*.jpg"))[5:7]
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    names = {}
+    for k, f in enumerate(originals):
+        shutil.copy(f, gallery / f"same-{f.name}")           # byte-identical to a probe's photo: left out
+        names[f.name] = names[f"same-{f.name}"] = f"p{k}"   # every probe its own identity
+        if k < 3:   # a re-encoded copy is another photo of the same person
+            Image.open(f).convert("RGB").save(gallery / f"again-{f.stem}.png")
+            names[f"again-{f.stem}.png"] = f"p{k}"
+    for k, f in enumerate(others):
+        shutil.copy(f, gallery / f"other-{k}.jpg")
+        names[f"other-{k}.jpg"] = "q"
+    Image.new("RGB", (96, 96), (128, 128, 128)).save(gallery / "no-face.png")
+    names["no-face.png"] = "z"
+    (gallery / "unlabelled.png").write_bytes((gallery / "no-face.png").read_bytes())
+    labels = pd.DataFrame({"image": list(names), "identity": list(names.values())})
+    common = dict(labels=labels, evaluator_names=("dlib",), cache_dir=tmp_path / "features", progress=False, workers=1)
+
+    alone = build_report(blurred / "anon", **common)["privacy"]["dlib"]["identification"]
+    assert alone["gallery"] == 5 and np.isnan(alone["baseline_rank1"])   # no probe has another photo of itself
+    report = build_report(blurred / "anon", gallery_dir=gallery, **common)
+    ident = report["privacy"]["dlib"]["identification"]
+    assert (ident["gallery_extra"], ident["gallery_without_face"], ident["gallery"]) == (5, 1, 10)
+    assert ident["baseline_rank1"] == 1.0          # the originals find their re-encoded copies first
+    assert ident["chance_rank1"] == pytest.approx(1 / 9)   # one hit among the 9 entries that are not the probe's own
+    assert report["gallery_dir"] == str(gallery)
+
+    def refuse(self, name):
+        raise AssertionError(f"{name} loaded although every feature is cached")
+
+    monkeypatch.setattr(measure.Measurer, "_load", refuse)
+    again = build_report(blurred / "anon", gallery_dir=gallery, **common)["privacy"]["dlib"]["identification"]
+    assert again == ident

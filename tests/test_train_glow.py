@@ -72,3 +72,10 @@ def test_the_log_averages_over_the_steps_it_saw_also_right_after_a_resume(tmp_pa
     run_resumable(Counting(18), 40, tmp_path / "log.jsonl", checkpoint_every=100, evaluate_every=1000, progress=False)
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [20, 40] and all(line["loss"] == 2.0 for line in lines)
+
+
+def test_the_card_command_leaves_out_the_card_notes():
+    from anoncli.cli_train import _without_card_notes
+
+    args = ["--data", "d", "--card-note", "a long paragraph", "--steps", "9", "--card-note=another", "--card-note", "x"]
+    assert _without_card_notes(args) == ["--data", "d", "--steps", "9"]

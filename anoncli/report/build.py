@@ -145,15 +145,20 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
                  labels=None, identity_column: str | None = "identity", group_columns: tuple[str, ...] = (),
                  evaluator_names: tuple[str, ...] = ("dlib", "mobilefacenet", "arcface"), weights_dir: str | None = None,
                  cache_dir: Path | None = None, progress: bool = True, wrong_restored_dir: Path | None = None,
-                 workers: int | None = None, use_cache: bool = True) -> dict:
-    """The report as a dict (see ``anoncli.report.html`` for its layout)."""
+                 workers: int | None = None, use_cache: bool = True, gallery_dir: Path | None = None) -> dict:
+    """The report as a dict (see ``anoncli.report.html`` for its layout).
+
+    ``gallery_dir``: a folder of labelled photos (names in ``labels``) whose main faces join the
+    identification gallery beside the run's own originals, as in FFEM §5 where the rest of LFW
+    is the gallery; a photo with the same content as one of the run's originals is left out."""
     anon_dir = Path(anon_dir)
     record, manifest = load_run(anon_dir)
     if original_dir is None:
         if not record.get("input_dir"):
             raise ReportError("run.json does not name the original folder; give --original DIR")
         original_dir = Path(record["input_dir"])
-    for label, folder in (("original", original_dir), ("restored", restored_dir), ("wrong-key restored", wrong_restored_dir)):
+    for label, folder in (("original", original_dir), ("restored", restored_dir), ("wrong-key restored", wrong_restored_dir),
+                          ("gallery", gallery_dir)):
         if folder is not None and not Path(folder).is_dir():
             raise ReportError(f"{label} folder {folder} does not exist")
 
@@ -165,16 +170,28 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
 
     rows = [r for r in manifest.to_dict("records") if r["status"] == "ok" and r.get("output")]
     tasks = _tasks(rows, anon_dir, original_dir, restored_dir, wrong_restored_dir)
+    gallery_tasks, gallery_ids_by_rel = (_gallery_tasks(Path(gallery_dir), tasks, label_by_image, identity_column)
+                                         if gallery_dir else ([], {}))
     cache_root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
     from ..metrics import fid, lpips
 
     lpips_ok, lpips_reason = lpips.available(weights_dir)
     fid_ok, fid_reason = fid.available(weights_dir)
-    config = MeasureConfig(usable, weights_dir, str(cache_root) if cache_root else None, dlib_ok, lpips_ok, fid_ok)
-    results, skipped = {}, []
+    run_config = record.get("config", {})
+    detector = (run_config.get("detector", "retinaface-onnx"), run_config.get("threshold", 0.3),
+                run_config.get("detect_size", 640), run_config.get("nms_iou", 0.4))
+    config = MeasureConfig(usable, weights_dir, str(cache_root) if cache_root else None, dlib_ok, lpips_ok, fid_ok, detector)
+    results, skipped, gallery = {}, [], {"ids": [], "embeddings": {n: [] for n in usable}, "no_face": 0}
     try:
-        for rel, measurement, reason in measure_all(tasks, config, workers or min(os.cpu_count() or 1, 4), progress):
-            if measurement is None:
+        for rel, measurement, reason in measure_all(tasks + gallery_tasks, config, workers or min(os.cpu_count() or 1, 4), progress):
+            if rel.startswith(GALLERY_PREFIX):
+                if measurement is None:
+                    gallery["no_face"] += 1
+                    continue
+                gallery["ids"].append(gallery_ids_by_rel[rel])
+                for n in usable:
+                    gallery["embeddings"][n].append(np.asarray(measurement["embeddings"]["original"][n][0], np.float64))
+            elif measurement is None:
                 skipped.append({"input": rel, "reason": reason})
                 print(f"skipped {rel}: {reason}", file=sys.stderr)
             else:
@@ -188,6 +205,7 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
         "anon_dir": str(anon_dir), "original_dir": str(original_dir),
         "restored_dir": str(restored_dir) if restored_dir else None,
         "wrong_restored_dir": str(wrong_restored_dir) if wrong_restored_dir else None,
+        "gallery_dir": str(gallery_dir) if gallery_dir else None,
         "run": {"method": record.get("config", {}).get("method"), "params": record.get("config", {}).get("params"),
                 "run_id": record.get("run_id")},
         "counts": {"images": len(rows), "faces": len(faces), "measured_images": len(results), "skipped": skipped},
@@ -196,7 +214,8 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
     }
     for info in evaluator_info:
         if info["available"]:
-            report["privacy"][info["name"]] = _privacy(info["name"], info, faces, label_by_image, identity_column)
+            report["privacy"][info["name"]] = _privacy(info["name"], info, faces, label_by_image, identity_column,
+                                                       gallery if gallery_dir else None)
     report["utility"] = _utility(faces, quality, dlib_reason, lpips_reason, fid_reason)
     report["recovery"] = None
     if restored_dir is not None:
@@ -205,6 +224,41 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
             report["recovery"]["wrong_key"] = _recovery(faces, recovery["wrong"], usable, "wrong")
     report["fairness"] = _fairness(faces, label_by_image, group_columns, report["privacy"], evaluator_info)
     return report
+
+
+GALLERY_PREFIX = "gallery:"
+
+
+def _gallery_tasks(gallery_dir: Path, tasks: list[ImageTask], labels: dict, column: str | None) -> tuple[list[ImageTask], dict]:
+    """One task per labelled photo of ``gallery_dir`` that is not one of the run's originals
+    (compared by content), and each task's identity."""
+    import hashlib
+
+    from ..io.discover import discover
+
+    if not column or not labels:
+        raise ReportError("--gallery needs --labels with an identity column naming the gallery's photos")
+
+    def sha(path) -> str | None:
+        try:
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    own = {sha(t.paths["original"]) for t in tasks}
+    out, ids = [], {}
+    for item in discover(gallery_dir).items:
+        value = labels.get(Path(item.rel).name, {}).get(column)
+        if item.problem or value in (None, "") or value != value:
+            continue
+        if sha(item.path) in own:
+            continue
+        rel = GALLERY_PREFIX + item.rel
+        out.append(ImageTask(rel, [], {"original": str(item.path)}, gallery=True))
+        ids[rel] = str(value)
+    if not out:
+        raise ReportError(f"no photo in --gallery {gallery_dir} has an identity in --labels (other than the run's own originals)")
+    return out, ids
 
 
 def _collect(tasks: list[ImageTask], results: dict) -> tuple[list[FaceItem], dict, dict]:
@@ -258,7 +312,8 @@ def _distance(metric: str, a: np.ndarray, b: np.ndarray) -> float:
     return float(pairwise_distances(a[None], b[None], metric)[0, 0])
 
 
-def _privacy(name: str, info: dict, faces: list[FaceItem], labels: dict, identity_column: str | None) -> dict:
+def _privacy(name: str, info: dict, faces: list[FaceItem], labels: dict, identity_column: str | None,
+             gallery: dict | None = None) -> dict:
     from ..metrics.verification import roc_auc, threshold_at_far
 
     metric = info["metric"]
@@ -294,7 +349,10 @@ def _privacy(name: str, info: dict, faces: list[FaceItem], labels: dict, identit
            "distances": {"anonymized": anon, "genuine": genuine.tolist()[:5000], "impostor": impostor.tolist()[:5000]},
            "identification": None}
     if any(i is not None for i in ids):
-        out["identification"] = _identification(name, metric, faces, ids)
+        extra = None
+        if gallery is not None:
+            extra = (gallery["ids"], np.stack(gallery["embeddings"][name]) if gallery["ids"] else None, gallery["no_face"])
+        out["identification"] = _identification(name, metric, faces, ids, extra)
     return out
 
 
@@ -315,22 +373,31 @@ def _main_face_labels(faces: list[FaceItem], labels: dict, column: str | None) -
     return ids
 
 
-def _identification(name: str, metric: str, faces: list[FaceItem], ids: list) -> dict | None:
+def _identification(name: str, metric: str, faces: list[FaceItem], ids: list, extra=None) -> dict | None:
     """FFEM §5: the main (largest) labelled face of each image as probe, against a gallery of
-    the other images' original faces."""
+    the other images' original faces, plus ``extra`` = (ids, embeddings, photos without a face)
+    of a --gallery folder. The baseline puts each original in the probe's place."""
     chosen = [k for k, i in enumerate(ids) if i is not None]
     if len(chosen) < 2:
         return None
-    gallery = np.stack([faces[k].original[name] for k in chosen])
-    gallery_ids = [str(ids[k]) for k in chosen]
-    exclude = np.eye(len(chosen), dtype=bool)
-    base = identification_rates(pairwise_distances(gallery, gallery, metric), gallery_ids, gallery_ids, (1, 5), exclude)
+    probe_ids = [str(ids[k]) for k in chosen]
+    gallery, gallery_ids = np.stack([faces[k].original[name] for k in chosen]), list(probe_ids)
+    if extra is not None and extra[1] is not None:
+        gallery, gallery_ids = np.concatenate([gallery, extra[1]]), gallery_ids + list(extra[0])
+    exclude = np.zeros((len(chosen), len(gallery_ids)), bool)
+    exclude[:, :len(chosen)] = np.eye(len(chosen), dtype=bool)   # a probe's own photo
+    originals = gallery[:len(chosen)]
+    base = identification_rates(pairwise_distances(originals, gallery, metric), probe_ids, gallery_ids, (1, 5), exclude)
     probes = np.stack([faces[k].anonymized[name] for k in chosen])
-    anon = identification_rates(pairwise_distances(probes, gallery, metric), gallery_ids, gallery_ids, (1, 5), exclude)
-    chance = chance_identification_rates(gallery_ids, gallery_ids, (1, 5), exclude)
-    return {"rank1": anon[1], "rank5": anon[5], "baseline_rank1": base[1], "baseline_rank5": base[5],
-            "chance_rank1": chance[1], "chance_rank5": chance[5], "identities": len(set(gallery_ids)),
-            "probes": len(chosen), "gallery": len(chosen)}
+    anon = identification_rates(pairwise_distances(probes, gallery, metric), probe_ids, gallery_ids, (1, 5), exclude)
+    chance = chance_identification_rates(probe_ids, gallery_ids, (1, 5), exclude)
+    out = {"rank1": anon[1], "rank5": anon[5], "baseline_rank1": base[1], "baseline_rank5": base[5],
+           "chance_rank1": chance[1], "chance_rank5": chance[5], "identities": len(set(gallery_ids)),
+           "probes": len(chosen), "gallery": len(gallery_ids)}
+    if extra is not None:
+        out["gallery_extra"] = len(extra[0])
+        out["gallery_without_face"] = extra[2]
+    return out
 
 
 def _landmarks(faces: list[FaceItem], dlib_reason: str | None) -> dict:

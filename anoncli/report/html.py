@@ -318,7 +318,10 @@ def _privacy(r: Mapping):
         parts.append(_note("Rank-k: fraction of probes whose true identity is among the k nearest gallery "
                            "faces; the baseline uses the original faces as probes; chance is what a matcher that ranks "
                            "the gallery at random scores, the floor of a small gallery of few identities. "
-                           "Lower is better for anonymized faces."))
+                           "The gallery holds the run's original faces (never a probe's own photo)"
+                           + (f" and {_int(ident[0][1].get('gallery_extra'))} photos of {_txt(r.get('gallery_dir'))}"
+                              if ident[0][1].get("gallery_extra") is not None else "")
+                           + ". Lower is better for anonymized faces."))
         parts.append(_table(["Evaluator", "Probes", "Gallery", "Identities", "Rank-1 anonymized", "Rank-1 baseline",
                              "Rank-1 chance", "Rank-5 anonymized", "Rank-5 baseline", "Rank-5 chance"], rows,
                             set(range(1, 10))))

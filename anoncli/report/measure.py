@@ -25,6 +25,7 @@ class ImageTask:
     rel: str
     faces: list[dict]                          # manifest face records: box, landmarks
     paths: dict[str, str] = field(default_factory=dict)   # role -> file
+    gallery: bool = False                      # an extra gallery image: find its main face, embed only the original
 
 
 class ModelLoadError(Exception):
@@ -43,6 +44,7 @@ class MeasureConfig:
     dlib_tools: bool                          # HOG detector and 68-point landmarks (needs dlib)
     lpips: bool = False                       # LPIPS between face crops (needs its weights)
     fid: bool = False                         # Inception features of face crops, for FID (needs its weights)
+    detector: tuple = ()                      # (name, threshold, max_side, nms_iou) of the run, for gallery images
 
 
 FACE_CROP_SIDE = 128  # LPIPS and Inception see each face as a square crop of its box, resized to this side
@@ -112,6 +114,12 @@ class Measurer:
 
         if name == "hog":
             return DlibHog()
+        if name == "detector":
+            from ..faces.detectors import create_detector
+
+            detector, threshold, max_side, nms_iou = self.config.detector
+            return create_detector(detector, threshold=threshold, max_side=max_side, nms_iou=nms_iou,
+                                   weights_dir=self.config.weights_dir)
         if name == "landmarks68":
             return DlibLandmarks68(self.config.weights_dir)
         if name == "lpips":
@@ -153,6 +161,13 @@ class Measurer:
                 changed.add(role)
             return record[key]
 
+        if task.gallery:
+            face = feature("original", self._detector_tag(), lambda: self._main_face(image("original")))
+            if face is None:
+                if changed:   # remember that there is none
+                    self.cache.save(files["original"][0], records["original"])
+                raise MeasureError(f"no face found in gallery image {task.paths['original']}")
+            task = ImageTask(task.rel, [face], task.paths, gallery=True)
         keys = [face_key(f) for f in task.faces]
 
         def per_face(role: str, prefix: str, compute):
@@ -170,6 +185,10 @@ class Measurer:
             for name in self.config.evaluators:
                 out["embeddings"][role][name] = per_face(role, f"embed/{self.tags[name]}/",
                                                          lambda faces: self._model(name).embed(image(role), faces))
+        if task.gallery:
+            for role in changed:
+                self.cache.save(files[role][0], records[role])
+            return out
 
         if self.config.dlib_tools:
             from ..metrics.dlib_identity import NEAR_FACE_SIDE, matching_box
@@ -209,6 +228,22 @@ class Measurer:
         for role in changed:
             self.cache.save(files[role][0], records[role])
         return out
+
+    def _detector_tag(self) -> str:
+        from ..faces.detectors import DETECTORS
+        from ..weights import REGISTRY
+
+        name, threshold, max_side, nms_iou = self.config.detector
+        return f"main-face/{name}-{REGISTRY[DETECTORS[name].weights].sha256[:8]}/{threshold}/{max_side}/{nms_iou}"
+
+    def _main_face(self, rgb: np.ndarray) -> dict | None:
+        """The largest face the run's detector finds (the report's main face of an image)."""
+        found = self._model("detector").detect([rgb])[0]
+        if not found:
+            return None
+        largest = max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+        record = largest.to_record()
+        return {"box": record["box"], "landmarks": record["landmarks"]}
 
     @staticmethod
     def _quality(original: np.ndarray, other: np.ndarray, faces: list[dict], role: str) -> dict:
