@@ -28,7 +28,8 @@ KEY = object()
 ROWS = (
     ("blur", ["--method", "blur"]),
     ("identitydp eps 6", ["--method", "identitydp", "--epsilon", "6"]),
-    ("idrotate level 9", ["--method", "idrotate", "--level", "9", "--keyfile", KEY]),
+    ("idrotate level 9 (300 refine steps)", ["--method", "idrotate", "--level", "9", "--keyfile", KEY]),
+    ("idrotate 30 refine steps", ["--method", "idrotate", "--level", "9", "--refine-steps", "30", "--keyfile", KEY]),
     ("idrotate no refine", ["--method", "idrotate", "--level", "9", "--refine-steps", "0", "--keyfile", KEY]),
     ("flowrot", ["--method", "flowrot", "--keyfile", KEY]),
 )

@@ -204,6 +204,20 @@ def test_idrotate_needs_a_key_and_is_keyed(tiny_generator):
     assert method.key_params(k1) == {"theta_degrees": 120.0}
 
 
+def test_idrotate_restore_fits_with_its_own_number_of_steps(tiny_generator, monkeypatch):
+    from anoncli.keys.derive import FaceKey
+    from anoncli.methods import build_method
+
+    method = build_method("idrotate", {"level": 9, "refine_steps": 7, "restore_refine_steps": 2}, weights_dir=tiny_generator[0])
+    seen = []
+    real = method.generator.generate
+    monkeypatch.setattr(method.generator, "generate", lambda z, a, refinement: seen.append(refinement.steps) or real(z, a, refinement))
+    key = FaceKey("a", b"\x01" * 32)
+    out = method.anonymize_crop(np.full((32, 32, 3), 90, np.float32), None, key)
+    method.restore_crop(out, None, key, {})
+    assert seen == [7, 2]
+
+
 def test_missing_generator_names_the_commands_that_get_it():
     from anoncli.identity.generator import GENERATOR_WEIGHTS
     from anoncli.weights import REGISTRY, WeightsMissing, fetch, missing_message

@@ -33,10 +33,12 @@ class _GeneratorMethod(ShapedMaskMethod):
         self.resolution = self.generator.resolution
         self.margin = self.generator.margin
 
-    def render(self, identity: np.ndarray, attributes: list, crop: np.ndarray, landmarks_in_crop: np.ndarray) -> np.ndarray:
+    def render(self, identity: np.ndarray, attributes: list, crop: np.ndarray, landmarks_in_crop: np.ndarray,
+               steps: int | None = None) -> np.ndarray:
         from ..identity.generator import Refinement
 
-        refinement = Refinement(crop, self.blend_mask(landmarks_in_crop), self.params["refine_steps"], self.params["refine_lr"])
+        steps = self.params["refine_steps"] if steps is None else steps
+        refinement = Refinement(crop, self.blend_mask(landmarks_in_crop), steps, self.params["refine_lr"])
         return self.generator.generate(identity, attributes, refinement)
 
 
@@ -107,7 +109,8 @@ class IdRotate(_GeneratorMethod):
 
     def restore_crop(self, crop, landmarks_in_crop, key, face_params):
         rotated, attributes = self.generator.encode(crop)
-        return self.render(unrotate_identity(rotated, self.reference(key), self.degrees), attributes, crop, landmarks_in_crop)
+        return self.render(unrotate_identity(rotated, self.reference(key), self.degrees), attributes, crop, landmarks_in_crop,
+                           self.params.get("restore_refine_steps", self.params["refine_steps"]))
 
     def key_params(self, key) -> dict:
         return {"theta_degrees": self.degrees}

@@ -70,7 +70,11 @@ IDROTATE_SPEC = MethodSpec(
         Param("level", int, 9, "Privacy level d, 0-9: θ = 70 + 5d degrees for d < 4, 70 + 5(d + 1) for d ≥ 4 (90° is skipped: it cannot be undone). "
               "9 (120°) gives the largest identity change and the most stable restore (it divides by |cos θ − A sin θ|).", minimum=0, maximum=9),
         *_blend_params(),
-        *_refine_params(30, 0.01),
+        *_refine_params(300, 0.01),
+        Param("restore_refine_steps", int, 30, "The same fit when `anoncli restore` renders the recovered identity (at lr --refine-lr). "
+              "The anonymizing fit is the one restore depends on: the identity it reads back from the protected face is "
+              "what eq. 6.19 divides by |cos θ − A sin θ|; rendering the recovered identity needs fewer steps.",
+              minimum=0, maximum=1000),
     ),
     load=_load("IdRotate"),
     reversible=True,
