@@ -172,7 +172,7 @@ def test_gallery_folder_joins_the_identification_gallery_and_is_cached(blurred, 
     assert alone["gallery"] == 5 and np.isnan(alone["baseline_rank1"])   # no probe has another photo of itself
     report = build_report(blurred / "anon", gallery_dir=gallery, **common)
     ident = report["privacy"]["dlib"]["identification"]
-    assert (ident["gallery_extra"], ident["gallery_without_face"], ident["gallery"]) == (5, 1, 10)
+    assert (ident["gallery_extra"], ident["gallery_unmeasured"], ident["gallery"]) == (5, 1, 10)
     assert ident["baseline_rank1"] == 1.0          # the originals find their re-encoded copies first
     assert ident["chance_rank1"] == pytest.approx(1 / 9)   # one hit among the 9 entries that are not the probe's own
     assert report["gallery_dir"] == str(gallery)

@@ -181,12 +181,12 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
     detector = (run_config.get("detector", "retinaface-onnx"), run_config.get("threshold", 0.3),
                 run_config.get("detect_size", 640), run_config.get("nms_iou", 0.4))
     config = MeasureConfig(usable, weights_dir, str(cache_root) if cache_root else None, dlib_ok, lpips_ok, fid_ok, detector)
-    results, skipped, gallery = {}, [], {"ids": [], "embeddings": {n: [] for n in usable}, "no_face": 0}
+    results, skipped, gallery = {}, [], {"ids": [], "embeddings": {n: [] for n in usable}, "unmeasured": 0}
     try:
         for rel, measurement, reason in measure_all(tasks + gallery_tasks, config, workers or min(os.cpu_count() or 1, 4), progress):
             if rel.startswith(GALLERY_PREFIX):
                 if measurement is None:
-                    gallery["no_face"] += 1
+                    gallery["unmeasured"] += 1
                     continue
                 gallery["ids"].append(gallery_ids_by_rel[rel])
                 for n in usable:
@@ -351,7 +351,7 @@ def _privacy(name: str, info: dict, faces: list[FaceItem], labels: dict, identit
     if any(i is not None for i in ids):
         extra = None
         if gallery is not None:
-            extra = (gallery["ids"], np.stack(gallery["embeddings"][name]) if gallery["ids"] else None, gallery["no_face"])
+            extra = (gallery["ids"], np.stack(gallery["embeddings"][name]) if gallery["ids"] else None, gallery["unmeasured"])
         out["identification"] = _identification(name, metric, faces, ids, extra)
     return out
 
@@ -375,7 +375,7 @@ def _main_face_labels(faces: list[FaceItem], labels: dict, column: str | None) -
 
 def _identification(name: str, metric: str, faces: list[FaceItem], ids: list, extra=None) -> dict | None:
     """FFEM §5: the main (largest) labelled face of each image as probe, against a gallery of
-    the other images' original faces, plus ``extra`` = (ids, embeddings, photos without a face)
+    the other images' original faces, plus ``extra`` = (ids, embeddings, photos not measured: no face found, or unreadable)
     of a --gallery folder. The baseline puts each original in the probe's place."""
     chosen = [k for k, i in enumerate(ids) if i is not None]
     if len(chosen) < 2:
@@ -396,7 +396,7 @@ def _identification(name: str, metric: str, faces: list[FaceItem], ids: list, ex
            "probes": len(chosen), "gallery": len(gallery_ids)}
     if extra is not None:
         out["gallery_extra"] = len(extra[0])
-        out["gallery_without_face"] = extra[2]
+        out["gallery_unmeasured"] = extra[2]
     return out
 
 
