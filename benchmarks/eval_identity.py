@@ -2,7 +2,7 @@
 3 and 5), through the real CLI.
 
     .venv/bin/python benchmarks/eval_identity.py --method identitydp [--epsilon 6] [--set crops|wild] [--limit N]
-    .venv/bin/python benchmarks/eval_identity.py --method idrotate [--level 9] [--set crops|wild] [--limit N]
+    .venv/bin/python benchmarks/eval_identity.py --method idrotate [--level 9] [--set crops|wild] [--limit N] [--offset N]
                                                                   [--refine-steps K]
     .venv/bin/python benchmarks/eval_identity.py --method flowrot [--temperature 0.5] [--model teacher|student] [--output-latent]
                                                                   [--set crops|wild|utkface]
@@ -60,7 +60,7 @@ def cli(*args, env=None) -> tuple[float, subprocess.CompletedProcess]:
     return time.perf_counter() - t0, r
 
 
-def held_out_images(which: str, limit: int) -> tuple[list[Path], Path]:
+def held_out_images(which: str, limit: int, offset: int = 0) -> tuple[list[Path], Path]:
     from anoncli.train.face_crops import is_held_out
 
     folder = DATA / {"crops": "celeba-crops", "wild": "celeba-wild", "utkface": "utkface"}[which]
@@ -72,7 +72,7 @@ def held_out_images(which: str, limit: int) -> tuple[list[Path], Path]:
         table = table[[is_held_out("celeba-crops", n, str(i)) for n, i in zip(table["image"], table["identity"])]]
     elif which == "utkface":
         table = table[[is_held_out("utkface", n, None) for n in table["image"]]]
-    names = sorted(table["image"].astype(str))[:limit]
+    names = sorted(table["image"].astype(str))[offset:offset + limit]
     return [folder / "images" / n for n in names], labels
 
 
@@ -154,13 +154,14 @@ def main() -> None:
     ap.add_argument("--output-latent", action="store_true", help="flowrot: also write the encrypted latent images, which restore then reads")
     ap.add_argument("--set", default="crops", choices=["crops", "wild", "utkface"])
     ap.add_argument("--limit", type=int, default=300)
+    ap.add_argument("--offset", type=int, default=0, help="skip the first N held-out images (in name order), for another sample")
     ap.add_argument("--gallery", action="store_true",
                     help="the set's whole labelled folder joins the identification gallery (report --gallery; FFEM §5's rest-as-gallery)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--weights-dir", type=Path, help="where the generator is, if not in weights/")
     args = ap.parse_args()
 
-    images, labels = held_out_images(args.set, args.limit)
+    images, labels = held_out_images(args.set, args.limit, args.offset)
     load_before = os.getloadavg()[0]
     flags = {"identitydp": ["--epsilon", args.epsilon, "--sensitivity", args.sensitivity], "idrotate": ["--level", args.level],
              "flowrot": ["--temperature", args.temperature, "--model", args.model]}[args.method]
@@ -189,14 +190,14 @@ def main() -> None:
         seconds["report"], _ = cli("report", out, "--labels", labels, "--evaluator", "dlib", "--evaluator", "mobilefacenet",
                                    *extra, "--weights-dir", SHARED_WEIGHTS, "-o", tmp / "report", "-q", "-j", args.workers)
         report = json.loads((tmp / "report" / "report.json").read_text())
-    row = {"method": args.method, "set": args.set, "images": len(images), **dict(zip(flags[::2], flags[1::2])),
+    row = {"method": args.method, "set": args.set, "images": len(images), "offset": args.offset, **dict(zip(flags[::2], flags[1::2])),
            **summarise(report, args.method), "seconds": {k: round(v, 1) for k, v in seconds.items()}}
     row = {k.lstrip("-") if isinstance(k, str) else k: v for k, v in row.items()}
     width = max(len(k) for k in row)
     for k, v in row.items():
         print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     path = write_json(f"identity-{args.method}{'-student' if args.model == 'student' else ''}{'-latent' if args.output_latent else ''}"
-                      f"-{args.set}{'-gallery' if args.gallery else ''}", [row], machine_record(" ".join(sys.argv), load_before))
+                      f"-{args.set}{'-gallery' if args.gallery else ''}{f'-from{args.offset}' if args.offset else ''}", [row], machine_record(" ".join(sys.argv), load_before))
     print(f"written {path}")
 
 
