@@ -110,7 +110,7 @@ class IdRotate(_GeneratorMethod):
     def restore_crop(self, crop, landmarks_in_crop, key, face_params):
         rotated, attributes = self.generator.encode(crop)
         return self.render(unrotate_identity(rotated, self.reference(key), self.degrees), attributes, crop, landmarks_in_crop,
-                           self.params.get("restore_refine_steps", self.params["refine_steps"]))
+                           self.params["restore_refine_steps"])
 
     def key_params(self, key) -> dict:
         return {"theta_degrees": self.degrees}

@@ -170,7 +170,7 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
 
     rows = [r for r in manifest.to_dict("records") if r["status"] == "ok" and r.get("output")]
     tasks = _tasks(rows, anon_dir, original_dir, restored_dir, wrong_restored_dir)
-    gallery_tasks, gallery_ids_by_rel = (_gallery_tasks(Path(gallery_dir), tasks, label_by_image, identity_column)
+    gallery_tasks, gallery_ids_by_rel = (_gallery_tasks(Path(gallery_dir), label_by_image, identity_column)
                                          if gallery_dir else ([], {}))
     cache_root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
     from ..metrics import fid, lpips
@@ -181,16 +181,14 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
     detector = (run_config.get("detector", "retinaface-onnx"), run_config.get("threshold", 0.3),
                 run_config.get("detect_size", 640), run_config.get("nms_iou", 0.4))
     config = MeasureConfig(usable, weights_dir, str(cache_root) if cache_root else None, dlib_ok, lpips_ok, fid_ok, detector)
-    results, skipped, gallery = {}, [], {"ids": [], "embeddings": {n: [] for n in usable}, "unmeasured": 0}
+    results, skipped, gallery_measured, unmeasured = {}, [], [], 0
     try:
         for rel, measurement, reason in measure_all(tasks + gallery_tasks, config, workers or min(os.cpu_count() or 1, 4), progress):
             if rel.startswith(GALLERY_PREFIX):
                 if measurement is None:
-                    gallery["unmeasured"] += 1
-                    continue
-                gallery["ids"].append(gallery_ids_by_rel[rel])
-                for n in usable:
-                    gallery["embeddings"][n].append(np.asarray(measurement["embeddings"]["original"][n][0], np.float64))
+                    unmeasured += 1
+                else:
+                    gallery_measured.append((gallery_ids_by_rel[rel], measurement))
             elif measurement is None:
                 skipped.append({"input": rel, "reason": reason})
                 print(f"skipped {rel}: {reason}", file=sys.stderr)
@@ -199,6 +197,7 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
     except ModelLoadError as e:
         raise ReportError(str(e)) from None
     faces, quality, recovery = _collect(tasks, results)
+    gallery = _gallery(gallery_measured, unmeasured, {m["shas"]["original"] for m in results.values()}, usable) if gallery_dir else None
 
     report = {
         "tool_version": __version__, "created": datetime.now(timezone.utc).isoformat(),
@@ -214,8 +213,7 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
     }
     for info in evaluator_info:
         if info["available"]:
-            report["privacy"][info["name"]] = _privacy(info["name"], info, faces, label_by_image, identity_column,
-                                                       gallery if gallery_dir else None)
+            report["privacy"][info["name"]] = _privacy(info["name"], info, faces, label_by_image, identity_column, gallery)
     report["utility"] = _utility(faces, quality, dlib_reason, lpips_reason, fid_reason)
     report["recovery"] = None
     if restored_dir is not None:
@@ -229,36 +227,31 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
 GALLERY_PREFIX = "gallery:"
 
 
-def _gallery_tasks(gallery_dir: Path, tasks: list[ImageTask], labels: dict, column: str | None) -> tuple[list[ImageTask], dict]:
-    """One task per labelled photo of ``gallery_dir`` that is not one of the run's originals
-    (compared by content), and each task's identity."""
-    import hashlib
-
+def _gallery_tasks(gallery_dir: Path, labels: dict, column: str | None) -> tuple[list[ImageTask], dict]:
+    """One task per labelled photo of ``gallery_dir``, and each task's identity."""
     from ..io.discover import discover
 
     if not column or not labels:
         raise ReportError("--gallery needs --labels with an identity column naming the gallery's photos")
-
-    def sha(path) -> str | None:
-        try:
-            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        except OSError:
-            return None
-
-    own = {sha(t.paths["original"]) for t in tasks}
     out, ids = [], {}
     for item in discover(gallery_dir).items:
         value = labels.get(Path(item.rel).name, {}).get(column)
         if item.problem or value in (None, "") or value != value:
             continue
-        if sha(item.path) in own:
-            continue
         rel = GALLERY_PREFIX + item.rel
         out.append(ImageTask(rel, [], {"original": str(item.path)}, gallery=True))
         ids[rel] = str(value)
     if not out:
-        raise ReportError(f"no photo in --gallery {gallery_dir} has an identity in --labels (other than the run's own originals)")
+        raise ReportError(f"no photo in --gallery {gallery_dir} has an identity in --labels")
     return out, ids
+
+
+def _gallery(measured: list[tuple[str, dict]], unmeasured: int, own_shas: set[str], evaluators) -> dict:
+    """The gallery photos' identities and main-face embeddings per evaluator, less those whose
+    content is one of the run's originals (a probe must not meet its own photo)."""
+    kept = [(identity, m) for identity, m in measured if m["shas"]["original"] not in own_shas]
+    return {"ids": [identity for identity, _ in kept], "unmeasured": unmeasured,
+            "embeddings": {n: np.array([m["embeddings"]["original"][n][0] for _, m in kept], np.float64) for n in evaluators}}
 
 
 def _collect(tasks: list[ImageTask], results: dict) -> tuple[list[FaceItem], dict, dict]:
@@ -349,10 +342,7 @@ def _privacy(name: str, info: dict, faces: list[FaceItem], labels: dict, identit
            "distances": {"anonymized": anon, "genuine": genuine.tolist()[:5000], "impostor": impostor.tolist()[:5000]},
            "identification": None}
     if any(i is not None for i in ids):
-        extra = None
-        if gallery is not None:
-            extra = (gallery["ids"], np.stack(gallery["embeddings"][name]) if gallery["ids"] else None, gallery["unmeasured"])
-        out["identification"] = _identification(name, metric, faces, ids, extra)
+        out["identification"] = _identification(name, metric, faces, ids, gallery)
     return out
 
 
@@ -373,17 +363,17 @@ def _main_face_labels(faces: list[FaceItem], labels: dict, column: str | None) -
     return ids
 
 
-def _identification(name: str, metric: str, faces: list[FaceItem], ids: list, extra=None) -> dict | None:
+def _identification(name: str, metric: str, faces: list[FaceItem], ids: list, extra: dict | None = None) -> dict | None:
     """FFEM §5: the main (largest) labelled face of each image as probe, against a gallery of
-    the other images' original faces, plus ``extra`` = (ids, embeddings, photos not measured: no face found, or unreadable)
-    of a --gallery folder. The baseline puts each original in the probe's place."""
+    the other images' original faces, plus the photos of a --gallery folder (``_gallery``).
+    The baseline puts each original in the probe's place."""
     chosen = [k for k, i in enumerate(ids) if i is not None]
     if len(chosen) < 2:
         return None
     probe_ids = [str(ids[k]) for k in chosen]
     gallery, gallery_ids = np.stack([faces[k].original[name] for k in chosen]), list(probe_ids)
-    if extra is not None and extra[1] is not None:
-        gallery, gallery_ids = np.concatenate([gallery, extra[1]]), gallery_ids + list(extra[0])
+    if extra is not None and extra["ids"]:
+        gallery, gallery_ids = np.concatenate([gallery, extra["embeddings"][name]]), gallery_ids + extra["ids"]
     exclude = np.zeros((len(chosen), len(gallery_ids)), bool)
     exclude[:, :len(chosen)] = np.eye(len(chosen), dtype=bool)   # a probe's own photo
     originals = gallery[:len(chosen)]
@@ -395,8 +385,8 @@ def _identification(name: str, metric: str, faces: list[FaceItem], ids: list, ex
            "chance_rank1": chance[1], "chance_rank5": chance[5], "identities": len(set(gallery_ids)),
            "probes": len(chosen), "gallery": len(gallery_ids)}
     if extra is not None:
-        out["gallery_extra"] = len(extra[0])
-        out["gallery_unmeasured"] = extra[2]
+        out["gallery_extra"] = len(extra["ids"])
+        out["gallery_unmeasured"] = extra["unmeasured"]
     return out
 
 

@@ -154,6 +154,10 @@ class Measurer:
                     raise MeasureError(f"{role} {task.paths[role]} is not the size of the original")
             return pixels[role]
 
+        def save() -> None:
+            for role in changed:
+                self.cache.save(files[role][0], records[role])
+
         def feature(role: str, key: str, compute):
             record = records[role]
             if key not in record:
@@ -164,8 +168,7 @@ class Measurer:
         if task.gallery:
             face = feature("original", self._detector_tag(), lambda: self._main_face(image("original")))
             if face is None:
-                if changed:   # remember that there is none
-                    self.cache.save(files["original"][0], records["original"])
+                save()   # remember that there is none
                 raise MeasureError(f"no face found in gallery image {task.paths['original']}")
             task = ImageTask(task.rel, [face], task.paths, gallery=True)
         keys = [face_key(f) for f in task.faces]
@@ -186,8 +189,7 @@ class Measurer:
                 out["embeddings"][role][name] = per_face(role, f"embed/{self.tags[name]}/",
                                                          lambda faces: self._model(name).embed(image(role), faces))
         if task.gallery:
-            for role in changed:
-                self.cache.save(files[role][0], records[role])
+            save()
             return out
 
         if self.config.dlib_tools:
@@ -225,8 +227,7 @@ class Measurer:
             numbers = feature("original", key, lambda: self._quality(image("original"), image(role), task.faces, role))
             out[f"quality_{role}"] = {k: _number(v) if v is not None else None for k, v in numbers.items()}
 
-        for role in changed:
-            self.cache.save(files[role][0], records[role])
+        save()
         return out
 
     def _detector_tag(self) -> str:
