@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -29,7 +31,7 @@ app.add_typer(train_app, name="train")
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -42,29 +44,6 @@ def _version(value: bool):
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")):
     pass
-
-
-def parse_method_flags(args: list[str]) -> dict[str, str]:
-    """``--name value``, ``--name=value``, ``--flag`` / ``--no-flag`` -> {name: raw value}."""
-    params: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        tok = args[i]
-        if not tok.startswith("--") or tok == "--":
-            raise ValueError(f"unexpected argument {tok!r}")
-        name, eq, value = tok[2:].partition("=")
-        key = name.replace("-", "_")
-        if eq:
-            params[key] = value
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            params[key] = args[i + 1]
-            i += 1
-        elif key.startswith("no_"):
-            params[key[3:]] = "false"
-        else:
-            params[key] = "true"
-        i += 1
-    return params
 
 
 def _method_epilog() -> str:
@@ -115,7 +94,8 @@ def anonymize(
     """
     from .config import NO_FACE_POLICIES, RunConfig
     from .faces.detectors import DETECTORS
-    from .methods import get_method_spec
+    from .method_flags import method_flag_values
+    from .methods import available_methods, get_method_spec
     from .keys.format import KeyfileError
     from .run import RunError, default_output, run_anonymize
     from .weights import WeightsMissing, locate, missing_message, REGISTRY
@@ -126,7 +106,9 @@ def anonymize(
         fail(f"unknown detector {detector!r}; available: {', '.join(DETECTORS)}")
     try:
         spec = get_method_spec(method)
-        params = spec.resolve_params(parse_method_flags(list(ctx.args)))
+        general_options = [o for p in ctx.command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+        flags = method_flag_values(list(ctx.args), spec, [*general_options, "--help"], available_methods())
+        params = spec.resolve_params(flags)
     except (KeyError, ValueError) as e:
         fail(str(e.args[0]) if e.args else str(e))
     for name in (DETECTORS[detector].weights, *spec.weights_needed(params)):
@@ -135,8 +117,14 @@ def anonymize(
             fail(missing_message(REGISTRY[name], bad), code=3)
     warning = spec.advisory(weights_dir) if spec.advisory else None
     if warning:
-        console.print(f"[bold yellow]warning:[/] {warning}")
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}")
     keys = _key_options(spec, keyfile, escrow, recipient, passphrase_file, kdf_memory, kdf_iterations, kdf_lanes)
+    if keys is not None and spec.reversible and not escrow:
+        from .methods.base import RestoreKind
+
+        capability = spec.restore_capability(params, escrow=False)
+        if capability.kind is RestoreKind.IMPOSSIBLE:
+            console.print(f"[yellow]note:[/] {escape(capability.refusal(spec.name))}; `anoncli restore` will refuse it.")
     config = RunConfig(method=spec.name, params=params, detector=detector,
                        detector_weights_sha256=REGISTRY[DETECTORS[detector].weights].sha256,
                        threshold=threshold, detect_size=detect_size, min_face=min_face, no_face=no_face,
@@ -146,7 +134,7 @@ def anonymize(
     try:
         summary = run_anonymize(input_dir, output, config, workers=n_workers, batch_size=batch_size,
                                 overwrite=overwrite, weights_dir=str(weights_dir) if weights_dir else None,
-                                progress=not quiet, log=lambda m: console.print(m), keys=keys)
+                                progress=not quiet, log=lambda m: console.print(m, markup=False), keys=keys)
     except RunError as e:
         fail(str(e))
     except WeightsMissing as e:
@@ -202,13 +190,13 @@ def _print_summary(s) -> None:
     if c["no_face"]:
         out.print("[yellow]note:[/] images with no face found are listed in the manifest (status no_face); check them by eye.")
     for rel, reason in s.failed[:20]:
-        out.print(f"  [red]failed[/] {rel}: {reason}")
+        out.print(f"  [red]failed[/] {escape(rel)}: {escape(reason)}")
     if len(s.failed) > 20:
         out.print(f"  ... and {len(s.failed) - 20} more (see manifest.csv)")
     for d in s.skipped_dirs:
-        out.print(f"  [yellow]skipped folder[/] {d}")
+        out.print(f"  [yellow]skipped folder[/] {escape(str(d))}")
     if s.stopped:
-        out.print(f"[bold red]stopped:[/] {s.stopped}")
+        out.print(f"[bold red]stopped:[/] {escape(str(s.stopped))}")
     out.print(f"output: {s.output}  (manifest.csv, run.json)")
     if s.keyfile:
         k = s.keyfile
@@ -232,19 +220,28 @@ def restore(
     Checks first that the keyfile is intact and opens, and that it belongs to this folder's
     run and manifest; then restores each image whose file is unchanged (from escrow, or with
     the reversible method's inverse), reports modified or missing ones, and writes the
-    restored tree with its own manifest.csv and restore.json. Exit status: 0 all restored,
-    1 some images not restored, 2 bad arguments, 3 weights missing, 4 wrong passphrase or key,
-    5 keyfile damaged or tampered, 6 keyfile of another run.
+    restored tree with its own manifest.csv and restore.json. A run that nothing it kept can
+    restore (no escrow, and a method that cannot be undone without it or without flags it was not
+    given, such as flowrot without --output-latent) is refused before anything is written. A lossy
+    inverse (flowrot --model student, idrotate) writes its images as "approximate", each with its
+    measured round trip. Exit status: 0 every image restored (exactly or, for such a method,
+    approximately), 1 some images not restored, 2 bad arguments, 3 weights missing, 4 wrong
+    passphrase or key, 5 keyfile damaged or tampered, 6 keyfile of another run, 7 the run cannot
+    be restored (the line names the anonymize flags that would have made it restorable).
     """
     from .keys.format import KeyfileDamaged, KeyfileError
     from .keys.keyfile import read_header
     from .keys.keypair import KeyMaterialError, private_key_is_protected, read_private_key
     from .keys.passphrase import PassphraseUnavailable, obtain_passphrase
     from .keys.protect import Passphrase, PrivateKey
-    from .restore import run_restore
+    from .restore import RestoreRefused, check_restorable, run_restore
     from .run import RunError
     from .weights import WeightsMissing
 
+    try:
+        check_restorable(anon_dir)   # before a passphrase is asked for
+    except RestoreRefused as e:
+        fail(str(e), code=e.exit_code)
     try:
         header = read_header(keyfile)
     except OSError as e:
@@ -262,6 +259,8 @@ def restore(
             unlocker = Passphrase(obtain_passphrase(passphrase_file, confirm=False))
         summary = run_restore(anon_dir, keyfile, unlocker, output, weights_dir=str(weights_dir) if weights_dir else None,
                               progress=not quiet)
+    except RestoreRefused as e:
+        fail(str(e), code=e.exit_code)
     except (KeyMaterialError, PassphraseUnavailable, RunError) as e:
         fail(str(e))
     except KeyfileDamaged as e:
@@ -271,11 +270,17 @@ def restore(
     except WeightsMissing as e:
         fail(str(e), code=3)
     c = summary.counts
-    out.print(f"[green]{c['restored']} restored[/] (from {summary.source}), {c['copied']} copied (no face), "
+    approximate = f"[yellow]{c['approximate']} approximate[/] (lossy inverse), " if c["approximate"] else ""
+    out.print(f"[green]{c['restored']} restored[/] (from {summary.source}), {approximate}{c['copied']} copied (no face), "
               f"[red]{c['modified']} modified[/], [red]{c['missing']} missing[/], {c['error']} failed, "
               f"{c['not_anonymized']} not anonymized by the run, in {summary.seconds:.1f}s")
+    if c["approximate"]:
+        spread = (f": median {statistics.median(summary.round_trips):.3g}, worst {min(summary.round_trips):.3g}"
+                  if summary.round_trips else "")
+        out.print(f"[yellow]note:[/] {escape(summary.capability.reason)}. Round trip per image (manifest.csv column "
+                  f"round_trip) is the {escape(summary.quality_measure or 'measured quality')}{spread}.")
     for rel, status, reason in summary.problems[:20]:
-        out.print(f"  [red]{status}[/] {rel}: {reason}")
+        out.print(f"  [red]{status}[/] {escape(rel)}: {escape(reason)}")
     if len(summary.problems) > 20:
         out.print(f"  ... and {len(summary.problems) - 20} more (see manifest.csv)")
     out.print(f"output: {summary.output}  (manifest.csv, restore.json)")
@@ -292,7 +297,7 @@ def report(
     identity_column: str = typer.Option("identity", "--identity-column", help="Column of --labels with the person's identity (identification rank-1/5)."),
     group: list[str] = typer.Option([], "--group", help="Column of --labels to measure fairness over (repeatable), e.g. --group gender --group race."),
     gallery: Optional[Path] = typer.Option(None, "--gallery", help="Folder of photos named in --labels whose main faces join the identification gallery beside the run's originals (FFEM §5: the rest of the dataset as gallery), e.g. the whole dataset the run's images came from. Its embeddings are cached like the others'."),
-    evaluator: list[str] = typer.Option(["dlib", "mobilefacenet", "arcface"], "--evaluator", help="Face recognizer used as attacker (repeatable): dlib, mobilefacenet, arcface. One whose weights are missing is listed as unavailable, with the command that gets them."),
+    evaluator: list[str] = typer.Option(["dlib", "mobilefacenet", "arcface"], "--evaluator", help="Face recognizer used as attacker (repeatable): dlib, mobilefacenet, arcface. One whose weights are missing is listed as unavailable, with the command that gets them; when none can run, the report stops with exit status 2."),
     compare: list[Path] = typer.Option([], "--compare", help="Other anonymized folders of the same originals, shown side by side (repeatable)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Folder for report.json and report.html. Default: a sibling ANON_DIR-report."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where face embeddings, detections and landmarks are cached by image content hash, so a second report is fast (default: the user cache). The cache holds biometric templates of the originals: keep it private."),
@@ -300,14 +305,19 @@ def report(
     workers: int = typer.Option(0, "--workers", "-j", min=0, help="Worker processes (0: one per core, at most 4)."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look for weight files here first."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary (the figures of the terminal table, the paths of report.json and report.html) to stdout instead of the table."),
 ):
     """Measure how much identity an anonymized run removed and how much utility survived.
 
     Privacy: protection success rate per recognizer at its literature threshold and at a
-    threshold calibrated at FAR 1e-3 on impostor pairs of the originals; with identity labels,
+    threshold at FAR 1e-3: with identity labels calibrated on pairs of the originals of different
+    identities, without them the evaluator's reference threshold (calibrated on labelled photos;
+    never on this run's faces); with identity labels,
     rank-1/5 identification (FFEM §5; --gallery enlarges the gallery) and the evaluator's own verification AUC on the originals.
     Utility: detection by another detector (dlib HOG), 68-point landmark distance, SSIM and PSNR
-    in and outside the faces. Recovery with --restored (and --wrong-restored); fairness per
+    in and outside the faces. Realism: KID of anonymized against real faces (the other half of the
+    run) beside the real-vs-real floor, fine-detail texture inside each face, detection by
+    CenterFace; example faces at the photo's resolution. Recovery with --restored (and --wrong-restored); fairness per
     --group. Writes report.json and a self-contained report.html.
     """
     import json
@@ -351,8 +361,11 @@ def report(
 
     write_atomic(out_dir / "report.json", json.dumps(result, indent=1, default=json_default).encode())
     write_atomic(out_dir / "report.html", render_html(result).encode())
+    if as_json:
+        out.print_json(json.dumps(_report_summary(result, out_dir), default=json_default))
+        return
     _print_report(result)
-    out.print(f"report: {out_dir / 'report.json'}, {out_dir / 'report.html'}")
+    out.print(f"report: {out_dir / 'report.json'}, {out_dir / 'report.html'}", markup=False, highlight=False)
 
 
 def _compare_row(label: str, r: dict) -> dict:
@@ -368,24 +381,68 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
-def _print_report(r: dict) -> None:
-    table = Table(title=f"[bold]{r['run'].get('method')}[/] — {r['counts']['faces']} faces in {r['counts']['images']} images")
-    for col in ("evaluator", "threshold (lit.)", "protection (lit.)", "threshold FAR 1e-3", "protection (FAR)",
-                "rank-1 / baseline", "AUC on originals"):
-        table.add_column(col)
+def _realism_summary(r: dict) -> dict | None:
+    from .report.realism import summary_dict
+
+    return summary_dict(r)
+
+
+def _report_summary(r: dict, out_dir: Path) -> dict:
+    """The figures `report` prints, keyed for scripts (`report --json`); per-face distances stay in report.json."""
+    evaluators = []
     for info in r["evaluators"]:
         p = r["privacy"].get(info["name"])
-        if p is None:
-            table.add_row(info["name"], "-", f"unavailable: {info['reason']}", "-", "-", "-", "-")
-            continue
-        t = info["thresholds"]
-        ident = p.get("identification")
-        table.add_row(info["name"] + (" (white-box)" if info["white_box"] else ""),
-                      "n/a" if t["literature"] is None else f"{t['literature']:.3f}", _pct(p["protection_rate"]["literature"]),
-                      "n/a" if t["far_1e-3"] is None else f"{t['far_1e-3']:.3f}", _pct(p["protection_rate"]["far_1e-3"]),
-                      f"{_pct(ident['rank1'])} / {_pct(ident['baseline_rank1'])}" if ident else "no labels",
-                      f"{info['verification']['auc']:.3f}" if info.get("verification") else "no labels")
-    out.print(table)
+        evaluators.append({"name": info["name"], "available": p is not None, "reason": info.get("reason"),
+                           "white_box": info.get("white_box"), "thresholds": info.get("thresholds"),
+                           "threshold_sources": {"literature": info.get("threshold_source"),
+                                                 "far_1e-3": info.get("far_threshold")},
+                           "verification_auc": (info.get("verification") or {}).get("auc"),
+                           **({k: v for k, v in p.items() if k != "distances"} if p is not None else {})})
+    return {"report_json": str(out_dir / "report.json"), "report_html": str(out_dir / "report.html"),
+            "run": r["run"], "counts": r["counts"], "evaluators": evaluators, "utility": r.get("utility"),
+            "realism": _realism_summary(r), "recovery": r.get("recovery"), "fairness": r.get("fairness"), "compare": r.get("compare")}
+
+
+def _print_report(r: dict) -> None:
+    # One column per evaluator and one row per measure: names whole at 80 columns; reasons below the table.
+    usable = [info for info in r["evaluators"] if info["name"] in r["privacy"]]
+    table = Table(title=f"[bold]{escape(str(r['run'].get('method')))}[/] — {r['counts']['faces']} faces in "
+                        f"{r['counts']['images']} images", title_justify="left")
+    table.add_column("measure", no_wrap=True)
+    for info in usable:
+        table.add_column(escape(info["name"]) + ("\n(white-box)" if info["white_box"] else ""), no_wrap=True,
+                         min_width=len(info["name"]), justify="right")
+
+    def threshold(info, key):
+        t = info["thresholds"][key]
+        return "n/a" if t is None else f"{t:.3f}"
+
+    def rank1(info, key):
+        ident = r["privacy"][info["name"]].get("identification")
+        return _pct(ident[key]) if ident else "no labels"
+
+    rows = (("threshold, literature", lambda i: threshold(i, "literature")),
+            ("protected, literature", lambda i: _pct(r["privacy"][i["name"]]["protection_rate"]["literature"])),
+            ("threshold, FAR 1e-3", lambda i: threshold(i, "far_1e-3")),
+            ("protected, FAR 1e-3", lambda i: _pct(r["privacy"][i["name"]]["protection_rate"]["far_1e-3"])),
+            ("rank-1, anonymized", lambda i: rank1(i, "rank1")),
+            ("rank-1, originals", lambda i: rank1(i, "baseline_rank1")),
+            ("AUC on originals", lambda i: f"{i['verification']['auc']:.3f}" if i.get("verification") else "no labels"))
+    if usable:
+        for label, cell in rows:
+            table.add_row(label, *(cell(info) for info in usable))
+        out.print(table)
+        if any(info["white_box"] for info in usable):
+            from .report.html import WHITE_BOX_NOTE
+
+            out.print(WHITE_BOX_NOTE, markup=False, highlight=False)
+        for info in usable:   # which threshold is which, and where each came from
+            far = info.get("far_threshold") or {}
+            out.print(f"thresholds of {info['name']}: literature: {info.get('threshold_source')}; FAR 1e-3: "
+                      f"{far.get('source', 'n/a')}", markup=False, highlight=False)
+    for info in r["evaluators"]:
+        if info["name"] not in r["privacy"]:
+            out.print(f"{info['name']} unavailable: {info['reason']}", markup=False, highlight=False)
     ident = next((p["identification"] for p in r["privacy"].values() if p.get("identification")), None)
     if ident:
         out.print(f"identification: {ident['probes']} probes against a gallery of {ident['gallery']} faces of "
@@ -397,7 +454,11 @@ def _print_report(r: dict) -> None:
               f"{u['ssim']['outside'] or float('nan'):.3f}; PSNR face {u['psnr']['face'] or float('nan'):.1f} dB")
     lm = u.get("landmarks") or {}
     out.print(f"landmarks: {lm['nme_mean']:.3f} of the inter-ocular distance (68 points, n={lm['n']})" if lm.get("available")
-              else f"landmarks: unavailable ({lm.get('reason')})")
+              else f"landmarks: unavailable ({escape(str(lm.get('reason')))})")
+    from .report.realism import summary_lines
+
+    for line in summary_lines(r):
+        out.print(line, markup=False, highlight=False)
     if r.get("recovery"):
         rec = r["recovery"]
         out.print(f"recovery: PSNR {rec['psnr'] if rec['psnr'] is not None else float('inf'):.1f} dB "
@@ -409,10 +470,10 @@ def _print_report(r: dict) -> None:
                       f"identity distance " + ", ".join(f"{k} {v:.3f}" for k, v in wrong["identity_distance"].items()))
     for column, f in (r.get("fairness") or {}).items():
         gaps = f["gaps"]["protection_rate"]
-        out.print(f"fairness over {column}: " + ", ".join(f"{g} {_pct(v['protection_rate'])} (n={v['n']})" for g, v in f["groups"].items())
+        out.print(f"fairness over {escape(column)}: " + ", ".join(f"{escape(g)} {_pct(v['protection_rate'])} (n={v['n']})" for g, v in f["groups"].items())
                   + (f"; gap {gaps['max_min']:.3f}" if gaps["max_min"] is not None else ""))
     for row in r.get("compare") or []:
-        out.print(f"  {row['label']}: {row['method']} protection {_pct(row['protection_rate'])}, SSIM face "
+        out.print(f"  {escape(row['label'])}: {row['method']} protection {_pct(row['protection_rate'])}, SSIM face "
                   f"{row['ssim_face'] if row['ssim_face'] is not None else float('nan'):.3f}, detection {_pct(row['detection_rate'])}")
 
 
@@ -474,20 +535,37 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Machine-readable
 
 
 @weights_app.command("list")
-def weights_list(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look here first.")):
+def weights_list(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look here first."),
+                 as_json: bool = typer.Option(False, "--json", help="Machine-readable output: one object per entry.")):
     """Every pretrained file the project knows, with licence, source and whether it is present."""
+    import json
+
     from .weights import REGISTRY, locate
 
-    table = Table()
-    for col in ("name", "file", "status", "licence", "official copy"):
-        table.add_column(col)
+    entries = []
     for e in REGISTRY.values():
         found, bad = locate(e.name, weights_dir)
-        status = f"[green]present[/] {found.source}" if found else ("[red]corrupt[/]" if bad else "[yellow]missing[/]")
-        table.add_row(e.name, e.filename, status, e.licence, e.url)
+        entries.append({"name": e.name, "file": e.filename, "status": "present" if found else ("corrupt" if bad else "missing"),
+                        "found_at": found.source if found else None, "problems": bad, "sha256": e.sha256,
+                        "licence": e.licence, "official_copy": e.url, "what": e.what})
+    if as_json:
+        out.print_json(json.dumps(entries))
+        return
+    # Names are never cut: the table holds what fits at 80 columns, each entry's file, place and source follow it.
+    table = Table(title="pretrained files", title_justify="left")
+    table.add_column("name", no_wrap=True, min_width=max(len(e["name"]) for e in entries))
+    table.add_column("status", no_wrap=True)
+    table.add_column("licence", overflow="fold")
+    colour = {"present": "green", "corrupt": "red", "missing": "yellow"}
+    for e in entries:
+        table.add_row(e["name"], f"[{colour[e['status']]}]{e['status']}[/]", escape(e["licence"]))
     out.print(table)
-    out.print("sha256 of each entry: `anoncli weights verify`. Search order: --weights-dir, $ANONCLI_WEIGHTS, "
-              "the project's weights/, the user cache, then files bundled in installed packages.")
+    for e in entries:
+        out.print(f"{e['name']}: {e['file']}" + (f", found at {e['found_at']}" if e["found_at"] else "")
+                  + "".join(f"\n    corrupt copy: {p}" for p in e["problems"])
+                  + f"\n    official copy: {e['official_copy']}", markup=False, highlight=False)
+    out.print("sha256 of each entry: `anoncli weights verify`; `--json` for scripts. Search order: --weights-dir, "
+              "$ANONCLI_WEIGHTS, the project's weights/, the user cache, then files bundled in installed packages.")
 
 
 @weights_app.command("verify")
@@ -500,7 +578,7 @@ def weights_verify(weights_dir: Optional[Path] = typer.Option(None, "--weights-d
         found, bad = locate(e.name, weights_dir)
         for b in bad:
             corrupt = True
-            out.print(f"[red]corrupt[/] {e.name}: {b}")
+            out.print(f"[red]corrupt[/] {e.name}: {escape(str(b))}")
         out.print(f"{'[green]ok[/]' if found else '[yellow]missing[/]'} {e.name} sha256 {e.sha256}"
                   + (f" at {found.source}" if found else ""))
     raise typer.Exit(1 if corrupt else 0)

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -15,7 +16,7 @@ train_app = typer.Typer(help="Train the project's own networks (checkpoints and 
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -67,6 +68,17 @@ def train_aei(
     margin: float = MARGIN,
     resolution: int = typer.Option(128, "--resolution", help="Crop side (a power of two)."),
     width_scale: float = typer.Option(1.0, "--width-scale", min=0.125, help="Multiply every generator and encoder width (1: the committed model's)."),
+    generator_channels: Optional[str] = typer.Option(None, "--generator-channels", help="Output widths of the AAD ResBlks at 2, 4, ..., res/2 px, "
+                                                     "comma-separated (default at 128 px: 128,128,128,64,32,16); overrides --width-scale for the generator."),
+    encoder_channels: Optional[int] = typer.Option(None, "--encoder-channels", min=1, help="Attribute encoder width at res/2 px, doubling per level "
+                                                   "(default 8); overrides --width-scale for the encoder."),
+    max_encoder_channels: Optional[int] = typer.Option(None, "--max-encoder-channels", min=1, help="The attribute encoder's widest level (default 64)."),
+    full_res_channels: int = typer.Option(0, "--full-res-channels", min=0, help="Channels of a full-resolution 3x3 convolution of the input joined to "
+                                          "the finest attribute map (not in the book; 0: the finest map is the res/2 map upsampled, as in FaceShifter)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="In a work folder without a checkpoint, start from this earlier export: its weights "
+                                             "(grown into wider --generator-channels or a --full-res-channels branch without changing its output), its identity "
+                                             "whitening, step count and training time; the discriminator and Adam's moments start afresh."),
+    export_half: bool = typer.Option(False, "--export-half/--export-float32", help="Store the exported weights as float16 (half the file; computed in float32 when loaded)."),
     checkpoint_every: int = CHECKPOINT_EVERY,
     evaluate_every: int = EVALUATE_EVERY,
     threads: int = THREADS,
@@ -92,10 +104,22 @@ def train_aei(
         config.update(base_channels=max(1, round(base.base_channels * width_scale)),
                       max_channels=max(1, round(base.max_channels * width_scale)),
                       generator_channels=[max(1, round(c * width_scale)) for c in base.generator_channels])
+    if generator_channels is not None:
+        try:
+            config["generator_channels"] = [int(c) for c in generator_channels.split(",")]
+        except ValueError:
+            _fail(f"--generator-channels must be comma-separated integers, got {generator_channels!r}")
+    if encoder_channels is not None:
+        config["base_channels"] = encoder_channels
+    if max_encoder_channels is not None:
+        config["max_channels"] = max_encoder_channels
+    if full_res_channels:
+        config["full_res_channels"] = full_res_channels
     settings = AEITrainSettings(steps=steps, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2, lambda_adv=lambda_adv,
                                 lambda_att=lambda_att, lambda_id=lambda_id, lambda_rec=lambda_rec, same_face=same_face, synthetic_identity=synthetic_identity,
                                 margin=margin, checkpoint_every=checkpoint_every, evaluate_every=evaluate_every,
-                                threads=threads, seed=seed, config=config, device=_device(device))
+                                threads=threads, seed=seed, config=config, device=_device(device),
+                                init_from=str(init_from) if init_from else "")
     try:
         AEIConfig.from_dict({**base.to_dict(), **config}).check()
         crops = prepare(list(data), work / "data", resolution, margin, progress)
@@ -104,16 +128,19 @@ def train_aei(
         _fail(str(e), code=3)
     except ValueError as e:
         _fail(str(e))
-    result = _train_and_measure(trainer, steps, progress, 256)
+    result = _train_and_measure(trainer, steps, progress, 256, exporting=export is not None)
     if export is not None:
         from .train.model_card import write_aei_model_card
 
-        _export_with_card(trainer, "aei", data, result, card_note, export, write_aei_model_card)
+        _export_with_card(trainer, "aei", data, result, card_note, export, write_aei_model_card, half=export_half)
 
 
-def _train_and_measure(trainer, steps: int, progress: bool, held_out_faces: int) -> dict:
+def _train_and_measure(trainer, steps: int, progress: bool, held_out_faces: int, exporting: bool) -> dict:
     console.print(f"{len(trainer.train_idx)} training faces, {len(trainer.eval_idx)} held out; step {trainer.step} of {steps}")
     trainer.run(progress)
+    if trainer.step < steps and not exporting:   # interrupted: the checkpoint is written, measuring would only delay the exit
+        console.print(f"stopped at step {trainer.step} of {steps}; the same command resumes from the checkpoint")
+        return {}
     result = trainer.evaluate(held_out_faces)
     console.print("held-out: " + json.dumps(result))
     return result
@@ -152,10 +179,11 @@ def _card_after_export(card: dict, trainer) -> dict:
     return {**card, "steps": trainer.step, "train_seconds": trainer.elapsed, "settings": dataclasses.asdict(trainer.settings)}
 
 
-def _export_with_card(trainer, command: str, data: list[Path], result: dict, notes: list[str], export: Path, write_card) -> None:
+def _export_with_card(trainer, command: str, data: list[Path], result: dict, notes: list[str], export: Path, write_card,
+                      **export_options) -> None:
     """Write the trained network to ``export`` and its model card beside it."""
     card = _card(trainer, command, data, result, notes)
-    trainer.export(export, card)
+    trainer.export(export, card, **export_options)
     card_path = write_card(export, _card_after_export(card, trainer))
     console.print(f"[green]exported[/] {export} and its model card {card_path}")
 
@@ -201,7 +229,7 @@ def train_glow(
         trainer = GlowTrainer(crops, settings, work, log=lambda m: console.print(m))
     except ValueError as e:
         _fail(str(e))
-    result = _train_and_measure(trainer, steps, progress, 100)
+    result = _train_and_measure(trainer, steps, progress, 100, exporting=export is not None)
     if export is not None:
         from .train.glow import sample_grid_path
         from .train.model_card import write_glow_model_card
@@ -260,7 +288,7 @@ def train_student(
         trainer = StudentTrainer(crops, flow.net, settings, work, flow.margin, log=lambda m: console.print(m))
     except ValueError as e:
         _fail(str(e))
-    result = _train_and_measure(trainer, steps, progress, 100)
+    result = _train_and_measure(trainer, steps, progress, 100, exporting=export is not None)
     if export is not None:
         from .train.model_card import write_student_model_card
 

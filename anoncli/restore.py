@@ -5,6 +5,13 @@ authentic and opens with the secret given, and it was sealed for this folder's r
 manifest. Then each image is checked on its own (its file is the one the run wrote) and
 restored from escrow, or by the method's own inverse with the face's derived key. The result
 is written into a hidden sibling folder that is renamed into place only when complete.
+
+What a run can give back is decided first, from its method, parameters and escrow
+(``MethodSpec.restore_capability``): a run nothing recovers is refused before anything is
+written (``RestoreRefused``, exit status 7, naming the flags that would have made it
+restorable); a lossy inverse writes its images as ``approximate``, never ``restored``, each with
+its measured round trip; a restored face that is not a picture (NaN, out of range, black) makes
+that image an error, never a written file.
 """
 from __future__ import annotations
 
@@ -23,11 +30,19 @@ from . import __version__
 from .io.atomic import TEMP_MARK, write_atomic
 from .io.discover import paths_overlap
 from .keys.format import KeyfileMismatch
+from .methods.base import RestoreCapability, RestoreKind
 from .run import MANIFEST_NAME, RUN_RECORD_NAME, RunError
 
 RESTORE_RECORD_NAME = "restore.json"
-RESTORE_COLUMNS = ["input", "status", "restored_from", "n_faces", "reason", "output_sha256"]
-STATUSES = ("restored", "copied", "modified", "missing", "not_anonymized", "error")
+RESTORE_COLUMNS = ["input", "status", "restored_from", "n_faces", "round_trip", "reason", "output_sha256"]
+STATUSES = ("restored", "approximate", "copied", "modified", "missing", "not_anonymized", "error")
+REFUSED_EXIT_CODE = 7
+
+
+class RestoreRefused(RunError):
+    """Nothing the run kept recovers its faces: refused before anything is written."""
+
+    exit_code = REFUSED_EXIT_CODE
 
 
 @dataclass
@@ -38,6 +53,9 @@ class RestoreSummary:
     seconds: float
     source: str                             # escrow or model
     notes: list[str] = field(default_factory=list)
+    capability: RestoreCapability | None = None
+    quality_measure: str | None = None      # what the round_trip column holds (approximate restores)
+    round_trips: list[float] = field(default_factory=list)   # the worst face's, per approximate image
 
     @property
     def exit_code(self) -> int:
@@ -64,6 +82,34 @@ def _load_run(anon_dir: Path):
     except (OSError, ValueError) as e:
         raise RunError(f"cannot read the run in {anon_dir}: {e}") from None
     return record, manifest, hashlib.sha256(manifest_bytes).hexdigest()
+
+
+def run_capability(method: str, params: dict, escrow: bool) -> RestoreCapability:
+    """What restore can recover of a run, from its method, parameters and escrow; raises
+    ``RestoreRefused`` (one line naming the flags that would have made it possible) when nothing."""
+    from .methods import get_method_spec
+
+    spec = get_method_spec(method)
+    capability = spec.restore_capability(spec.resolve_params(params or {}), bool(escrow))
+    if capability.kind is RestoreKind.IMPOSSIBLE:
+        raise RestoreRefused(capability.refusal(spec.name))
+    return capability
+
+
+def check_restorable(anon_dir: Path) -> None:
+    """The up-front refusal from the folder's run.json, before a passphrase is asked for; the
+    keyfile's authenticated seal decides again in ``run_restore``. A run.json that cannot be
+    read here is left to ``run_restore``'s own checks."""
+    try:
+        record = json.loads((Path(anon_dir) / RUN_RECORD_NAME).read_text())
+        config, keyfile = record["config"], record.get("keyfile") or {}
+        method, params, escrow = config["method"], config.get("params") or {}, keyfile.get("escrow", False)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    try:
+        run_capability(method, params, escrow)
+    except (KeyError, ValueError):
+        return
 
 
 def check_binding(reader, record: dict, manifest_sha256: str) -> None:
@@ -110,23 +156,35 @@ def run_restore(anon_dir: Path, keyfile: Path, unlocker, output: Path | None = N
             iterator = tqdm(iterator, unit="img", desc="restoring", dynamic_ncols=True, file=sys.stderr)
         for row in iterator:
             rows.append(_restore_one(row, anon_dir, staging, reader, restorer))
-        _write_restore_outputs(staging, rows, record, reader, manifest_sha256, restorer.source, started)
+        _write_restore_outputs(staging, rows, record, reader, manifest_sha256, restorer, started)
         os.rename(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
     problems = [(r["input"], r["status"], r["reason"]) for r in rows if r["status"] in ("modified", "missing", "error")]
-    return RestoreSummary(counts, problems, output, time.time() - started, restorer.source)
+    return RestoreSummary(counts, problems, output, time.time() - started, restorer.source,
+                          capability=restorer.capability, quality_measure=restorer.quality_measure,
+                          round_trips=[r["round_trip"] for r in rows if r["status"] == "approximate"
+                                       and isinstance(r["round_trip"], float)])
 
 
 class _Restorer:
     """Turns an anonymized image and its key record back into the original pixels."""
 
-    def __init__(self, source: str, method=None, config: dict | None = None):
-        self.source, self.method, self.config = source, method, config or {}
+    def __init__(self, source: str, capability: RestoreCapability, method=None, config: dict | None = None):
+        self.source, self.capability, self.method, self.config = source, capability, method, config or {}
 
-    def restore(self, img, meta: dict, blobs: bytes, keyring, side_images: dict | None = None) -> None:
+    @property
+    def approximate(self) -> bool:
+        return self.capability.kind is RestoreKind.APPROXIMATE
+
+    @property
+    def quality_measure(self) -> str | None:
+        return self.method.restore_quality_measure if self.approximate and self.method is not None else None
+
+    def restore(self, img, meta: dict, blobs: bytes, keyring, side_images: dict | None = None) -> list[float]:
+        """Restores ``img`` in place; returns each face's measured round trip (approximate restores)."""
         from .faces.stage import restore_escrow, restore_faces
         from .keys.escrow import decompress_patch
 
@@ -143,22 +201,21 @@ class _Restorer:
                 patches.append((tuple(desc["box"]), decompress_patch(desc, blobs[offset:offset + length])))
                 offset += length
             restore_escrow(img, patches)
-            return
+            return []
         keys = {f["index"]: keyring.face(meta["input"], meta["input_sha256"], f["index"]) for f in faces}
-        restore_faces(img, faces, self.method, keys, side_images or {})
+        done = restore_faces(img, faces, self.method, keys, side_images or {}, measure_quality=self.approximate)
+        return [f.quality for f in done if f.quality is not None]
 
 
 def _restorer(reader, record: dict, weights_dir: str | None) -> _Restorer:
     from .methods import build_method, get_method_spec
 
     seal = reader.seal
-    if seal.get("escrow"):
-        return _Restorer("escrow", config=record.get("config"))
     name = seal.get("method")
+    capability = run_capability(name, seal.get("params", {}), bool(seal.get("escrow")))
+    if seal.get("escrow"):
+        return _Restorer("escrow", capability, config=record.get("config"))
     spec = get_method_spec(name)
-    if not spec.reversible:
-        raise RunError(f"this keyfile holds no escrow, and {name} cannot be undone without it "
-                       "(anonymize with --escrow to make any method restorable)")
     from .weights import REGISTRY, resolve_weights
 
     for w in spec.weights_needed(spec.resolve_params(seal.get("params", {}))):
@@ -166,7 +223,7 @@ def _restorer(reader, record: dict, weights_dir: str | None) -> _Restorer:
         if seal.get("method_weights", {}).get(w) not in (None, REGISTRY[w].sha256):
             raise RunError(f"the run used other {w} weights (sha256 {seal['method_weights'][w]}) than the ones "
                            "registered now; model-based restore needs the same network")
-    return _Restorer("model", build_method(name, seal.get("params", {}), weights_dir), record.get("config"))
+    return _Restorer("model", capability, build_method(name, seal.get("params", {}), weights_dir), record.get("config"))
 
 
 def _side_images(row: dict, anon_dir: Path) -> dict[int, dict]:
@@ -196,7 +253,7 @@ def _restore_one(row: dict, anon_dir: Path, staging: Path, reader, restorer: _Re
 
     rel = row["input"]
     out = {"input": rel, "status": "error", "restored_from": "", "n_faces": int(row.get("n_faces") or 0),
-           "reason": "", "output_sha256": ""}
+           "round_trip": "", "reason": "", "output_sha256": ""}
     if row["status"] not in ("ok", "no_face") or not row.get("output"):
         out["status"], out["reason"] = "not_anonymized", f"the run wrote no output ({row['status']}: {row.get('reason', '')})"
         return out
@@ -225,12 +282,15 @@ def _restore_one(row: dict, anon_dir: Path, staging: Path, reader, restorer: _Re
         try:
             img = load_image(data, config.get("max_pixels", 178_956_970), keep_metadata=True)
             side = _side_images(row, anon_dir) if restorer.source == "model" else {}
-            restorer.restore(img, meta, blobs, keyring, side)
+            round_trips = restorer.restore(img, meta, blobs, keyring, side)
             result = encode_image(img)
         except (ImageError, ValueError, KeyError, TypeError) as e:
             out["reason"] = f"cannot restore: {e}"
             return out
-        out["status"], out["restored_from"] = "restored", restorer.source + (" (" + ", ".join(
+        out["status"] = "approximate" if restorer.approximate else "restored"
+        if round_trips:
+            out["round_trip"] = round(min(round_trips), 4)
+        out["restored_from"] = restorer.source + (" (" + ", ".join(
             sorted({n for images in side.values() for n in images})) + " images)" if side else "")
     write_atomic(staging / rel, result)
     out["output_sha256"] = hashlib.sha256(result).hexdigest()
@@ -238,17 +298,23 @@ def _restore_one(row: dict, anon_dir: Path, staging: Path, reader, restorer: _Re
 
 
 def _write_restore_outputs(staging: Path, rows: list[dict], record: dict, reader, manifest_sha256: str,
-                           source: str, started: float) -> None:
+                           restorer: _Restorer, started: float) -> None:
+    import numpy as np
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=RESTORE_COLUMNS)
     write_atomic(staging / MANIFEST_NAME, frame.to_csv(index=False).encode())
     doc = {
         "tool": "anoncli", "tool_version": __version__, "restored_run_id": reader.run_id,
-        "anonymized_manifest_sha256": manifest_sha256, "restored_from": source,
+        "anonymized_manifest_sha256": manifest_sha256, "restored_from": restorer.source,
         "method": reader.seal.get("method"), "keyfile_protection": reader.header.get("protection"),
+        "restore": {"kind": restorer.capability.kind.value, "reason": restorer.capability.reason},
         "counts": {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES},
         "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
         "ended": datetime.now(timezone.utc).isoformat(),
     }
+    if restorer.approximate:
+        values = [r["round_trip"] for r in rows if isinstance(r["round_trip"], float)]
+        doc["round_trip"] = {"measure": restorer.quality_measure, "per_image": "the worst face's (manifest.csv column round_trip)",
+                             **({"median": float(np.median(values)), "min": min(values), "max": max(values)} if values else {})}
     write_atomic(staging / RESTORE_RECORD_NAME, json.dumps(doc, indent=2).encode())

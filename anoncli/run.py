@@ -269,12 +269,14 @@ def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | 
             raise
 
 
-def _run_dataset_level(found, records, config, state, output_dir, batch_size, progress, log, take, execute) -> dict:
+def _run_dataset_level(found, records, config, state, output_dir, batch_size, progress, log, take, execute,
+                       weights_dir: str | None = None) -> dict:
     from .two_pass import PlanError, run_two_passes
 
     try:
         return run_two_passes([i for i in found.items if i.problem is None], records, config, state, output_dir,
-                              batch_size=batch_size, execute=execute, take=take, progress=progress, log=log)
+                              batch_size=batch_size, execute=execute, take=take, progress=progress, log=log,
+                              weights_dir=weights_dir)
     except PlanError as e:
         raise RunError(str(e)) from None
 
@@ -338,7 +340,7 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
         if dataset_level:
             dataset = _run_dataset_level(found, records, config, state, output_dir, batch_size, progress, log, take,
                                          lambda batches, task, took: _execute(batches, config, workers, weights_dir,
-                                                                             took, key_setup, task))
+                                                                             took, key_setup, task), weights_dir)
             resumed -= dataset["redone_for_new_plan"]
         else:
             _execute([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], config, workers, weights_dir,

@@ -150,11 +150,12 @@ def _aligned_position(rec: dict, index: int) -> int:
     return sum(1 for d in rec["detections"][:index] if d["aligned"])
 
 
-def build_plan(rows, store: FaceStore, config: RunConfig, state: Path, inputs: list[str], labels_info, log
-               ) -> tuple[object, dict]:
+def build_plan(rows, store: FaceStore, config: RunConfig, state: Path, inputs: list[str], labels_info, log,
+               method: FaceMethod | None = None, progress: bool = False) -> tuple[object, dict]:
     """The k-Same plan of these faces (loaded when saved under the same digest) and its summary;
     ``inputs`` are the images the plan covers (with or without faces); ``labels_info`` is what
-    ``resolve_labels`` returned."""
+    ``resolve_labels`` returned; ``method`` is the built method (k-Same-M takes its landmark
+    predictor from it)."""
     from .methods.ksame import KSamePlan, face_units, plan_ksame
 
     params = config.params
@@ -164,15 +165,21 @@ def build_plan(rows, store: FaceStore, config: RunConfig, state: Path, inputs: l
     saved = _load_plan(state, digest)
     if saved is not None:
         record, replacements = saved
+        face_row = record.get("face_row")
         plan = KSamePlan({(r, i): g for r, i, g in record["face_group"]}, replacements, record["groups"],
-                         {(r, i): why for r, i, why in record["excluded"]}, record["unit_kind"])
+                         {(r, i): why for r, i, why in record["excluded"]}, record["unit_kind"],
+                         {(r, i): row for r, i, row in face_row} if face_row is not None else None,
+                         record.get("caveat", ""))
         return plan, {**record["summary"], "reused": True}
     refs, unit_kind = face_units(rows, labels, identity, select)
-    space = params.get("space", "eigen" if config.method == "ksame-eigen" else "pixel")
+    space = params.get("space", {"ksame-eigen": "eigen", "ksame-m": "model"}.get(config.method, "pixel"))
     log(f"k-Same: grouping {len(refs)} faces ({len({r.unit for r in refs})} {unit_kind}) into groups of "
         f"at least {params['k']} ({space} space)")
-    plan = plan_ksame(refs, store.crops(), int(params["k"]), space, int(params.get("components", 100)),
-                      unit_kind, select)
+    if space == "model":
+        plan = _plan_model_space(refs, store.crops(), method, params, unit_kind, select, progress)
+    else:
+        plan = plan_ksame(refs, store.crops(), int(params["k"]), space, int(params.get("components", 100)),
+                          unit_kind, select)
     sizes = [g["units"] for g in plan.groups]
     summary = {"digest": digest, "clustered_over": plan.unit_kind, "space": space, "k": int(params["k"]),
                "groups": len(plan.groups), "faces": len(plan.face_group),
@@ -185,6 +192,34 @@ def build_plan(rows, store: FaceStore, config: RunConfig, state: Path, inputs: l
     return plan, summary
 
 
+def _plan_model_space(refs, crops, method, params: dict, unit_kind: str, select, progress: bool):
+    """k-Same-M: 68 landmarks of every cached crop, then the appearance-model plan."""
+    from .methods.ksame_m import plan_ksame_m
+
+    slots = sorted({r.slot for r in refs})
+    shapes = np.zeros((len(crops), 68, 2), np.float64)
+    bar = _bar(2 * len(slots), "planning: landmarks, shape-free textures", progress)
+    from .faces.landmarks68 import LandmarksUnavailable
+
+    try:
+        for slot in slots:
+            try:
+                shapes[slot] = method.landmarks(crops[slot])
+            except LandmarksUnavailable as e:
+                raise PlanError(str(e)) from None
+            if bar is not None:
+                bar.update(1)
+        return plan_ksame_m(refs, crops, shapes, int(params["k"]), render_shape=params["render_shape"],
+                            shape_weight=float(params["shape_weight"]), border_per_side=int(params["border_points"]),
+                            unit_face=params["unit_face"], detail=float(params["detail"]), trim=float(params["trim"]),
+                            bound=params["bound"],
+                            unit_kind=unit_kind, partition_names=select,
+                            progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def _save_plan(state: Path, digest: str, plan, summary: dict, inputs: list[str]) -> None:
     import io
 
@@ -195,7 +230,9 @@ def _save_plan(state: Path, digest: str, plan, summary: dict, inputs: list[str])
               "inputs": sorted(inputs),
               "arrays_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
               "face_group": [[r, i, g] for (r, i), g in plan.face_group.items()],
-              "excluded": [[r, i, why] for (r, i), why in plan.excluded.items()]}
+              "excluded": [[r, i, why] for (r, i), why in plan.excluded.items()],
+              "face_row": ([[r, i, row] for (r, i), row in plan.face_row.items()] if plan.face_row is not None else None),
+              "caveat": plan.caveat}
     write_atomic(state / PLAN_RECORD, json.dumps(record).encode())
 
 
@@ -219,12 +256,18 @@ def face_guarantee(spec_name: str, plan, group: int, k: int) -> dict:
     return {"mechanism": f"{spec_name} (k-anonymity, Newton et al. 2005)", "k": k, "group": group,
             "group_faces": g["faces"], "group_units": g["units"], "clustered_over": plan.unit_kind,
             "partition": g["partition"],
-            "protects": (f"this face's replacement is the average of a group of {g['units']} {unit} and is shared "
-                         f"by all {g['faces']} of the group's faces: matching it to the originals names the right one "
+            **({"largest_unit_faces": g["largest_unit_faces"]} if "largest_unit_faces" in g else {}),
+            "protects": (f"this face's {'texture' if plan.face_row is not None else 'replacement'} is the average of a "
+                         f"group of {g['units']} {unit} and is shared by all {g['faces']} of the group's faces: matching "
+                         "it to the originals names the right one "
                          f"for at most 1/{g['units']} of them"
                          + ("" if unit == "identities" else ", provided each person appears once in the run (give "
                             "--labels with identities otherwise)")
-                         + "; k-anonymity of the released set, not differential privacy")}
+                         + (f"; the person with the most faces in the group has {g['largest_unit_faces']} of its "
+                            f"{g['faces']}, so naming one person is right for at most {g['largest_unit_faces']}/"
+                            f"{g['faces']} of the faces" if "largest_unit_faces" in g else "")
+                         + "; k-anonymity of the released set, not differential privacy"
+                         + (f"; but {plan.caveat}" if plan.caveat else ""))}
 
 
 def placements(items, store_records: dict, plan, spec_name: str, k: int, digest: str):
@@ -241,7 +284,7 @@ def placements(items, store_records: dict, plan, spec_name: str, k: int, digest:
                 problems.append(f"face {index}: {plan.excluded[key]}")
                 continue
             group = plan.face_group[key]
-            replacements.append(plan.replacements[group])
+            replacements.append(plan.replacement(key))
             guarantees.append(face_guarantee(spec_name, plan, group, k))
         if problems:
             out[item.rel] = (None, "; ".join(problems))
@@ -257,7 +300,7 @@ def _batches(todo: list, size: int) -> list[list]:
 
 
 def run_two_passes(items, records: dict[str, dict], config: RunConfig, state: Path, output_dir: Path, *,
-                   batch_size: int, execute, take, progress: bool, log) -> dict:
+                   batch_size: int, execute, take, progress: bool, log, weights_dir: str | None = None) -> dict:
     """Both passes over ``items`` (discovery problems excluded by the caller). ``records`` holds
     the final records so far (done earlier, or failed); outputs of another plan are redone.
     ``execute(batches, task, take)`` runs worker tasks; ``take`` journals final records.
@@ -272,7 +315,12 @@ def run_two_passes(items, records: dict[str, dict], config: RunConfig, state: Pa
     if finished is not None:
         return {"pass1": {"aligned_now": 0, "cached": 0, "skipped": "every output was written under the saved plan"},
                 "plan": {**finished, "reused": True}, "redone_for_new_plan": 0}
-    method = build_method(config.method, config.params)
+    from .faces.landmarks68 import LandmarksUnavailable
+
+    try:
+        method = build_method(config.method, config.params, weights_dir)
+    except LandmarksUnavailable as e:
+        raise PlanError(str(e)) from None
     store = FaceStore(state / PASS1_DIR, (method.resolution, method.resolution, 3), pass1_fingerprint(config, method))
     try:
         pass1 = run_pass1(items, store, lambda todo, take1: execute(_batches(todo, batch_size), "gather", take1),
@@ -281,7 +329,8 @@ def run_two_passes(items, records: dict[str, dict], config: RunConfig, state: Pa
         current = {i.rel: stored[i.rel] for i in items
                    if i.rel in stored and (stored[i.rel]["input_size"], stored[i.rel]["input_mtime_ns"]) == _file_state(i.path)}
         aligned = [i for i in items if i.rel in current]
-        plan, summary = build_plan(face_rows(aligned, current), store, config, state, [i.rel for i in aligned], labels_info, log)
+        plan, summary = build_plan(face_rows(aligned, current), store, config, state, [i.rel for i in aligned], labels_info, log,
+                                   method, progress)
     finally:
         store.close()
     redone = [rel for rel, rec in records.items()

@@ -78,8 +78,9 @@ REGISTRY: dict[str, WeightsEntry] = {
             filename="shape_predictor_68_face_landmarks.dat",
             url="https://github.com/ageitgey/face_recognition_models",
             sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
-            licence="trained on iBUG 300-W, whose licence excludes commercial use; evaluation only",
-            what="dlib 68-point shape predictor (iBUG 300-W markup), landmark distance in `anoncli report`",
+            licence="trained on iBUG 300-W, whose licence excludes commercial use",
+            what="dlib 68-point shape predictor (iBUG 300-W markup): the face region of the generative methods' "
+                 "compositing (anoncli/faces/compositing.py), k-Same-M's shapes, landmark distance in `anoncli report`",
             package="face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
             install_hint="pip install face_recognition_models",
         ),

@@ -6,7 +6,7 @@ Every row is one whole `anoncli anonymize` command run as a subprocess on a temp
 links to the first N images of DIR (sorted by name); the wall clock covers the whole command
 (start-up, model load, workers, both passes, clustering, manifest). The baseline is the
 per-image `blur` on the same images and cores, measured in the same run. The k-Same rows are
-`ksame-pixel`, `ksame-eigen` and `ksame-select --select Male` at k = 5 with the identity labels
+`ksame-pixel`, `ksame-eigen`, `ksame-select --select Male` and `ksame-m` at k = 5 with the identity labels
 (a clustering unit is one person), and `ksame-pixel` without labels (a unit is one face). The
 last row runs the labelled `ksame-pixel` command again on its finished output: a re-run, which
 should skip both passes. Groups and the smallest group come from each output's run.json.
@@ -41,6 +41,7 @@ ROWS = (
     ("ksame-eigen, labels", "ksame-eigen", ["--method", "ksame-eigen", "--k", str(K), "--labels", LABELS]),
     ("ksame-select Male, labels", "ksame-select", ["--method", "ksame-select", "--k", str(K), "--labels", LABELS,
                                                    "--select", "Male"]),
+    ("ksame-m, labels", "ksame-m", ["--method", "ksame-m", "--k", str(K), "--labels", LABELS]),
     ("ksame-pixel, no labels (faces)", "ksame-pixel-faces", ["--method", "ksame-pixel", "--k", str(K)]),
 )
 RERUN_OF = "ksame-pixel, labels"

@@ -2,6 +2,7 @@
 3 and 5), through the real CLI.
 
     .venv/bin/python benchmarks/eval_identity.py --method identitydp [--epsilon 6] [--set crops|wild] [--limit N]
+                                                                  [--method-flag detail-sigma=0 ...]
     .venv/bin/python benchmarks/eval_identity.py --method idrotate [--level 9] [--set crops|wild] [--limit N] [--offset N]
                                                                   [--refine-steps K]
     .venv/bin/python benchmarks/eval_identity.py --method flowrot [--temperature 0.5] [--model teacher|student] [--output-latent]
@@ -13,7 +14,8 @@ identities are not in the training crops at all, ``utkface`` the UTKFace files t
 out (by name hash), measured per race and gender. Each run:
 
 1. `anoncli anonymize IN -o OUT --method M ... -q -j W` (with a keyfile for idrotate and flowrot);
-2. for idrotate and flowrot, `anoncli restore OUT --keyfile K -o RESTORED`, and a wrong-key restore: the same
+2. for idrotate and flowrot --output-latent (restore refuses flowrot without it), `anoncli restore OUT --keyfile K
+   -o RESTORED`, and a wrong-key restore: the same
    restore with every face's key derived from another random master secret (the keyfile opens,
    the keys are not the run's) into WRONG;
 3. `anoncli report OUT --labels L --evaluator dlib --evaluator mobilefacenet [--restored RESTORED
@@ -159,6 +161,8 @@ def main() -> None:
                     help="the set's whole labelled folder joins the identification gallery (report --gallery; FFEM §5's rest-as-gallery)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--weights-dir", type=Path, help="where the generator is, if not in weights/")
+    ap.add_argument("--method-flag", action="append", default=[], metavar="NAME=VALUE",
+                    help="any other method flag, e.g. detail-sigma=0 or colour=lab-chroma (repeatable; named in the result file)")
     args = ap.parse_args()
 
     images, labels = held_out_images(args.set, args.limit, args.offset)
@@ -170,6 +174,11 @@ def main() -> None:
         flags += ["--output-latent", "true"]
     if args.refine_steps is not None:
         flags += ["--refine-steps", args.refine_steps]
+    for given in args.method_flag:
+        name, sep, value = given.partition("=")
+        if not sep:
+            raise SystemExit(f"--method-flag expects NAME=VALUE, got {given!r}")
+        flags += ["--" + name.lstrip("-"), value]
     wdir = ["--weights-dir", args.weights_dir] if args.weights_dir else []
     seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +190,8 @@ def main() -> None:
         extra = ["--group", "race", "--group", "gender"] if args.set == "utkface" else []
         if args.gallery:
             extra += ["--gallery", labels.parent / "images"]
-        if keyed:
+        # `anoncli restore` refuses a flowrot run without latent images (exit 7): nothing to measure
+        if keyed and (args.method != "flowrot" or args.output_latent):
             seconds["restore"], _ = cli("restore", out, "--keyfile", key, "-o", tmp / "restored", *wdir, "-q")
             t0 = time.perf_counter()
             wrong_key_restore(out, key, tmp / "wrong", args.weights_dir)
@@ -197,6 +207,7 @@ def main() -> None:
     for k, v in row.items():
         print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     path = write_json(f"identity-{args.method}{'-student' if args.model == 'student' else ''}{'-latent' if args.output_latent else ''}"
+                      f"{''.join('-' + g.lstrip('-').replace('=', '') for g in args.method_flag)}"
                       f"-{args.set}{'-gallery' if args.gallery else ''}{f'-from{args.offset}' if args.offset else ''}", [row], machine_record(" ".join(sys.argv), load_before))
     print(f"written {path}")
 

@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "celeba-crops" / "images"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-METHODS = ("ksame-pixel", "ksame-eigen", "ksame-select")
+METHODS = ("ksame-pixel", "ksame-eigen", "ksame-select", "ksame-m")   # ksame-m at its default --render-shape group
 BOUND_SLACK = 0.05
 IDENTITY = "identity"
 

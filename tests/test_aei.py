@@ -330,3 +330,83 @@ def test_refinement_brings_the_pasted_face_closer_to_the_requested_identity():
     assert refined.shape == (1, net.generator.identity_inputs, 128)
     torch.testing.assert_close(refined.norm(dim=-1), torch.ones(1, net.generator.identity_inputs))
     assert shown_cosine(refined) > shown_cosine(target) + 0.1
+
+
+def test_old_configurations_load_without_the_full_resolution_branch():
+    old = {k: v for k, v in AEIConfig().to_dict().items() if k != "full_res_channels"}   # a file written before the flag
+    assert AEIConfig.from_dict(old).full_res_channels == 0
+    assert AEIConfig.from_dict(old).attribute_channels() == AEIConfig().attribute_channels()
+
+
+def test_full_resolution_branch_joins_the_finest_attribute_map():
+    c = AEIConfig(**{**TINY, "full_res_channels": 5})
+    net = AEINet(c)
+    maps = net.encoder(torch.zeros(2, 3, 32, 32))
+    assert maps[-1].shape == (2, c.attribute_channels()[-1], 32, 32)
+    assert c.attribute_channels()[-1] == AEIConfig(**TINY).attribute_channels()[-1] + 5
+
+
+@pytest.mark.parametrize("grown", [dict(full_res_channels=6), dict(generator_channels=(8, 8, 6, 6)),
+                                   dict(generator_channels=(10, 10, 6, 6), full_res_channels=3)])
+def test_a_grown_network_starts_as_the_exported_one(grown):
+    from anoncli.train.aei_init import grow_from
+
+    torch.manual_seed(1)
+    small = AEINet(AEIConfig(**TINY))
+    for p in small.parameters():   # not the initial weights: every tensor matters
+        p.data.add_(0.05 * torch.randn_like(p))
+    big = AEINet(AEIConfig(**{**TINY, **grown}))
+    report = grow_from(small.state_dict(), small.config, big)
+    assert report.max_output_difference < 1e-5 and report.grown > 0
+    assert report.fresh == (6 if "full_res_channels" in grown else 0)   # the branch's conv weight and batch norm (2 weights, 3 buffers)
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    z = torch.nn.functional.normalize(torch.randn(3, 128), dim=1)
+    small.eval(), big.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(big(z, x)[0], small(z, x)[0], rtol=1e-5, atol=1e-5)
+    big.train()
+    out, _ = big(z, x)
+    out.mean().backward()   # the new channels learn: their weights get gradients
+    new_rows = big.generator.blocks[-1].conv1.weight.grad
+    assert new_rows is not None and float(new_rows.abs().sum()) > 0
+
+
+def test_a_network_cannot_grow_from_a_larger_one():
+    from anoncli.train.aei_init import grow_from
+
+    big = AEINet(AEIConfig(**{**TINY, "generator_channels": (16, 8, 4, 4)}))
+    with pytest.raises(ValueError, match="can only grow"):
+        grow_from(big.state_dict(), big.config, AEINet(AEIConfig(**TINY)))
+
+
+def test_half_precision_export_loads_and_computes_in_float32(tiny_generator, tmp_path):
+    from anoncli.identity.generator import read_generator_file
+
+    folder, trainer = tiny_generator
+    path = tmp_path / "half.safetensors"
+    trainer.export(path, {"data": ["synthetic"]}, half=True)
+    f = read_generator_file(path)
+    assert f.tensors["net.generator.stem.weight"].dtype == torch.float16 and f.tensors["identity.w"].dtype == torch.float32
+    assert f.card["weights_dtype"] == "float16"
+    assert path.stat().st_size < 0.7 * (folder / "aei_celeba_utk_128.safetensors").stat().st_size
+    net = AEINet(AEIConfig.from_dict(f.config))
+    net.load_state_dict({k[4:]: v for k, v in f.tensors.items() if k.startswith("net.")})
+    assert net.generator.stem.weight.dtype == torch.float32
+    torch.testing.assert_close(net.generator.stem.weight, trainer.net.generator.stem.weight, rtol=1e-3, atol=1e-3)
+
+
+def test_training_can_start_from_an_export_grown_wider(tiny_generator, tmp_path):
+    from anoncli.train.aei import AEITrainer
+
+    folder, trainer = tiny_generator
+    settings = dataclasses.replace(_settings(4), config={**TINY, "full_res_channels": 4},
+                                   init_from=str(folder / "aei_celeba_utk_128.safetensors"))
+    (tmp_path / "grown").mkdir()
+    messages = []
+    grown = AEITrainer(trainer.crops, settings, tmp_path / "grown", log=messages.append)
+    assert grown.step == 2 and messages[-1].startswith("started from") and "largest output difference to the export 0.00e+00" in messages[-1]
+    np.testing.assert_array_equal(grown.mu, trainer.mu)
+    grown.run(progress=False)
+    assert grown.step == 4
+    resumed = AEITrainer(trainer.crops, settings, tmp_path / "grown", log=messages.append)   # the checkpoint wins over --init-from
+    assert resumed.step == 4 and messages[-1] == "resumed at step 4"

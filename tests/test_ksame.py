@@ -15,7 +15,12 @@ from anoncli.faces.blend import face_mask
 from anoncli.io.face_store import FaceStore
 from anoncli.io.labels import CELEBA_ATTRIBUTES, LabelTable, read_labels
 from anoncli.methods.eigenfaces import fit_eigenfaces, project, reconstruct
+from anoncli.faces.piecewise_affine import (crop_border_points, sampling_maps, triangle_labels, triangulate,
+                                            warp_piecewise_affine)
 from anoncli.methods.ksame import FaceRef, face_units, plan_ksame
+from anoncli.methods.ksame_m import (combined_features, detail_bands, fit_shape_model, plan_ksame_m, restore_detail,
+                                    trimmed_mean)
+from anoncli.methods.microaggregation import balanced_groups, centred_gram, mdav_groups
 from conftest import SHARED, kill_halfway
 
 CROPS = SHARED / "data" / "celeba-crops"
@@ -256,3 +261,280 @@ def test_interrupted_ksame_run_resumes_without_redoing_its_first_pass(tmp_path):
     assert subprocess.run(cmd2, capture_output=True, text=True, timeout=600).returncode == 0
     pass1 = json.loads((out2 / "run.json").read_text())["dataset_level"]["pass1"]
     assert pass1["cached"] >= aligned and pass1["aligned_now"] == n - pass1["cached"]
+
+
+# ---------------------------------------------------------------- k-Same-M: piecewise-affine warps
+
+def _smooth_image(size: int, seed: int = 0) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.uniform(0, 255, (size // 12, size // 12, 3)).astype(np.float32)
+    return cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _template_shape(res: int, rng, jitter: float = 0.0) -> np.ndarray:
+    """68 points spread like a face's (an oval of jaw points and an inner grid), jittered."""
+    t = np.linspace(0.1 * np.pi, 0.9 * np.pi, 17)
+    jaw = np.stack([0.5 + 0.38 * np.cos(np.pi - t), 0.4 + 0.45 * np.sin(t)], 1)
+    # an inner hexagonal lattice: well-shaped triangles that a small jitter does not fold
+    rows = [np.stack([0.5 + 0.075 * (np.arange(n) - (n - 1) / 2), np.full(n, 0.2 + 0.065 * r)], 1)
+            for r, n in enumerate((6, 7, 6, 7, 6, 7, 6, 6))]
+    pts = np.vstack([jaw, *rows]) * res
+    return pts + rng.normal(0, jitter, pts.shape)
+
+
+def test_border_points_and_triangulation_cover_the_whole_crop():
+    res = 64
+    border = crop_border_points(res, 4)
+    assert len(border) == 16 and border.min() == -0.5 and border.max() == res - 0.5
+    shape = _template_shape(res, np.random.default_rng(0), 1.0)
+    points = np.vstack([shape, border])
+    tri = triangulate(points)
+    labels = triangle_labels(points, tri, res, res)
+    assert (labels >= 0).all(), "every pixel of the crop lies in a triangle"
+    a, b, c = (points[tri[:, i]] for i in range(3))
+    assert (((b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0]) > 0).all()
+
+
+def test_warping_a_shape_onto_itself_is_the_identity():
+    res = 64
+    image = _smooth_image(res)
+    points = np.vstack([_template_shape(res, np.random.default_rng(1), 1.5), crop_border_points(res)])
+    tri = triangulate(points)
+    map_x, map_y = sampling_maps(points, points, tri, res, res)
+    ys, xs = np.mgrid[0:res, 0:res]
+    np.testing.assert_allclose(map_x, xs, atol=1e-4)
+    np.testing.assert_allclose(map_y, ys, atol=1e-4)
+    np.testing.assert_allclose(warp_piecewise_affine(image, points, points, tri), image, atol=1e-3)
+
+
+def test_one_affine_for_every_triangle_is_that_affine_warp():
+    """When the target points are one affine map of the source points, every triangle carries
+    that map, so the piecewise warp equals cv2.warpAffine (closed form)."""
+    import cv2
+
+    res = 64
+    image = _smooth_image(res, 2)
+    src = np.vstack([_template_shape(res, np.random.default_rng(2), 1.0), crop_border_points(res)])
+    m = np.array([[1.05, 0.04, -2.0], [-0.03, 0.97, 1.5]])
+    dst = src @ m[:, :2].T + m[:, 2]
+    out = warp_piecewise_affine(image, src, dst, triangulate(dst))
+    expected = cv2.warpAffine(image, m, (res, res), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inner = (slice(4, -4), slice(4, -4))
+    np.testing.assert_allclose(out[inner], expected[inner], atol=0.05)
+
+
+def test_warp_to_the_mean_shape_and_back_gives_the_image_again():
+    res = 96
+    rng = np.random.default_rng(3)
+    image = _smooth_image(res, 3)
+    shape = _template_shape(res, rng, 0.0)
+    other = shape + rng.normal(0, 0.5, shape.shape)   # moves every point, folds no triangle
+    border = crop_border_points(res)
+    tri = triangulate(np.vstack([other, border]))
+    there = warp_piecewise_affine(image, np.vstack([shape, border]), np.vstack([other, border]), tri)
+    back = warp_piecewise_affine(there, np.vstack([other, border]), np.vstack([shape, border]), tri)
+    moved = np.abs(there - image).mean()
+    assert moved > 1.0, "the shapes differ enough for the warp to move pixels"
+    assert np.abs(back - image)[8:-8, 8:-8].mean() < 0.25 * moved   # what is left: bilinear resampling, twice
+
+
+# ---------------------------------------------------------------- k-Same-M: plans
+
+def _model_faces(n_people: int, per_person: int, res: int = 48, seed: int = 5):
+    rng = np.random.default_rng(seed)
+    base = _template_shape(res, rng, 0.0)
+    crops, shapes, units = [], [], []
+    for p in range(n_people):
+        person_shape = base + rng.normal(0, 1.0, base.shape)
+        person_tex = _smooth_image(res, 100 + p)
+        for _ in range(per_person):
+            crops.append(np.clip(person_tex + rng.normal(0, 4, person_tex.shape), 0, 255).astype(np.uint8))
+            shapes.append(person_shape + rng.normal(0, 0.3, base.shape))
+            units.append(f"id:{p}")
+    return np.stack(crops), np.stack(shapes), units
+
+
+def test_combined_features_weigh_shape_variance_against_texture_variance():
+    rng = np.random.default_rng(6)
+    textures = rng.uniform(0, 255, (20, 8, 8, 3))
+    shapes = rng.normal(0, 2.0, (20, 68, 2))
+    inside = np.zeros((8, 8), bool)
+    inside[2:6, 2:6] = True
+    for weight in (1.0, 0.25):
+        f = combined_features(textures, shapes, inside, weight)
+        tex, shp = f[:, :48].astype(np.float64), f[:, 48:].astype(np.float64)
+        total = lambda x: ((x - x.mean(0)) ** 2).sum(1).mean()
+        assert tex.shape[1] == 16 * 3 and shp.shape[1] == 136
+        assert total(shp) == pytest.approx(weight * total(tex), rel=1e-4)
+
+
+@pytest.mark.parametrize("unit_face", ["mean", "medoid"])
+def test_ksame_m_group_face_is_the_mean_texture_on_the_mean_shape(unit_face):
+    crops, shapes, units = _model_faces(n_people=9, per_person=3)
+    refs = [FaceRef(f"{i}.jpg", 0, i, u) for i, u in enumerate(units)]
+    plan = plan_ksame_m(refs, crops, shapes, k=3, unit_kind="identities", unit_face=unit_face, detail=0.0, trim=0.0)
+    model = fit_shape_model(shapes, crops.shape[1])
+    assert plan.face_row is None and not plan.caveat
+    for g in set(plan.face_group.values()):
+        faces = [int(r.split(".")[0]) for (r, _), gg in plan.face_group.items() if gg == g]
+        people = sorted({units[i] for i in faces})
+        assert len(people) >= 3 and plan.groups[g]["units"] == len(people) and plan.groups[g]["faces"] == len(faces)
+        textures, person_shapes = [], []
+        for person in people:
+            mine = [i for i, u in enumerate(units) if u == person]
+            free = [np.clip(np.rint(model.shape_free(crops[i].astype(np.float32), shapes[i])), 0, 255) for i in mine]
+            if unit_face == "medoid":   # every person here has the same spread: check the choice is one of theirs
+                chosen = [i for i in mine if any(np.array_equal(f, free[j]) for j, f in enumerate(free))][:1]
+                assert chosen
+            textures.append(np.mean(free, 0) if unit_face == "mean" else None)
+            person_shapes.append(shapes[mine].mean(0) if unit_face == "mean" else None)
+        if unit_face == "mean":
+            expected = model.render(np.mean(textures, 0).astype(np.float32), np.mean(person_shapes, 0))
+            np.testing.assert_allclose(plan.replacements[g], np.clip(expected, 0, 255), atol=0.05)
+        for i in faces:   # the default: every face of a group gets one and the same crop
+            assert np.array_equal(plan.replacement((f"{i}.jpg", 0)), plan.replacements[g])
+
+
+def test_ksame_m_medoid_unit_is_one_photo_of_the_person():
+    crops, shapes, units = _model_faces(n_people=6, per_person=4)
+    refs = [FaceRef(f"{i}.jpg", 0, i, u) for i, u in enumerate(units)]
+    medoid = plan_ksame_m(refs, crops, shapes, k=3, unit_kind="identities", unit_face="medoid", detail=0.0, trim=0.0)
+    mean = plan_ksame_m(refs, crops, shapes, k=3, unit_kind="identities", unit_face="mean", detail=0.0, trim=0.0)
+    assert medoid.face_group.keys() == mean.face_group.keys()
+    # one photo per person keeps that photo's noise: the medoid average is the rougher one
+    rough = lambda x: np.abs(np.diff(x, axis=1)).mean()
+    assert rough(medoid.replacements) > rough(mean.replacements)
+
+
+def test_ksame_m_own_shape_gives_one_crop_per_face_and_says_the_shape_is_not_hidden():
+    crops, shapes, units = _model_faces(n_people=6, per_person=2)
+    refs = [FaceRef(f"{i}.jpg", 0, i, u) for i, u in enumerate(units)]
+    plan = plan_ksame_m(refs, crops, shapes, k=3, unit_kind="identities", render_shape="own")
+    assert plan.face_row is not None and len(plan.replacements) == len(refs)
+    assert "NOT k-anonymised" in plan.caveat
+    a, b = plan.replacement(("0.jpg", 0)), plan.replacement(("1.jpg", 0))
+    assert plan.face_group[("0.jpg", 0)] == plan.face_group[("1.jpg", 0)] and not np.array_equal(a, b)
+
+
+def test_ksame_m_refuses_a_dataset_under_k():
+    crops, shapes, units = _model_faces(n_people=2, per_person=2)
+    refs = [FaceRef(f"{i}.jpg", 0, i, u) for i, u in enumerate(units)]
+    plan = plan_ksame_m(refs, crops, shapes, k=3, unit_kind="identities")
+    assert not plan.face_group and len(plan.excluded) == 4
+    assert "holds 2 identities (< k=3)" in plan.excluded[("0.jpg", 0)]
+
+
+def test_ksame_m_without_dlib_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    from anoncli.faces.landmarks68 import LandmarksUnavailable
+    from anoncli.methods import build_method
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dlib" else real(name, *a))
+    with pytest.raises(LandmarksUnavailable, match="pip install dlib-bin"):
+        build_method("ksame-m", {"k": 3})
+
+
+def test_ksame_m_on_celeba_crops_every_group_is_one_sharp_face_of_k_identities(tmp_path):
+    pytest.importorskip("dlib")
+    src = _celeba_subset(tmp_path, identities=9, per_identity=3)
+    out = tmp_path / "out"
+    r = cli("anonymize", src, "-o", out, "--method", "ksame-m", "--k", "3", "--labels", CROPS / "labels.csv",
+            "-q", "-j", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    faces = _faces(out)
+    assert len(faces) == 27
+    labels = read_labels(CROPS / "labels.csv")
+    inside = face_mask(256, "ellipse", 0.02) > 0.98   # ksame-m works on 256 px crops
+    groups: dict[int, list] = {}
+    for rel, face in faces:
+        g = face["guarantee"]
+        assert g["clustered_over"] == "identities" and g["group_units"] >= 3 and "NOT" not in g["protects"]
+        groups.setdefault(g["group"], []).append((rel, face))
+    for members in groups.values():
+        people = [labels.row_for(rel)["identity"] for rel, _ in members]
+        assert len(set(people)) >= 3
+        assert max(people.count(p) for p in people) * 3 <= len(people), "no person above 1/k of the group's faces"
+        assert members[0][1]["guarantee"]["largest_unit_faces"] == max(people.count(p) for p in people)
+        crops = [_aligned(out / rel, face["warp"], 256)[inside] for rel, face in members]
+        assert max(np.nanmean(np.abs(c - crops[0])) for c in crops) < 4.0, "one face per group (up to JPEG)"
+    originals = {rel: _aligned(src / rel, face["warp"], 256) for rel, face in faces}
+    rel, face = faces[0]
+    anon = _aligned(out / rel, face["warp"], 256)
+    assert np.nanmean(np.abs(anon[inside] - originals[rel][inside])) > 8.0, "the face was replaced"
+    run = json.loads((out / "run.json").read_text())
+    assert run["dataset_level"]["plan"]["space"] == "model"
+
+
+def test_restore_detail_gives_back_the_band_energy_of_the_members():
+    """Averaging n independent textures divides each detail band's energy by n; amount 1 brings
+    it back to the members' mean energy, amount 0 leaves the average as it is."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    units = [rng.normal(128, 20, (64, 64, 3)).astype(np.float32) for _ in range(6)]
+    average = np.mean(units, 0).astype(np.float32)
+    inside = np.zeros((64, 64), bool)
+    inside[8:-8, 8:-8] = True
+    sigmas = (1.0, 2.0)
+    energy = lambda x, b: float(np.mean(detail_bands(x, sigmas)[0][b][inside] ** 2))
+    np.testing.assert_array_equal(restore_detail(average, units, inside, 0.0, sigmas), average)
+    restored = restore_detail(average, units, inside, 1.0, sigmas)
+    for b in range(2):
+        members = np.mean([energy(u, b) for u in units])
+        assert energy(average, b) < 0.3 * members
+        # measured again on the result, up to the overlap of neighbouring Gaussian bands
+        assert energy(restored, b) == pytest.approx(members, rel=0.15)
+    bands, low = detail_bands(average, sigmas)
+    np.testing.assert_allclose(sum(bands) + low, average, atol=1e-3)
+    coarse = lambda x: cv2.GaussianBlur(x, (0, 0), 8.0)[inside]
+    np.testing.assert_allclose(coarse(restored), coarse(average), atol=0.5)  # the coarse face is untouched
+
+
+def test_balanced_groups_bound_every_persons_share_of_the_faces():
+    rng = np.random.default_rng(8)
+    points = rng.normal(size=(45, 4))
+    faces = rng.integers(1, 17, 45).astype(float)
+    groups = balanced_groups(centred_gram(points), 5, faces)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(45))
+    for g in groups:
+        assert len(g) >= 5 and faces[g].max() * 5 <= faces[g].sum()
+    unweighted = mdav_groups(centred_gram(points), 5)
+    assert any(faces[g].max() * 5 > faces[g].sum() for g in unweighted), "plain MDAV would break the per-face bound"
+    equal = balanced_groups(centred_gram(points), 5, np.ones(45))
+    assert sorted(map(len, equal)) == [5] * 9
+    with pytest.raises(ValueError, match="1/k of the total weight"):
+        balanced_groups(centred_gram(points[:6]), 5, [30, 1, 1, 1, 1, 1])
+
+
+def test_ksame_m_refuses_a_person_with_more_than_a_kth_of_the_faces():
+    crops, shapes, units = _model_faces(n_people=4, per_person=2)
+    units = units[:2] + ["id:big"] * 2 + units[4:]   # still 4 people; now give one of them many photos
+    crops = np.concatenate([crops, crops[2:3].repeat(6, 0)])
+    shapes = np.concatenate([shapes, shapes[2:3].repeat(6, 0)])
+    units = units + ["id:big"] * 6
+    refs = [FaceRef(f"{i}.jpg", 0, i, u) for i, u in enumerate(units)]
+    plan = plan_ksame_m(refs, crops, shapes, k=3, unit_kind="identities")
+    big = [("%d.jpg" % i, 0) for i, u in enumerate(units) if u == "id:big"]
+    assert all("its person has 8 of the 14 faces" in plan.excluded[key] for key in big)
+    assert all(plan.face_group.get(key) is None for key in big)
+    assert {u for (r, _), g in plan.face_group.items() for u in [units[int(r.split(".")[0])]]} == \
+        {"id:0", "id:2", "id:3"}
+    loose = plan_ksame_m(refs, crops, shapes, k=3, unit_kind="identities", bound="units")
+    assert not loose.excluded and loose.groups[0]["largest_unit_faces"] == 8
+
+
+def test_trimmed_mean_leaves_out_a_feature_only_one_member_has():
+    rng = np.random.default_rng(9)
+    members = [np.full((8, 8, 3), 100.0, np.float32) + rng.normal(0, 2, (8, 8, 3)).astype(np.float32) for _ in range(5)]
+    members[3][2:4, :] = 10.0   # one member's dark glasses frame
+    np.testing.assert_allclose(trimmed_mean(members, 0.0), np.mean(members, 0), atol=1e-4)
+    plain, trimmed = np.mean(members, 0)[2:4], trimmed_mean(members, 0.2)[2:4]
+    assert plain.mean() < 85 and abs(trimmed.mean() - 100.0) < 2.5, "the frame ghosts into the mean, not the trimmed mean"
+    middle = np.sort(np.stack(members), 0)[1:4].mean(0)
+    np.testing.assert_allclose(trimmed_mean(members, 0.2), middle, atol=1e-4)
+    with pytest.raises(ValueError, match="leaves no member"):
+        trimmed_mean(members[:2], 0.45 + 0.1)

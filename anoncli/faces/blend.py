@@ -9,13 +9,20 @@ import cv2
 import numpy as np
 
 from .align import DEFAULT_MARGIN, face_ellipse, invert_affine, template_points
+from .outline import mean_outline_in_crop, outline_polygon
 
-MASK_SHAPES = ("ellipse", "box", "hull", "crop")
+MASK_SHAPES = ("ellipse", "box", "hull", "crop", "landmarks")
+DEFAULT_BROW_RAISE = 0.25
 
 
 def face_mask(resolution: int, shape: str = "ellipse", feather: float = 0.0,
-              margin: float = DEFAULT_MARGIN, landmarks_in_crop: np.ndarray | None = None) -> np.ndarray:
+              margin: float = DEFAULT_MARGIN, landmarks_in_crop: np.ndarray | None = None,
+              brow_raise: float = DEFAULT_BROW_RAISE) -> np.ndarray:
     """Face mask in crop space, float32 in [0, 1].
+
+    ``landmarks``: the brows-to-chin outline (``outline.outline_polygon``) of 68 landmarks when
+    ``landmarks_in_crop`` holds them, else of the mean outline (the shape ``anoncli.faces.compositing``
+    replaces, for a method that sees only the crop).
 
     ``feather`` is the Gaussian sigma of the soft edge as a fraction of the resolution; the
     hard shape is first shrunk by two sigmas so the soft edge stays inside the face region
@@ -33,6 +40,13 @@ def face_mask(resolution: int, shape: str = "ellipse", feather: float = 0.0,
         cv2.ellipse(hard, (round(cx * 16), round(cy * 16)),
                     (max(1, round((ax - shrink) * 16)), max(1, round((ay - shrink) * 16))),
                     0, 0, 360, 255, -1, cv2.LINE_AA, 4)
+    elif shape == "landmarks":
+        pts = landmarks_in_crop if landmarks_in_crop is not None and len(landmarks_in_crop) >= 27 else \
+            mean_outline_in_crop(resolution, margin)
+        poly = outline_polygon(pts, brow_raise)
+        cv2.fillPoly(hard, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        if shrink > 0:
+            hard = cv2.erode(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(shrink) + 1,) * 2))
     elif shape == "box":
         x0, y0 = round(cx - ax + shrink), round(cy - ay + shrink)
         x1, y1 = round(cx + ax - shrink), round(cy + ay - shrink)
@@ -68,15 +82,16 @@ def crop_bounds_in_image(m_image_to_crop: np.ndarray, resolution: int, height: i
 
 
 def warp_crop_to_roi(crop: np.ndarray, m_image_to_crop: np.ndarray, roi: tuple[int, int, int, int],
-                     interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """Resample a crop-space array onto the image region ``roi`` (inverse warp)."""
+                     interpolation: int = cv2.INTER_LINEAR, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """Resample a crop-space array onto the image region ``roi`` (inverse warp); outside the crop,
+    0 (``border`` constant) or the crop's edge (replicate)."""
     x0, y0, x1, y1 = roi
     shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
     # crop <- roi pixel: M @ (p_roi + offset)
     m = np.asarray(m_image_to_crop, np.float64)
     m_roi = np.hstack([m[:, :2], (m[:, :2] @ shift[:, 2] + m[:, 2])[:, None]])
     return cv2.warpAffine(crop, m_roi, (x1 - x0, y1 - y0), flags=interpolation | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                          borderMode=border, borderValue=0)
 
 
 def image_mask(mask_crop: np.ndarray, m_image_to_crop: np.ndarray, height: int, width: int) -> np.ndarray:

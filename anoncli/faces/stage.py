@@ -9,7 +9,7 @@ import numpy as np
 
 from ..keys.derive import FaceKey
 from ..keys.escrow import changed_box
-from ..io.images import COLOUR_CHANNELS, LoadedImage, from_rgb, rgb_view
+from ..io.images import COLOUR_CHANNELS, LoadedImage, from_rgb, rgb8, rgb_view
 from ..methods.base import FaceMethod
 from .align import affine_scale, alignment_matrix, apply_affine
 from .blend import composite, crop_bounds_in_image, warp_crop_to_roi
@@ -29,6 +29,30 @@ def extract_crop(img: LoadedImage, m_image_to_crop: np.ndarray, resolution: int,
     rgb = rgb_view(img.pixels[y0:y1, x0:x1], img.mode)
     return cv2.warpAffine(rgb, _shift(m_image_to_crop, x0, y0), (resolution, resolution),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _put_back(img: LoadedImage, method: FaceMethod, roi, m: np.ndarray, crop_out: np.ndarray,
+              region) -> tuple[np.ndarray, np.ndarray]:
+    """``crop_out`` (the method's crop) into the image region ``roi``: through the method's
+    compositor when it has one, else with its crop-space ``blend_mask``. Returns the float RGB
+    to write and the mask (0 exactly where the image keeps its pixels), nothing written yet."""
+    crop_out = crop_out.astype(np.float32, copy=False)
+    if method.compositor is not None:
+        x0, y0, x1, y1 = roi
+        base = rgb_view(img.pixels[y0:y1, x0:x1], img.mode)
+        out, support = method.compositor.composite(base, crop_out, m, roi, region)
+        return out, (support > 0).astype(np.float32)
+    return warp_crop_to_roi(crop_out, m, roi), warp_crop_to_roi(method.blend_mask(region), m, roi)
+
+
+def _locate(img: LoadedImage, method: FaceMethod, roi, m: np.ndarray, landmarks: np.ndarray, landmarks_in_crop: np.ndarray):
+    """The region the compositor replaces (a ``FaceRegion``), or, for a method without one, the
+    crop-space landmarks its ``blend_mask`` takes."""
+    if method.compositor is None:
+        return landmarks_in_crop
+    x0, y0, x1, y1 = roi
+    return method.compositor.locate(rgb8(img.pixels[y0:y1, x0:x1], img.mode), roi, landmarks, m,
+                                    method.resolution, method.margin)
 
 
 def _composite_into(img: LoadedImage, roi, rgb_roi: np.ndarray, mask_roi: np.ndarray) -> None:
@@ -68,6 +92,7 @@ class FaceSecret:
     landmarks: list       # detected landmarks in the image
     escrow_box: tuple[int, int, int, int] | None = None   # x0, y0, x1, y1 in the image
     escrow_pixels: np.ndarray | None = None
+    landmarks68: list | None = None   # the dense landmarks of the compositor's region (restore composes with the same)
 
 
 def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceMethod,
@@ -94,16 +119,18 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
         key = face_key(index) if face_key is not None else None
         landmarks_in_crop = apply_affine(m, det.landmarks)
         crop = extract_crop(img, m, res, roi)
+        region = _locate(img, method, roi, m, det.landmarks, landmarks_in_crop)
+        if method.compositor is not None:
+            record["region"] = region.source
         anon, side = method.anonymize_with_side_images(crop, landmarks_in_crop, key)
-        anon = anon.astype(np.float32, copy=False)
         if side:
             record[SIDE_IMAGES] = side
-        mask = method.blend_mask(landmarks_in_crop)
-        anon_roi = warp_crop_to_roi(anon, m, roi)
-        mask_roi = warp_crop_to_roi(mask, m, roi)
+        anon_roi, mask_roi = _put_back(img, method, roi, m, anon, region)
         x0, y0, x1, y1 = roi
         if key is not None:
             secret = FaceSecret(index, method.key_params(key), m.tolist(), np.asarray(det.landmarks).tolist())
+            if getattr(region, "landmarks68", None) is not None:
+                secret.landmarks68 = region.landmarks68.tolist()
             box = changed_box(mask_roi) if escrow else None
             if box is not None:
                 bx0, by0, bx1, by1 = box
@@ -129,16 +156,57 @@ def restore_escrow(img: LoadedImage, patches: list[tuple[tuple[int, int, int, in
         img.pixels[y0:y1, x0:x1] = pixels
 
 
+RESTORED_RANGE_SLACK = 32.0   # grey levels a restored value may overshoot 0..255 by (interpolation, a decoder's tails)
+OUT_OF_RANGE_SHARE = 0.05     # share of a restored face's values allowed beyond that (the crop's resampled edge)
+BLACK_SHARE = 0.5             # a restored face this much pure black, where the anonymized one was not, is a failed inverse
+
+
+class RestoreFailed(ValueError):
+    """A method's inverse gave a face that must not be written (non-finite, out of range, black)."""
+
+
+def check_restored_crop(restored: np.ndarray, anonymized: np.ndarray, mask: np.ndarray) -> None:
+    """Refuse a restored crop that is not a picture, inside its face region (mask > 0): any NaN or
+    infinite value, more than ``OUT_OF_RANGE_SHARE`` of its values more than
+    ``RESTORED_RANGE_SLACK`` outside 0..255 (an inverse that diverged; a thin band at the crop's
+    edge, where the warp mixed in pixels the method did not change, may overshoot), or more than
+    ``BLACK_SHARE`` pure black where the anonymized crop was not (a saturated decoder)."""
+    inside = np.asarray(mask) > 0
+    if not inside.any():
+        return
+    values = np.asarray(restored, np.float64)[inside]
+    if not np.isfinite(values).all():
+        raise RestoreFailed(f"the inverse gave {int((~np.isfinite(values)).sum())} non-finite values (NaN or infinity)")
+    outside = float(((values < -RESTORED_RANGE_SLACK) | (values > 255.0 + RESTORED_RANGE_SLACK)).mean())
+    if outside > OUT_OF_RANGE_SHARE:
+        raise RestoreFailed(f"the inverse gave {outside:.0%} of the face's values outside the pixel range 0..255 "
+                            f"(from {values.min():.0f} to {values.max():.0f})")
+
+    def black_share(crop):
+        return float((np.asarray(crop, np.float64)[inside].max(axis=-1) <= 0.5).mean())
+
+    if black_share(restored) > BLACK_SHARE >= black_share(anonymized):
+        raise RestoreFailed(f"the inverse gave a face {black_share(restored):.0%} pure black")
+
+
+@dataclass(frozen=True)
+class RestoredFace:
+    index: int
+    quality: float | None = None   # the method's ``restore_quality`` when measured
+
+
 def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys: dict[int, FaceKey],
-                  side_images: dict[int, dict] | None = None) -> int:
+                  side_images: dict[int, dict] | None = None, measure_quality: bool = False) -> list[RestoredFace]:
     """Undo a reversible method without escrow (in place), last face first: the same warp,
     the method's ``restore_crop`` with the face's key, the same blend. ``faces``: the keyfile's
     per-face entries (index, warp, landmarks, params); ``side_images``: face index -> the extra
     images the run wrote for it, handed to ``restore_crop`` as ``params["side_images"]``.
-    Returns the number of faces restored."""
+    Every restored crop passes ``check_restored_crop`` first: a failed face raises
+    ``RestoreFailed`` (and the caller writes nothing). With ``measure_quality`` each face also
+    gets the method's ``restore_quality``. Returns the faces restored."""
     side_images = side_images or {}
     res = method.resolution
-    done = 0
+    done: list[RestoredFace] = []
     for face in sorted(faces, key=lambda f: f["index"], reverse=True):
         m = np.asarray(face["warp"], np.float64)
         roi = crop_bounds_in_image(m, res, img.height, img.width)
@@ -150,8 +218,16 @@ def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys:
         if face["index"] in side_images:
             params = {**params, "side_images": side_images[face["index"]]}
         restored = method.restore_crop(crop, landmarks_in_crop, keys[face["index"]], params)
-        mask_roi = warp_crop_to_roi(method.blend_mask(landmarks_in_crop), m, roi)
-        restored_roi = warp_crop_to_roi(restored.astype(np.float32, copy=False), m, roi)
+        mask = method.blend_mask(landmarks_in_crop)
+        try:
+            check_restored_crop(restored, crop, mask)
+        except RestoreFailed as e:
+            raise RestoreFailed(f"face {face['index']}: {e}") from None
+        quality = (float(method.restore_quality(crop, restored, landmarks_in_crop, keys[face["index"]], params))
+                   if measure_quality else None)
+        region = landmarks_in_crop if method.compositor is None else method.compositor.region_from_record(
+            face.get("landmarks68"), np.asarray(face["landmarks"], np.float64), m, res, method.margin)
+        restored_roi, mask_roi = _put_back(img, method, roi, m, restored, region)
         _composite_into(img, roi, restored_roi, mask_roi)
-        done += 1
+        done.append(RestoredFace(face["index"], quality))
     return done

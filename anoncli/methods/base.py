@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable
 
 import numpy as np
@@ -44,6 +45,38 @@ class Param:
         return value
 
 
+class RestoreKind(Enum):
+    """What `anoncli restore` can give back of a run's faces."""
+
+    EXACT = "exact"              # the original pixels, to the precision the run kept (status ``restored``)
+    APPROXIMATE = "approximate"  # a lossy inverse: written with each face's measured round trip (status ``approximate``)
+    IMPOSSIBLE = "impossible"    # nothing the run kept recovers the faces: restore refuses before writing
+
+
+@dataclass(frozen=True)
+class RestoreCapability:
+    """How a run with given parameters can be restored, and why; ``enabling_flags``: the
+    `anoncli anonymize` flags that would have made an impossible restore possible."""
+
+    kind: RestoreKind
+    reason: str
+    enabling_flags: tuple[str, ...] = ()
+
+    def refusal(self, method: str) -> str:
+        """The one line `anoncli restore` prints when it refuses."""
+        flags = " or ".join(self.enabling_flags)
+        return (f"this {method} run cannot be restored: {_reason_sentence(self.reason)}; "
+                f"anonymize with {flags} to make a restorable run" if flags else
+                f"this {method} run cannot be restored: {_reason_sentence(self.reason)}")
+
+
+def _reason_sentence(reason: str) -> str:
+    return reason[:1].lower() + reason[1:].rstrip(".")
+
+
+ESCROW_RESTORE = RestoreCapability(RestoreKind.EXACT, "the keyfile holds each face's original pixels (escrow)")
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """What `anoncli methods` shows, and how to build the method; ``load`` imports lazily."""
@@ -63,10 +96,23 @@ class MethodSpec:
     dataset_level: bool = False   # needs every face of the dataset before any output (two passes, anoncli.two_pass)
     advisory: Callable[[object], str | None] | None = None   # (weights_dir) -> a warning to show before a run, or None
     param_weights: Callable[[dict], tuple[str, ...]] | None = None   # weights some parameter values need besides ``weights``
+    restore: Callable[[dict], RestoreCapability] | None = None   # (resolved params) -> what the inverse recovers; None: exact
 
     def weights_needed(self, params: dict) -> tuple[str, ...]:
         """Registry names of the files a run with these (resolved) parameters loads."""
         return self.weights + (self.param_weights(params) if self.param_weights else ())
+
+    def restore_capability(self, params: dict, escrow: bool) -> RestoreCapability:
+        """What `anoncli restore` can recover of a run with these (resolved) parameters, with or
+        without escrow; decided before anything is written."""
+        if escrow:
+            return ESCROW_RESTORE
+        if not self.reversible:
+            return RestoreCapability(RestoreKind.IMPOSSIBLE, f"the keyfile holds no escrow, and {self.name} cannot be "
+                                     "undone from its output", ("--escrow",))
+        if self.restore is None:
+            return RestoreCapability(RestoreKind.EXACT, f"{self.name}'s exact inverse with each face's key")
+        return self.restore(params)
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``given``, each value validated; unknown names are an error."""
@@ -86,13 +132,17 @@ class FaceMethod:
     """A method that replaces the aligned face crop.
 
     ``anonymize_crop`` gets a float32 RGB crop (0-255 scale) at ``resolution`` and returns
-    one of the same shape; ``blend_mask`` is the crop-space mask used to put it back.
+    one of the same shape; ``blend_mask`` is the crop-space mask used to put it back, unless
+    ``compositor`` is set: then the stage puts it back through that
+    ``anoncli.faces.compositing.Compositor`` (dense-landmark region, colour match, detail kept,
+    multi-band blend at the photo's resolution) and ``blend_mask`` is only the method's own view.
     ``key`` is the face's own ``FaceKey`` (a secret and a keyed generator) when the run has a
     keyfile; reversible methods require it and undo their work in ``restore_crop``.
     """
 
     resolution: int = 256
     margin: float = 0.3
+    compositor = None   # anoncli.faces.compositing.Compositor | None
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -103,6 +153,15 @@ class FaceMethod:
     def restore_crop(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key, face_params: dict) -> np.ndarray:
         """The original crop from the anonymized one and the face's key (reversible methods only)."""
         raise NotImplementedError(f"{type(self).__name__} cannot restore without escrow")
+
+    restore_quality_measure: str | None = None   # what ``restore_quality`` returns (unit; higher is better)
+
+    def restore_quality(self, anonymized: np.ndarray, restored: np.ndarray, landmarks_in_crop: np.ndarray, key,
+                        face_params: dict) -> float:
+        """For a method whose inverse is approximate (``RestoreKind.APPROXIMATE``): one face's
+        round-trip quality, measured from the anonymized crop, the restored one and the key
+        alone (the original is not at hand), as described by ``restore_quality_measure``."""
+        raise NotImplementedError(f"{type(self).__name__} measures no restore quality")
 
     def anonymize_with_side_images(self, crop: np.ndarray, landmarks_in_crop: np.ndarray,
                                    key=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:

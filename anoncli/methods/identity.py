@@ -3,7 +3,9 @@
 Both split the face into r_id (the unit, whitened dlib identity vector,
 anoncli.identity.representation) and r_att (the generator's multilevel attribute maps), change
 r_id, and rebuild the face with the trained generator h (anoncli.identity.generator). The rebuilt
-crop is blended back inside the face mask, so pixels outside it are the input's.
+crop goes back into the photo through ``anoncli.faces.compositing`` (the face's 68-point region,
+colour matched, the photo's finest detail kept, multi-band blended); pixels outside the region
+are the input's.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 from ..identity.rotation import level_to_degrees, reference_vector, rotate_identity, unrotate_identity
 from ..keys.derive import hkdf_sha256, key_rng
 from ..privacy.mechanisms import laplace_noise, laplace_scale
-from .base import ShapedMaskMethod
+from .base import FaceMethod
 
 REFERENCE_INFO = b"anoncli/idrotate/reference/v1"
 
@@ -24,14 +26,28 @@ def unit_vector_l1_bound(dimension: int) -> float:
     return 2.0 * math.sqrt(dimension)
 
 
-class _GeneratorMethod(ShapedMaskMethod):
+class _GeneratorMethod(FaceMethod):
+    REFINEMENT_FEATHER = 0.02   # soft edge of the crop-space region the identity fit pastes into
+
     def __init__(self, weights_dir=None, **params):
         super().__init__(**params)
+        from ..faces.compositing import Compositor
+        from ..faces.compositing_config import config_from_params
         from ..identity.generator import IdentityGenerator
 
         self.generator = IdentityGenerator(weights_dir)
         self.resolution = self.generator.resolution
         self.margin = self.generator.margin
+        self.compositor = Compositor(config_from_params(self.params), weights_dir)
+
+    def blend_mask(self, landmarks_in_crop: np.ndarray) -> np.ndarray:
+        """The region in crop space as the identity fit sees it: for --shape landmarks the mean
+        68-point outline (the stage composites with the face's own, predicted in the photo)."""
+        from ..faces.blend import face_mask
+
+        shape = self.params["shape"]
+        return face_mask(self.resolution, shape, self.REFINEMENT_FEATHER, self.margin,
+                         landmarks_in_crop if shape == "hull" else None, self.params["brow_raise"])
 
     def render(self, identity: np.ndarray, attributes: list, crop: np.ndarray, landmarks_in_crop: np.ndarray,
                steps: int | None = None) -> np.ndarray:
@@ -111,6 +127,17 @@ class IdRotate(_GeneratorMethod):
         rotated, attributes = self.generator.encode(crop)
         return self.render(unrotate_identity(rotated, self.reference(key), self.degrees), attributes, crop, landmarks_in_crop,
                            self.params["restore_refine_steps"])
+
+    restore_quality_measure = ("cosine between the identity vector r_id of the restored face, pasted into its crop, and "
+                               "the identity restore read back from the protected face (eq. 6.20): how faithfully the "
+                               "generator rendered it (1 at best; higher is better)")
+
+    def restore_quality(self, anonymized, restored, landmarks_in_crop, key, face_params):
+        rotated, _ = self.generator.encode(anonymized)
+        target = unrotate_identity(rotated, self.reference(key), self.degrees)
+        mask = self.blend_mask(landmarks_in_crop)[..., None]
+        shown, _ = self.generator.encode(np.float32(mask * restored + (1.0 - mask) * anonymized))
+        return float(np.dot(shown, target) / (np.linalg.norm(shown) * np.linalg.norm(target)))
 
     def key_params(self, key) -> dict:
         return {"theta_degrees": self.degrees}

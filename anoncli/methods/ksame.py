@@ -51,6 +51,12 @@ class KSamePlan:
     groups: list[dict]                  # per group: faces, units, partition
     excluded: dict[tuple[str, int], str] = field(default_factory=dict)
     unit_kind: str = "faces"
+    face_row: dict[tuple[str, int], int] | None = None   # per-face replacement rows (k-Same-M, own shape)
+    caveat: str = ""                    # what the guarantee does not cover, stated in every face's guarantee
+
+    def replacement(self, key: tuple[str, int]) -> np.ndarray:
+        """The replacement crop of face ``key`` (its group's, unless the plan has one per face)."""
+        return self.replacements[self.face_row[key] if self.face_row is not None else self.face_group[key]]
 
 
 def _unit_means(faces: list[FaceRef], crops: np.ndarray) -> tuple[list[str], np.ndarray, list[tuple]]:

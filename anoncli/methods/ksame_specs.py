@@ -2,6 +2,8 @@
 k-Same-Select: Gross, Airoldi, Malin, Sweeney 2005)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .base import MethodSpec, Param
 from .obfuscation_specs import common_shape_params
 
@@ -28,6 +30,68 @@ def _load():
     return KSame
 
 
+def _load_m():
+    from .ksame_m import KSameM
+
+    return KSameM
+
+
+_M_CITATION = ("Gross, Sweeney, De la Torre, Baker, Model-based face de-identification, CVPRW 2006 (book ch. 3.1.2, "
+               "ref. 24; METHODS.md §3b); shape-free texture and shape weighting: Cootes, Edwards, Taylor, Active "
+               "appearance models, IEEE TPAMI 2001, §3-4; landmarks: dlib's 68-point shape predictor (Kazemi & "
+               "Sullivan, CVPR 2014; trained on iBUG 300-W, whose licence excludes commercial use); clustering: MDAV, "
+               "Domingo-Ferrer & Torra 2005")
+_M_GUARANTEE = (_GUARANTEE + "; with --render-shape own only the texture is: the face's 68-point shape "
+                "(outline, pose, expression) is the original's and is not k-anonymised")
+_M_PARAMS = (
+    Param("render_shape", str, "group",
+          "Shape the group's average texture is drawn on: group (the group's average shape, every face of a group "
+          "identical: k-anonymous) or own (the face's own 68-point shape, keeping pose and expression; the shape is "
+          "then NOT k-anonymised). Gross et al. 2006 render the average model, i.e. group; METHODS.md §3b.",
+          choices=("group", "own")),
+    Param("unit_face", str, "medoid",
+          "With identity labels, what stands for a person in the group average: medoid (the person's photo nearest "
+          "their mean in the shape-and-texture space: a group face averages k photos and stays sharp) or mean (the "
+          "mean of all their photos: smoother). Either way every person counts once (METHODS.md §3 Decision).",
+          choices=("medoid", "mean")),
+    Param("bound", str, "faces",
+          "What the 1/k bound covers when people have several photos: faces (groups are also balanced so that no "
+          "person holds more than 1/k of a group's faces: a recognizer naming one person is right for at most 1/k of "
+          "the faces; groups grow as needed, and a person with more than 1/k of all faces is refused) or units "
+          "(plain MDAV groups of k people, Newton et al. 2005: 1/k of the people, not of their photos).",
+          choices=("faces", "units")),
+    Param("detail", float, 1.0,
+          "Fine detail (skin, hair) the averaging removed that is put back, 0-1: each detail band of the group's "
+          "texture is amplified toward the mean energy of its members' bands (a statistic of the whole group, so the "
+          "group still shares one face). 0 = the plain average of Gross et al. 2006; heuristics for authentic faces: "
+          "Prinosil et al. 2017 (book ref. 26); 1 measured more realistic (README, k-Same-M).",
+          minimum=0.0, maximum=1.0),
+    Param("trim", float, 0.2,
+          "Per pixel, the share of the group's members dropped at each end before averaging (a trimmed mean), so that "
+          "a feature only one member has (glasses, a mole, a stray lock) does not ghost into the group face; 0 = the "
+          "plain mean of Gross et al. 2006.", minimum=0.0, maximum=0.45),
+    Param("shape_weight", float, 1.0,
+          "Weight of shape against texture in the clustering distance: the shape coordinates are scaled so that their "
+          "total variance is this times the texture's (1 = the AAM's combined model, Cootes et al. 2001 §4.2).",
+          minimum=0.0),
+    Param("border_points", int, 4,
+          "Fixed points per side of the crop's border added to the triangulation of the mean shape, so that the "
+          "piecewise-affine warp covers the whole crop (corners included); more points pin the border more closely.",
+          minimum=1, maximum=64),
+)
+
+
+def _m_shape_params() -> tuple[Param, ...]:
+    """The blend parameters, with k-Same-M's crop at 256 px: its aligned averages keep the detail
+    that 128 px crops lose when the face is enlarged back into a CelebA photo (texture inside the
+    face 0.34 of the original's at 128 px; measured in README, k-Same-M)."""
+    why = ("the first pass caches every face at this size (3·r² bytes each) and the plan holds their shape-free "
+           "textures in memory (as many bytes again); 256 keeps the detail of the aligned averages in photos whose "
+           "faces are larger than 128 px.")
+    return tuple(replace(p, default=256, help=p.help.split(";")[0] + "; " + why) if p.name == "resolution" else p
+                 for p in common_shape_params("ellipse", 0.02, _RESOLUTION_WHY))
+
+
 def _needs_select(params: dict) -> None:
     if not params["labels"] or not params["select"].strip(","):
         raise ValueError("ksame-select needs --labels CSV and --select COLUMN[,COLUMN...] (e.g. --select Male,Young)")
@@ -51,6 +115,14 @@ KSAME_SPECS = (
         citation=_CITATION,
         params=(*_k_and_labels(False), _COMPONENTS, *common_shape_params("ellipse", 0.02, _RESOLUTION_WHY)),
         load=_load, formal_guarantee=_GUARANTEE, dataset_level=True,
+    ),
+    MethodSpec(
+        name="ksame-m",
+        summary="k-Same-M: groups of >= k averaged as 68-point shapes and shape-free textures (piecewise-affine warp), "
+                "so group faces are sharp (dataset-level, two passes).",
+        citation=_M_CITATION,
+        params=(*_k_and_labels(False), *_M_PARAMS, *_m_shape_params()),
+        load=_load_m, formal_guarantee=_M_GUARANTEE, dataset_level=True, weights=("dlib-shape-predictor-68",),
     ),
     MethodSpec(
         name="ksame-select",

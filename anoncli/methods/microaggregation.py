@@ -184,3 +184,69 @@ def group_labels(groups: list[np.ndarray], n: int) -> np.ndarray:
     if np.any(labels == -1):
         raise ValueError(f"{int(np.sum(labels == -1))} indices of range({n}) are in no group")
     return labels
+
+
+def balanced_groups(gram: np.ndarray, k: int, weights) -> list[np.ndarray]:
+    """Groups of at least k records in which no record carries more than 1/k of the group's
+    total weight (weights: e.g. how many faces each person has in the run). MDAV's order
+    (METHODS.md §3; Domingo-Ferrer & Torra 2005): around the record farthest from the centroid
+    of the remaining ones, then around the record farthest from that one, and so on; each group
+    takes the nearest remaining records until it holds k of them and its heaviest record is at
+    most 1/k of its weight. A group is formed only if the records left after it can still form
+    one such group; otherwise they all are the last group. With equal weights every group has
+    k records and the last k to 2k−1, as in MDAV.
+
+    Why: k-Same with identity labels shares one face among k people; a recognizer that names
+    the person with the most photos of the group is right for that person's share of the group's
+    faces, which exceeds 1/k when photo counts differ. Balanced groups bound it by 1/k per face.
+
+    The whole set must be balanced itself (``balanced(weights, k)``); ties go to the lowest index.
+    """
+    gram = _check_gram(gram)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(gram),) or np.any(w <= 0):
+        raise ValueError("need one positive weight per record")
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = int(k)
+    if len(gram) == 0:
+        return []
+    if not balanced(w, k):
+        raise ValueError(f"no record may carry more than 1/k of the total weight (k = {k})")
+    remaining = _Remaining(gram)
+    groups: list[np.ndarray] = []
+
+    def grow(seed: int) -> np.ndarray | None:
+        idx = remaining.indices()
+        others = idx[idx != seed]
+        order = others[np.argsort(remaining.squared_distances_from(seed, others), kind="stable")]
+        candidate = np.concatenate([[seed], order])
+        total = np.cumsum(w[candidate])
+        heaviest = np.maximum.accumulate(w[candidate])
+        ok = (np.arange(1, len(candidate) + 1) >= k) & (heaviest * k <= total)
+        if not ok.any():
+            return None
+        group = candidate[:int(np.argmax(ok)) + 1]
+        rest = np.setdiff1d(idx, group)
+        return group if len(rest) >= k and balanced(w[rest], k) else None
+
+    while True:
+        r = remaining.farthest_from_centroid()
+        group = grow(r)
+        if group is None:
+            break
+        groups.append(remaining.remove(group))
+        group = grow(remaining.farthest_from(r))
+        if group is None:
+            break
+        groups.append(remaining.remove(group))
+    last = remaining.indices()
+    if len(last):
+        groups.append(remaining.remove(last))
+    return groups
+
+
+def balanced(weights, k: int) -> bool:
+    """True when the records can form one group: at least k of them, none above 1/k of the weight."""
+    w = np.asarray(weights, dtype=np.float64)
+    return len(w) >= k and float(w.max()) * k <= float(w.sum())

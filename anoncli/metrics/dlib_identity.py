@@ -2,7 +2,7 @@
 
 The descriptor is dlib's ResNet (the model face_recognition uses), computed at a known
 face box, so the anonymized face is measured where the original was even when dlib's own
-detector would no longer find it. Needs ``pip install 'anoncli[eval]'``.
+detector would no longer find it. Needs dlib (``pip install dlib-bin``, a core dependency).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _import_dlib():
     try:
         import dlib
     except ImportError:
-        raise RuntimeError("dlib is not installed: pip install 'anoncli[eval]'") from None
+        raise RuntimeError("dlib is not installed: pip install dlib-bin") from None
     return dlib
 
 

@@ -7,7 +7,10 @@ FaceShifter, 2020), at a width this project can train.
   encoder map of the same size. Its decoder maps, coarse to fine, are the multilevel attributes
   r_att = {r_att^1..r_att^n} (eq. 5.8); the last is the finest map bilinearly upsampled to the
   input size, as in FaceShifter. At 128 px that gives n = 7 levels (2 ... 128), one per octave; the
-  book's n = 8 is the same rule at 256 px.
+  book's n = 8 is the same rule at 256 px. With ``full_res_channels`` > 0 (not in the book) the
+  last level also carries a 3 x 3 convolution of the input itself at full resolution, so the
+  finest AAD block sees the pixels, not only 64 px features upsampled (the 3 -> 8 channel first
+  layer at half resolution is the narrowest point of the reconstruction path).
 - ``AEIGenerator`` h(r_id, r_att): the identity vector through ConvTranspose to 2 x 2, then one
   AAD ResBlk per level, bilinear upsampling x2 between them (eq. 5.9).
 - ``AADLayer``: Adaptive Attentional Denormalization. The normalised activation h̄ is
@@ -46,6 +49,7 @@ class AEIConfig:
     disc_channels: int = 32
     disc_layers: int = 3
     disc_scales: int = 2
+    full_res_channels: int = 0     # channels of a full-resolution input convolution joined to r_att^n (0: FaceShifter's upsampling only)
 
     @property
     def levels(self) -> int:
@@ -62,7 +66,7 @@ class AEIConfig:
         chans = [enc[0]]
         for skip in enc[1:]:
             chans.append(2 * skip)                      # ConvT output (as wide as the skip) + skip
-        chans.append(chans[-1])                         # finest map upsampled to the input size
+        chans.append(chans[-1] + self.full_res_channels)   # finest map upsampled to the input size (+ the full-size input convolution)
         return chans
 
     @classmethod
@@ -90,6 +94,8 @@ class AEIConfig:
             raise ValueError(f"resolution must be a power of two >= 8, got {self.resolution}")
         if len(self.generator_channels) != self.levels - 1:
             raise ValueError(f"generator_channels needs {self.levels - 1} entries at {self.resolution} px")
+        if min(self.generator_channels) < 1 or self.base_channels < 1 or self.max_channels < 1 or self.full_res_channels < 0:
+            raise ValueError("channel counts must be positive (full_res_channels may be 0)")
 
 
 def _down(cin: int, cout: int) -> nn.Sequential:
@@ -110,6 +116,10 @@ class AttributeEncoder(nn.Module):
         skips = enc[::-1][1:]                           # encoder maps at 4 x 4 ... res/2
         att = config.attribute_channels()
         self.up = nn.ModuleList(_up(att[i], skips[i]) for i in range(len(skips)))
+        self.full = None
+        if config.full_res_channels:
+            self.full = nn.Sequential(nn.Conv2d(3, config.full_res_channels, 3, 1, 1, bias=False),
+                                      nn.BatchNorm2d(config.full_res_channels), nn.LeakyReLU(LEAKY_SLOPE))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
@@ -120,7 +130,8 @@ class AttributeEncoder(nn.Module):
         maps = [feats[-1]]
         for layer, skip in zip(self.up, feats[-2::-1]):
             maps.append(torch.cat([layer(maps[-1]), skip], dim=1))
-        maps.append(F.interpolate(maps[-1], scale_factor=2, mode="bilinear", align_corners=True))
+        finest = F.interpolate(maps[-1], scale_factor=2, mode="bilinear", align_corners=True)
+        maps.append(finest if self.full is None else torch.cat([finest, self.full(x)], dim=1))
         return maps
 
 

