@@ -410,3 +410,58 @@ def test_training_can_start_from_an_export_grown_wider(tiny_generator, tmp_path)
     assert grown.step == 4
     resumed = AEITrainer(trainer.crops, settings, tmp_path / "grown", log=messages.append)   # the checkpoint wins over --init-from
     assert resumed.step == 4 and messages[-1] == "resumed at step 4"
+
+
+def test_refinement_can_fit_through_a_readout_from_a_start():
+    from anoncli.faces.blend import face_mask
+    from anoncli.identity.generator import Refinement, refine_identity_inputs
+    from anoncli.models.tensors import to_tensor
+
+    torch.manual_seed(0)
+    net = AEINet(AEIConfig(**TINY)).eval().requires_grad_(False)
+    projection = torch.randn(192, 128)
+
+    def representation(crops):
+        return torch.nn.functional.normalize(torch.nn.functional.avg_pool2d(crops, 4).flatten(1) @ projection, dim=1)
+
+    turn = torch.linalg.qr(torch.randn(128, 128))[0]            # a readout: any differentiable map of the shown identity
+    crop = np.random.default_rng(3).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    mask = face_mask(32, "ellipse", 0.02, 0.2)
+    x = to_tensor(crop[None])
+    target = torch.nn.functional.normalize(torch.randn(1, 128), dim=1)
+    goal = torch.nn.functional.normalize(torch.randn(1, 128), dim=1)
+    start = torch.nn.functional.normalize(torch.randn(1, 128), dim=1)
+    with torch.no_grad():
+        attributes = net.encoder(x)
+
+    def goal_cosine(inputs):
+        with torch.no_grad():
+            shown = representation(torch.as_tensor(mask) * net.generator(inputs, attributes) + (1 - torch.as_tensor(mask)) * x)
+            return float((shown @ turn.T) @ goal[0])
+
+    refinement = Refinement(crop, mask, 20, 0.1, start=start.numpy()[0], readout=lambda s: s @ turn.T, goal=goal.numpy()[0])
+    refined = refine_identity_inputs(net.generator, representation, target, attributes, refinement, start)
+    assert goal_cosine(refined) > goal_cosine(start) + 0.1
+
+
+def test_idrotate_fits_from_past_the_angle_towards_the_keys_inverse(tiny_generator, monkeypatch):
+    from anoncli.identity.rotation import rotate_identity
+    from anoncli.keys.derive import FaceKey
+    from anoncli.methods import build_method
+
+    method = build_method("idrotate", {"level": 9, "refine_steps": 3, "refine_overturn": 30}, weights_dir=tiny_generator[0])
+    seen = []
+    real = method.generator.generate
+    monkeypatch.setattr(method.generator, "generate", lambda z, a, refinement: seen.append((z, refinement)) or real(z, a, refinement))
+    key = FaceKey("a", b"\x01" * 32)
+    crop = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    method.anonymize_crop(crop, None, key)
+    (requested, refinement), = seen
+    z_bar, _ = method.generator.encode(crop)
+    reference = method.reference(key)
+    np.testing.assert_allclose(requested, rotate_identity(z_bar, reference, 120.0))
+    expected_start = rotate_identity(z_bar, reference, 150.0)
+    np.testing.assert_allclose(refinement.start, expected_start / np.linalg.norm(expected_start), atol=1e-12)
+    np.testing.assert_allclose(refinement.goal, z_bar)
+    shown = torch.as_tensor(requested, dtype=torch.float32)[None]       # a face that shows z_new reads back as z̄
+    torch.testing.assert_close(refinement.readout(shown), torch.as_tensor(z_bar, dtype=torch.float32)[None], atol=1e-5, rtol=0)

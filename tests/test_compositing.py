@@ -86,8 +86,9 @@ def boundary_and_inside(region, roi):
 @pytest.mark.parametrize("blend", ["multiband", "alpha"])
 def test_no_seam_at_the_region_edge(blend):
     """A face darker and differently tinted than the shaded photo: within 2 px of the region's edge
-    the gradient is no stronger than inside the face, and nowhere in the transition more than a
-    quarter stronger; a hard paste of the same crop has a seam by the same measure."""
+    the gradient is no stronger than inside the face, and nowhere in the transition (where the
+    shading difference is bridged) more than a third stronger; a hard paste of the same crop has a
+    seam by the same measure."""
     photo = textured_photo(seed=2)
     _, m, roi, region = face_setup()
     rng = np.random.default_rng(3)
@@ -104,7 +105,7 @@ def test_no_seam_at_the_region_edge(blend):
     widest = config.blend_width * region.width
     for d in np.arange(-4, widest, 2):
         across = (signed >= d) & (signed < d + 2)
-        assert g[across].mean() <= 1.25 * g[inside].mean(), (d, g[across].mean(), g[inside].mean())
+        assert g[across].mean() <= 1.35 * g[inside].mean(), (d, g[across].mean(), g[inside].mean())
     from anoncli.faces.blend import warp_crop_to_roi
 
     pasted = base * (1 - hard[..., None]) + warp_crop_to_roi(crop, m, roi, border=cv2.BORDER_REPLICATE) * hard[..., None]
@@ -288,3 +289,25 @@ def test_stage_anonymize_and_restore_use_the_same_region():
     err_anon = np.abs(anonymized[inside].astype(int) - rgb[inside]).mean()
     err_restored = np.abs(img.pixels[inside].astype(int) - rgb[inside]).mean()
     assert err_restored < 0.25 * err_anon, (err_restored, err_anon)
+
+
+@pytest.mark.parametrize("shape", ["ellipse", "hull"])
+def test_five_landmark_shapes_composite_inside_their_mask(shape):
+    """--shape ellipse|hull: the region is face_mask's shape mapped into the photo; nothing outside changes."""
+    photo = textured_photo(seed=8)
+    lm, m, roi, _ = face_setup()
+    compositor = Compositor(CompositingConfig(shape=shape))
+    region = compositor.locate(photo.astype(np.uint8), roi, lm, m, RES, MARGIN)
+    assert region.source == shape and region.landmarks68 is None
+    crop = np.full((RES, RES, 3), 30.0, np.float32)
+    base = in_roi(photo, roi)
+    out, support = compositor.composite(base, crop, m, roi, region)
+    np.testing.assert_array_equal(out[support == 0], base[support == 0])
+    crop_hard = face_mask(RES, shape, 0.0, MARGIN, apply_affine(m, lm)) > 0.5
+    from anoncli.faces.blend import warp_crop_to_roi
+
+    allowed = warp_crop_to_roi(cv2.dilate(crop_hard.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32), m, roi) > 0
+    assert not (support > 0)[~allowed].any(), "the region stays within the crop-space shape"
+    x0, y0 = roi[:2]
+    for x, y in (lm - [x0, y0]).round().astype(int):
+        assert support[y, x] == 1

@@ -104,6 +104,29 @@ def test_flowrot_restores_from_its_latent_images_close_to_the_original(flowrot_r
         assert _mean_abs(tmp, "in", "latent-restored", p.name) < 0.25 * _mean_abs(tmp, "in", "latent", p.name)
 
 
+def test_the_fake_face_replaces_the_face_region_not_the_square(flowrot_runs):
+    """Issue 20: the fake face goes in through the compositor (the face's 68-point region), so the
+    corners of the aligned square (hair, background: the flow's streaks) keep the photo's pixels."""
+    import json
+
+    from anoncli.faces.align import apply_affine, invert_affine
+
+    tmp, _ = flowrot_runs
+    rows = list(csv.DictReader((tmp / "latent" / "manifest.csv").open()))
+    assert json.loads(rows[0]["params"])["shape"] == "landmarks"
+    for row in rows:
+        original, fake = (np.asarray(Image.open(tmp / d / row["input"]).convert("RGB")).astype(float) for d in ("in", "latent"))
+        h, w = original.shape[:2]
+        for face in json.loads(row["faces"]):
+            to_image = invert_affine(np.asarray(face["warp"], np.float64))
+            corners = apply_affine(to_image, np.array([[3.0, 3.0], [60.0, 3.0], [3.0, 60.0], [60.0, 60.0]]))
+            for x, y in np.rint(corners).astype(int):
+                if 0 <= x < w and 0 <= y < h:
+                    np.testing.assert_array_equal(fake[y, x], original[y, x])
+            nose_x, nose_y = np.rint(face["landmarks"][2]).astype(int)
+            assert np.abs(fake[nose_y - 5:nose_y + 6, nose_x - 5:nose_x + 6] - original[nose_y - 5:nose_y + 6, nose_x - 5:nose_x + 6]).mean() > 2
+
+
 def test_flowrot_without_latents_is_refused_and_a_changed_latent_is_not_restored(flowrot_runs):
     tmp, env = flowrot_runs
     # re-encoding the fake face does not recover it (README, flowrot): refused before anything is written

@@ -97,3 +97,17 @@ def test_crop_to_chip_warp_puts_the_template_on_dlibs_chip_points():
         patch = chip[yy, xx]
         cy, cx = (patch * yy).sum() / patch.sum(), (patch * xx).sum() / patch.sum()
         assert abs(cx - ex) < 0.5 and abs(cy - ey) < 0.5
+
+
+@pytest.mark.parametrize("level", [0, 9])
+def test_the_tensor_inverse_rotation_is_the_numpy_one(level):
+    torch = pytest.importorskip("torch")
+    from anoncli.identity.rotation import unrotate_identity_tensor
+
+    rng = np.random.default_rng(7)
+    z, ref = _unit(rng, n=20), _unit(rng)
+    theta = level_to_degrees(level)
+    noisy = rotate_identity(z, ref, theta) + 0.05 * rng.standard_normal((20, z.shape[1]))
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)            # as r_id reads it back: unit, not exact
+    got = unrotate_identity_tensor(torch.from_numpy(noisy), torch.from_numpy(ref)[None], theta).numpy()
+    np.testing.assert_allclose(got, unrotate_identity(noisy, ref, theta), atol=1e-12)

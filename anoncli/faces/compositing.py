@@ -11,7 +11,7 @@ face, ``Compositor`` does, in the image region the crop covers:
 2. colour: the method's crop gets the original region's mean and standard deviation per CIE Lab
    channel, measured in the crop (the photo resampled into it) after a low-pass at the detail
    scale; ``lab-chroma``/``lab-local`` then also take the photo's chroma / all Lab channels below
-   ``colour_scale`` x face width (normalised convolution inside the region).
+   ``colour_scale`` x face width.
 3. detail: the change D = new - original is computed at the crop's resolution (the photo is
    resampled into the crop, area-averaged) and low-passed there at ``detail_sigma`` crop pixels:
    finer than that, the photo keeps its own texture (skin, grain, noise), which an enlarged
@@ -193,16 +193,13 @@ def match_colour(new: np.ndarray, reference: np.ndarray, inside: np.ndarray, smo
     return _rgb((lab_new - mu_a) * ratio + mu_b)
 
 
-def transfer_low_frequencies(new: np.ndarray, reference: np.ndarray, inside: np.ndarray, sigma: float,
-                             channels: tuple[int, ...]) -> np.ndarray:
-    """``new`` with the Lab ``channels`` of ``reference`` below spatial scale ``sigma`` px, measured
-    inside ``inside`` only (normalised convolution: the background does not bleed in)."""
+def transfer_low_frequencies(new: np.ndarray, reference: np.ndarray, sigma: float, channels: tuple[int, ...]) -> np.ndarray:
+    """``new`` with the Lab ``channels`` of ``reference`` below spatial scale ``sigma`` px, over the
+    whole crop: so that the change, which the blend's low bands spread across the region's edge,
+    carries no colour from outside the face."""
     lab_new, lab_ref = _lab(new), _lab(reference)
-    weight = inside.astype(np.float32)
-    norm = np.maximum(_blur(weight, sigma), 1e-4)
     for c in channels:
-        diff = (lab_ref[..., c] - lab_new[..., c]) * weight
-        lab_new[..., c] += _blur(diff, sigma) / norm
+        lab_new[..., c] += _blur(lab_ref[..., c] - lab_new[..., c], sigma)
     return _rgb(lab_new)
 
 
@@ -272,8 +269,7 @@ class Compositor:
                 inside = region_crop
             new = match_colour(new, base_crop, inside, cfg.detail_sigma)
             if cfg.colour in LOCAL_COLOUR:
-                new = transfer_low_frequencies(new, base_crop, region_crop, cfg.colour_scale * region.width * scale,
-                                               LOCAL_COLOUR[cfg.colour])
+                new = transfer_low_frequencies(new, base_crop, cfg.colour_scale * region.width * scale, LOCAL_COLOUR[cfg.colour])
         diff = new - base_crop
         if cfg.detail_sigma > 0:
             diff = _blur(diff, cfg.detail_sigma)

@@ -21,12 +21,12 @@ class CompositingConfig:
     detector landmarks."""
     brow_raise: float = 0.25
     """How far the brow points are moved up, as a fraction of the brow-to-chin distance (landmarks only)."""
-    colour: str = "lab"
+    colour: str = "lab-chroma"
     """lab: the generated face's mean and standard deviation per Lab channel set to the original
     region's (on both images low-passed at the detail scale); lab-chroma, lab-local: then also the
-    photo's chroma, or all three Lab channels, below ``colour_scale`` (local casts and blotches go,
-    but the photo's shading carries identity: lower protection, README); none: the method's colours."""
-    colour_scale: float = 0.1
+    photo's chroma, or all three Lab channels, below ``colour_scale`` (local colour casts and blotches
+    go; the chroma cost no measured protection, the shading does: README); none: the method's colours."""
+    colour_scale: float = 0.05
     """lab-chroma / lab-local: the photo's chroma (a, b) / Lab channels below this Gaussian scale, as a
     fraction of the face's width, replace the generated face's (local colour casts and blotches)."""
     blend: str = "multiband"

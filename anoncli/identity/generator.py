@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -76,15 +77,19 @@ class IdentityGenerator:
     def generate(self, identity: np.ndarray, attributes: list, refinement: Refinement | None = None) -> np.ndarray:
         """h(identity, attributes) as a crop; with ``refinement`` (and its steps > 0), the
         generator's identity inputs are first fitted so that the face pasted into the crop
-        shows ``identity`` (``refine_identity_inputs``)."""
+        shows ``identity`` (``refine_identity_inputs``), or, with the refinement's ``readout``
+        and ``goal``, an identity whose readout is ``goal``; the fit (and a zero-step render)
+        starts from the refinement's ``start`` when it has one."""
         from ..models.tensors import to_images
 
         torch = self.torch
         target = torch.as_tensor(np.asarray(identity, np.float32))[None]
+        start = target if refinement is None or refinement.start is None else \
+            torch.as_tensor(np.asarray(refinement.start, np.float32))[None]
         if refinement is not None and refinement.steps > 0:
-            inputs = refine_identity_inputs(self.net.generator, self.rep, target, attributes, refinement)
+            inputs = refine_identity_inputs(self.net.generator, self.rep, target, attributes, refinement, start)
         else:
-            inputs = target
+            inputs = start
         with torch.no_grad():
             return to_images(self.net.generator(inputs, attributes))[0]
 
@@ -92,17 +97,24 @@ class IdentityGenerator:
 @dataclass(frozen=True)
 class Refinement:
     """What ``refine_identity_inputs`` needs besides the target: the crop the face is pasted
-    into (float RGB 0..255), the blend mask (R x R in [0, 1]), steps and Adam's learning rate."""
+    into (float RGB 0..255), the blend mask (R x R in [0, 1]), steps and Adam's learning rate.
+    Optional: ``start``, the unit vector the fit starts from (default the target); ``readout``,
+    a differentiable map of the shown r_id (N x d tensors) and ``goal``, the vector its output
+    should point to (default: the shown r_id itself and the target)."""
 
     crop: np.ndarray
     mask: np.ndarray
     steps: int
     lr: float = 0.1
+    start: np.ndarray | None = None
+    readout: Callable | None = None
+    goal: np.ndarray | None = None
 
 
-def refine_identity_inputs(generator, representation, target, attributes, refinement: Refinement):
-    """Per-input identity codes w (one for the stem and one per AAD block, each started at the
-    target and kept unit length) minimising 1 − cos(r_id(M·h(w, r_att) + (1 − M)·X), target).
+def refine_identity_inputs(generator, representation, target, attributes, refinement: Refinement, start=None):
+    """Per-input identity codes w (one for the stem and one per AAD block, each started at
+    ``start``, default the target, and kept unit length) minimising
+    1 − cos(readout(r_id(M·h(w, r_att) + (1 − M)·X)), goal), by default 1 − cos(r_id(...), target).
 
     Not in the book: the trained generator renders identities only approximately (cosine 0.55-0.8
     to the requested vector, model card), and idrotate's restore divides that error by
@@ -110,6 +122,8 @@ def refine_identity_inputs(generator, representation, target, attributes, refine
     generator can draw (the extended latent space of Abdal et al., Image2StyleGAN, ICCV 2019).
     The fit reads the target, the attribute maps and the pasted crop: it adds nothing about the
     original identity beyond what the crop outside the mask and the attribute maps already hold.
+    idrotate fits through its key's inverse rotation (readout M⁻¹, goal z̄, ``IdRotate``): the
+    optimum is the same face (r_id = z_new), but the error is weighed as restore will amplify it.
     """
     import torch
     import torch.nn.functional as F
@@ -118,13 +132,16 @@ def refine_identity_inputs(generator, representation, target, attributes, refine
 
     crop = to_tensor(np.asarray(refinement.crop, np.float32)[None])
     mask = torch.as_tensor(np.asarray(refinement.mask, np.float32))[None, None]
-    w = target[:, None].repeat(1, generator.identity_inputs, 1).clone().requires_grad_(True)
+    readout = refinement.readout or (lambda codes: codes)
+    goal = target if refinement.goal is None else torch.as_tensor(np.asarray(refinement.goal, np.float32))[None]
+    start = target if start is None else start
+    w = start[:, None].repeat(1, generator.identity_inputs, 1).clone().requires_grad_(True)
     optimiser = torch.optim.Adam([w], lr=refinement.lr)
     with torch.enable_grad():
         for _ in range(refinement.steps):
             face = generator(F.normalize(w, dim=-1), attributes)
             shown = representation(mask * face + (1 - mask) * crop)
-            loss = 1.0 - F.cosine_similarity(shown, target, dim=1).sum()
+            loss = 1.0 - F.cosine_similarity(readout(shown), goal, dim=1).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -57,6 +57,17 @@ def unrotate_identity(z_new: np.ndarray, z_ref: np.ndarray, degrees: float) -> n
     return _unit(residual / (c - a * s))
 
 
+def unrotate_identity_tensor(z_new, z_ref, degrees: float):
+    """``unrotate_identity`` on torch tensors (rows are faces), differentiable: what idrotate's
+    anonymizing fit reads back through (``anoncli.methods.identity.IdRotate``)."""
+    t = math.radians(degrees)
+    c, s = math.cos(t), math.sin(t)
+    residual = z_new - z_ref * s
+    a = (c * c - (residual * z_new).sum(-1, keepdim=True)) / (s * c)
+    recovered = residual / (c - a * s)
+    return recovered / recovered.norm(dim=-1, keepdim=True)
+
+
 def reference_vector(rng: np.random.Generator, dimension: int) -> np.ndarray:
     """A Haar-uniform unit vector from a keyed generator (METHODS.md §6 decision: a seeded random
     unit vector, never a mix of real identities)."""

@@ -17,8 +17,8 @@ def compositing_params(defaults: CompositingConfig = CompositingConfig(), shapes
               "fraction of the brow-to-chin distance (0 = the brow line).", minimum=0.0, maximum=0.6),
         Param("colour", str, defaults.colour, "Colour and illumination of the new face: lab matches its mean and spread per Lab "
               "channel to the original region's (at scales above --detail-sigma); lab-chroma also takes the photo's colour "
-              "(a, b) below --colour-scale, lab-local its colour and shading (no blotches, but shading carries identity: "
-              "lower protection, README); none keeps the method's.", choices=COLOUR_MATCHES),
+              "(a, b) below --colour-scale (no purple or green blotches; skin, lip and eye colour are the photo's), lab-local "
+              "its colour and shading (shading carries identity: lower protection, README); none keeps the method's.", choices=COLOUR_MATCHES),
         Param("colour_scale", float, defaults.colour_scale, "With --colour lab-chroma or lab-local: the Gaussian scale, as a "
               "fraction of the face's width, below which the photo's colour is not taken.", minimum=0.01, maximum=1.0),
         Param("blend", str, defaults.blend, "multiband: fine detail switches over within a few pixels and shading over "
@@ -31,3 +31,9 @@ def compositing_params(defaults: CompositingConfig = CompositingConfig(), shapes
               "resolution is as sharp as the photo; 0 = none. Identity lives at coarser scales: the cost in protection is "
               "measured in the README.", minimum=0.0, maximum=8.0),
     )
+
+
+def compositing_weights(params: dict) -> tuple[str, ...]:
+    """Weights the compositing loads with these parameters (a spec's ``param_weights``): dlib's
+    68-point predictor for the landmarks region."""
+    return ("dlib-shape-predictor-68",) if params.get("shape") == "landmarks" else ()

@@ -4,6 +4,11 @@ Z = f(X), the flow's standard-normal latent of every level, reshaped to m x 3m (
 Z_enc = A·Z with A a Haar-random orthogonal m x m matrix; the fake face is Y = f⁻¹(λ·Z_enc),
 decoded at temperature λ. Restore: Z_enc = f(Y)/λ, X = f⁻¹(Aᵀ·Z_enc).
 
+``keep_levels`` = k > 0 (not FFEM's; issue 20) rotates only the levels after the k finest: their
+ε are reshaped to m x (D'/m) and turned by A, the k finest keep the original's ε and are decoded
+at temperature 1. The fake face goes back into the photo through ``anoncli.faces.compositing``
+(the face's 68-point region, colour matched, the photo's finest detail kept, multi-band blended).
+
 A is drawn per face from a generator keyed by HKDF(face key, "flowrot rotation") and re-derived at
 restore, never stored (METHODS.md §7 decision): one leaked (original, fake) pair gives that face's
 A by orthogonal Procrustes and nothing about any other face's.
@@ -14,7 +19,7 @@ import numpy as np
 
 from ..flow.rotation import haar_orthogonal, latent_matrix, rotate_latent, split_latents, unrotate_latent
 from ..keys.derive import hkdf_sha256, key_rng
-from .base import ShapedMaskMethod
+from .base import FaceMethod
 
 ROTATION_INFO = b"anoncli/flowrot/rotation/v1"
 LATENT_LEVELS_PER_UNIT = 32.0   # the latent image: pixel = 128 + 32·z, so z in [−4, 3.97] in steps of 1/32
@@ -25,14 +30,31 @@ def face_rotation(secret: bytes, m: int) -> np.ndarray:
     return haar_orthogonal(key_rng(hkdf_sha256(secret, b"", ROTATION_INFO)), m)
 
 
-def encrypt_latent(eps: list[np.ndarray], rotation: np.ndarray) -> list[np.ndarray]:
-    """Z_enc = A·Z, back in the levels' shapes."""
-    return split_latents(rotate_latent(latent_matrix(eps, len(rotation)), rotation), [e.shape for e in eps])
+def encrypt_latent(eps: list[np.ndarray], rotation: np.ndarray, keep_levels: int = 0) -> list[np.ndarray]:
+    """Z_enc = A·Z, back in the levels' shapes; the ``keep_levels`` finest levels are not turned."""
+    kept, turned = eps[:keep_levels], eps[keep_levels:]
+    return list(kept) + split_latents(rotate_latent(latent_matrix(turned, len(rotation)), rotation), [e.shape for e in turned])
 
 
-def decrypt_latent(eps_enc: list[np.ndarray], rotation: np.ndarray) -> list[np.ndarray]:
-    """Z = Aᵀ·Z_enc, back in the levels' shapes."""
-    return split_latents(unrotate_latent(latent_matrix(eps_enc, len(rotation)), rotation), [e.shape for e in eps_enc])
+def decrypt_latent(eps_enc: list[np.ndarray], rotation: np.ndarray, keep_levels: int = 0) -> list[np.ndarray]:
+    """Z = Aᵀ·Z_enc, back in the levels' shapes; the ``keep_levels`` finest levels were not turned."""
+    kept, turned = eps_enc[:keep_levels], eps_enc[keep_levels:]
+    return list(kept) + split_latents(unrotate_latent(latent_matrix(turned, len(rotation)), rotation), [e.shape for e in turned])
+
+
+def level_temperatures(levels: int, keep_levels: int, temperature: float) -> list[float]:
+    """The temperature of every level, finest first: 1 for the kept levels (the original's own ε),
+    λ for the rotated ones."""
+    return [1.0] * keep_levels + [temperature] * (levels - keep_levels)
+
+
+def check_keep_levels(shapes: list[tuple[int, ...]], keep_levels: int, m: int) -> None:
+    """A clear error when the rotated levels cannot be turned by an m x m matrix."""
+    if not 0 <= keep_levels < len(shapes):
+        raise ValueError(f"--keep-levels must be below the flow's {len(shapes)} levels, got {keep_levels}")
+    size = sum(int(np.prod(s)) for s in shapes[keep_levels:])
+    if size % m:
+        raise ValueError(f"the {len(shapes) - keep_levels} rotated levels hold {size} numbers, not rows of {m}")
 
 
 def latent_image(eps_enc: list[np.ndarray], m: int) -> np.ndarray:
@@ -49,9 +71,11 @@ def latent_from_image(image: np.ndarray, shapes: list[tuple[int, ...]]) -> list[
     return split_latents(z.reshape(m, 3 * m), shapes)
 
 
-class FlowRotation(ShapedMaskMethod):
+class FlowRotation(FaceMethod):
     """``flow``: anything with the teacher's encode/decode/shapes/resolution/margin (the Glow of
     ``anoncli.flow.model`` or its distilled student, ``anoncli.flow.student``)."""
+
+    CROP_MASK_FEATHER = 0.02   # soft edge of ``blend_mask``, the region as seen from the crop (restore's quality figure)
 
     def __init__(self, weights_dir=None, flow=None, **params):
         super().__init__(**params)
@@ -64,21 +88,61 @@ class FlowRotation(ShapedMaskMethod):
 
             flow = FlowModel(weights_dir)
         self.flow = flow
-        self.resolution = flow.resolution
+        self.resolution = int(self.params.get("crop_size") or flow.resolution)
+        if self.resolution < flow.resolution:
+            raise ValueError(f"--crop-size must be at least the flow's {flow.resolution} px, got {self.resolution}")
         self.margin = flow.margin
+        self.keep_levels = int(self.params.get("keep_levels", 0))
+        check_keep_levels(flow.shapes, self.keep_levels, flow.resolution)
+        self.temperatures = level_temperatures(len(flow.shapes), self.keep_levels, self.params["temperature"])
+        from ..faces.compositing import Compositor
+        from ..faces.compositing_config import config_from_params
+
+        self.compositor = Compositor(config_from_params(self.params), weights_dir)
+
+    def blend_mask(self, landmarks_in_crop: np.ndarray) -> np.ndarray:
+        """The region in crop space as the crop alone shows it: for --shape landmarks the mean 68-point
+        outline (the stage composites with the face's own, predicted in the photo)."""
+        from ..faces.blend import face_mask
+
+        shape = self.params["shape"]
+        return face_mask(self.resolution, shape, self.CROP_MASK_FEATHER, self.margin,
+                         landmarks_in_crop if shape == "hull" else None, self.params["brow_raise"])
+
+    def _to_flow(self, crop: np.ndarray) -> np.ndarray:
+        """The working crop as the flow sees it: area-averaged to its resolution."""
+        import cv2
+
+        r = self.flow.resolution
+        crop = np.asarray(crop, np.float32)
+        return crop if crop.shape[0] == r else cv2.resize(crop, (r, r), interpolation=cv2.INTER_AREA)
+
+    @staticmethod
+    def _from_flow(crop: np.ndarray, size: int) -> np.ndarray:
+        """The flow's output enlarged to the working crop's ``size`` (bicubic, on ``_to_flow``'s grid)."""
+        import cv2
+
+        crop = np.asarray(crop, np.float32)
+        if crop.shape[0] == size:
+            return crop
+        return cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC).clip(0.0, 255.0)
+
+    def _decode(self, eps: list[np.ndarray]) -> np.ndarray:
+        """f⁻¹ with every level at its own temperature (z = μ + T·σ·ε is f⁻¹ of T·ε at temperature 1)."""
+        return self.flow.decode([t * e for t, e in zip(self.temperatures, eps)], 1.0)
 
     def _rotation(self, key) -> np.ndarray:
         if key is None:
             raise ValueError("flowrot needs the face's key (run with --keyfile)")
-        return face_rotation(key.secret, self.resolution)
+        return face_rotation(key.secret, self.flow.resolution)
 
     def anonymize_crop(self, crop, landmarks_in_crop, key=None):
         return self.anonymize_with_side_images(crop, landmarks_in_crop, key)[0]
 
     def anonymize_with_side_images(self, crop, landmarks_in_crop, key=None):
-        encrypted = encrypt_latent(self.flow.encode(crop), self._rotation(key))
-        side = {"latent": latent_image(encrypted, self.resolution)} if self.params["output_latent"] else {}
-        return self.flow.decode(encrypted, self.params["temperature"]), side
+        encrypted = encrypt_latent(self.flow.encode(self._to_flow(crop)), self._rotation(key), self.keep_levels)
+        side = {"latent": latent_image(encrypted, self.flow.resolution)} if self.params["output_latent"] else {}
+        return self._from_flow(self._decode(encrypted), np.shape(crop)[0]), side
 
     restore_quality_measure = ("PSNR in dB of the flow's own encode-decode round trip on the restored face, inside the blend "
                                "mask (higher is better); it cannot see detail lost before, so it reads above the restore's "
@@ -91,13 +155,15 @@ class FlowRotation(ShapedMaskMethod):
         `anoncli restore` refuses runs without latent images (``flow_specs._restore_capability``):
         the re-encoding path is FFEM's model-only restore, kept for measuring it."""
         latent = (face_params.get("side_images") or {}).get("latent")
+        m = self.flow.resolution
         if latent is not None:
-            if latent.shape != (self.resolution, self.resolution, 3):
-                raise ValueError(f"the latent image is {latent.shape[:2]}, the flow's latent {self.resolution} x {self.resolution}")
+            if latent.shape != (m, m, 3):
+                raise ValueError(f"the latent image is {latent.shape[:2]}, the flow's latent {m} x {m}")
             encrypted = latent_from_image(latent, self.flow.shapes)
         else:
-            encrypted = [e / self.params["temperature"] for e in self.flow.encode(crop)]
-        return self.flow.decode(decrypt_latent(encrypted, self._rotation(key)), 1.0)
+            encrypted = [e / t for e, t in zip(self.flow.encode(self._to_flow(crop)), self.temperatures)]
+        original = self.flow.decode(decrypt_latent(encrypted, self._rotation(key), self.keep_levels), 1.0)
+        return self._from_flow(original, np.shape(crop)[0])
 
     def restore_quality(self, anonymized, restored, landmarks_in_crop, key, face_params):
         """PSNR of decode(encode(X')) against the restored X' inside the blend mask. The student's
@@ -105,7 +171,13 @@ class FlowRotation(ShapedMaskMethod):
         can be measured without X. X' already lies on what the decoder draws, so this reads higher
         than PSNR(X', X): on 30 held-out CelebA crops 20.8 dB median against 15.1, correlation 0.30
         (benchmarks/eval_restore_quality.py). The Glow's round trip is exact (about 100 dB)."""
+        import cv2
+
+        restored = self._to_flow(restored)
+        mask = self.blend_mask(landmarks_in_crop)
+        if mask.shape[0] != restored.shape[0]:
+            mask = cv2.resize(mask, restored.shape[:2][::-1], interpolation=cv2.INTER_AREA)
         back = self.flow.decode(self.flow.encode(restored), 1.0)
-        weights = np.broadcast_to(self.blend_mask(landmarks_in_crop)[..., None], np.shape(restored))
+        weights = np.broadcast_to(mask[..., None], np.shape(restored))
         mse = float((weights * (np.asarray(back, np.float64) - restored) ** 2).sum() / max(weights.sum(), 1e-9))
         return 10.0 * np.log10(255.0 ** 2 / max(mse, 1e-10))

@@ -50,11 +50,12 @@ class _GeneratorMethod(FaceMethod):
                          landmarks_in_crop if shape == "hull" else None, self.params["brow_raise"])
 
     def render(self, identity: np.ndarray, attributes: list, crop: np.ndarray, landmarks_in_crop: np.ndarray,
-               steps: int | None = None) -> np.ndarray:
+               steps: int | None = None, **fit) -> np.ndarray:
+        """The generator's face for ``identity``; ``fit``: the ``Refinement``'s optional start, readout and goal."""
         from ..identity.generator import Refinement
 
         steps = self.params["refine_steps"] if steps is None else steps
-        refinement = Refinement(crop, self.blend_mask(landmarks_in_crop), steps, self.params["refine_lr"])
+        refinement = Refinement(crop, self.blend_mask(landmarks_in_crop), steps, self.params["refine_lr"], **fit)
         return self.generator.generate(identity, attributes, refinement)
 
 
@@ -120,8 +121,22 @@ class IdRotate(_GeneratorMethod):
         return reference_vector(key_rng(seed), self.generator.dimension)
 
     def anonymize_crop(self, crop, landmarks_in_crop, key=None):
+        """The face for z_new, fitted so that the key's inverse rotation of its r_id is z̄ (what
+        restore computes, eq. 6.19-6.20), starting from z̄ turned past θ by ``refine_overturn``:
+        the generator renders only part of a requested turn (model card: turned identities at
+        cosine ≈ 0.6), so the fit starts nearer the input that shows θ."""
+        import torch
+
+        from ..identity.rotation import unrotate_identity_tensor
+
         identity, attributes = self.generator.encode(crop)
-        return self.render(rotate_identity(identity, self.reference(key), self.degrees), attributes, crop, landmarks_in_crop)
+        reference = self.reference(key)
+        start_degrees = min(self.degrees + self.params["refine_overturn"], 180.0)
+        start = rotate_identity(identity, reference, start_degrees)
+        reference_t = torch.as_tensor(reference, dtype=torch.float32)[None]
+        return self.render(rotate_identity(identity, reference, self.degrees), attributes, crop, landmarks_in_crop,
+                           start=start / np.linalg.norm(start), goal=identity,
+                           readout=lambda shown: unrotate_identity_tensor(shown, reference_t, self.degrees))
 
     def restore_crop(self, crop, landmarks_in_crop, key, face_params):
         rotated, attributes = self.generator.encode(crop)

@@ -4,7 +4,7 @@ key-rotated (idrotate) identity vector. Importable without torch."""
 from __future__ import annotations
 
 from .base import MethodSpec, Param, RestoreCapability, RestoreKind
-from .compositing_specs import compositing_params
+from .compositing_specs import compositing_params, compositing_weights
 
 _GENERATOR = "aei-celeba-utk-128"
 _ENCODER = "dlib-face-recognition-resnet"
@@ -62,6 +62,7 @@ IDENTITYDP_SPEC = MethodSpec(
     load=_load("IdentityDP"),
     formal_guarantee="epsilon-local-DP of the identity embedding (Laplace mechanism on the unit r_id); the attribute maps are not perturbed",
     weights=(_GENERATOR, _ENCODER),
+    param_weights=compositing_weights,
     deterministic=False,
     recognizers=("dlib",),
     advisory=_generator_advisory,
@@ -75,7 +76,10 @@ IDROTATE_SPEC = MethodSpec(
         Param("level", int, 9, "Privacy level d, 0-9: θ = 70 + 5d degrees for d < 4, 70 + 5(d + 1) for d ≥ 4 (90° is skipped: it cannot be undone). "
               "9 (120°) gives the largest identity change and the most stable restore (it divides by |cos θ − A sin θ|).", minimum=0, maximum=9),
         *_blend_params(),
-        *_refine_params(300, 0.01),
+        *_refine_params(300, 0.02),
+        Param("refine_overturn", float, 40.0, "Degrees past θ where the anonymizing fit starts (its 0-step render): the generator "
+              "renders only part of a requested turn, so the input that shows θ lies further round (not in the book; 0: start at z_new).",
+              minimum=0.0, maximum=60.0),
         Param("restore_refine_steps", int, 30, "The same fit when `anoncli restore` renders the recovered identity (at lr --refine-lr). "
               "The anonymizing fit is the one restore depends on: the identity it reads back from the protected face is "
               "what eq. 6.19 divides by |cos θ − A sin θ|; rendering the recovered identity needs fewer steps.",
@@ -85,6 +89,7 @@ IDROTATE_SPEC = MethodSpec(
     reversible=True,
     restore=_idrotate_restore,
     weights=(_GENERATOR, _ENCODER),
+    param_weights=compositing_weights,
     recognizers=("dlib",),
     advisory=_generator_advisory,
 )
