@@ -465,3 +465,23 @@ def test_idrotate_fits_from_past_the_angle_towards_the_keys_inverse(tiny_generat
     np.testing.assert_allclose(refinement.goal, z_bar)
     shown = torch.as_tensor(requested, dtype=torch.float32)[None]       # a face that shows z_new reads back as z̄
     torch.testing.assert_close(refinement.readout(shown), torch.as_tensor(z_bar, dtype=torch.float32)[None], atol=1e-5, rtol=0)
+
+
+def test_identity_on_composite_measures_the_pasted_face(tmp_path, dlib_encoder_present, monkeypatch):
+    from anoncli.train.aei import AEITrainer, composite_mask
+
+    mask = composite_mask(32, 0.2)
+    assert mask.shape == (1, 1, 32, 32) and float(mask[0, 0, 16, 16]) == pytest.approx(1.0) and float(mask[0, 0, 0, 0]) == 0.0
+    (tmp_path / "w").mkdir()
+    trainer = AEITrainer(_crop_set(), _settings(1, identity_on_composite=True), tmp_path / "w", log=lambda m: None)
+    seen = []
+    real = trainer.rep.forward
+    monkeypatch.setattr(trainer.rep, "forward", lambda crops: seen.append(crops.detach().clone()) or real(crops))
+    pasted = []
+    real_paste = trainer.paste
+    monkeypatch.setattr(trainer, "paste", lambda fake, x: pasted.append((fake.detach(), x)) or real_paste(fake, x))
+    trainer.train_step()
+    (fake, x), = pasted
+    torch.testing.assert_close(seen[0], mask * fake + (1 - mask) * x)
+    result = trainer.evaluate(3)
+    assert {"turned_id_cos_pasted", "random_id_cos_pasted"} <= set(result)

@@ -161,6 +161,12 @@ def test_outline_raises_the_brows_and_keeps_the_jaw():
     np.testing.assert_array_equal(flat[:17], pts[:17])
     np.testing.assert_allclose(flat[17:], pts[17:27][::-1])
     assert (raised[17:, 1] < flat[17:, 1] - 10).all(), "the brows move toward the forehead"
+    inset = outline_polygon(pts, 0.25, jaw_inset=0.1)
+    width = np.linalg.norm(pts[16] - pts[0])
+    np.testing.assert_allclose(np.linalg.norm(inset[:17] - pts[:17], axis=1), 0.1 * width)
+    centre = pts[:27].mean(0)
+    assert (np.linalg.norm(inset[:17] - centre, axis=1) < np.linalg.norm(pts[:17] - centre, axis=1)).all()
+    np.testing.assert_array_equal(inset[17:], raised[17:])
     with pytest.raises(ValueError):
         outline_polygon(pts[:10], 0.2)
 

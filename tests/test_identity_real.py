@@ -67,14 +67,16 @@ def test_identitydp_changes_only_the_blend_region(tmp_path, generator_present):
         region = compositor.locate(original, whole, np.asarray(face["landmarks"]), np.asarray(face["warp"]), 128, margin)
         assert face["region"] == region.source
         touched |= region.hard_mask(whole) > 0
+        rim_px = max(2, round(0.03 * region.width))
         g = face["guarantee"]
         assert g["epsilon"] == 6 and g["dimension"] == 128
         assert g["l1_sensitivity"] == pytest.approx(2 * math.sqrt(128), abs=1e-5)
         assert g["noise_scale"] == pytest.approx(2 * math.sqrt(128) / 6, abs=1e-5)
-    # the manifest's landmarks are rounded to 2 decimals: allow a two-pixel rim around the region
+    # the manifest's landmarks are rounded to 2 decimals, and dlib's regression trees may turn a
+    # hundredth of a pixel into a point a pixel or two away: allow a rim of 3 % of the face's width
     from scipy.ndimage import binary_dilation
 
-    rim = binary_dilation(touched, iterations=2)
+    rim = binary_dilation(touched, iterations=rim_px)
     for out in outs:
         np.testing.assert_array_equal(out[~rim], original[~rim])
         assert np.abs(out[touched].astype(int) - original[touched]).mean() > 1.0

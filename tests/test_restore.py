@@ -315,12 +315,11 @@ def test_sigkill_then_resume_keeps_one_key_record_per_image(tmp_path):
 
 # -- model-based restore (a method that declares restore) ------------------------------------
 
-@pytest.mark.xfail(reason="issue 20 point 4 guard (faces/stage.check_restored_crop) rejects this synthetic colour rotation: 8 % of values out of range; open defect, see the stop note", strict=False)
 def test_model_based_restore_uses_each_faces_derived_key(tmp_path):
     """A keyed colour rotation stands in for the reversible methods of later issues: the
     restore path must call ``restore_crop`` with the same per-face key anonymize used."""
     from anoncli.config import RunConfig
-    from anoncli.faces.stage import restore_faces
+    from anoncli.faces.stage import RestoreFailed, restore_faces
     from anoncli.keys.derive import FaceKey
     from anoncli.methods import register
     from anoncli.methods.base import FaceMethod, MethodSpec, Param
@@ -371,15 +370,20 @@ def test_model_based_restore_uses_each_faces_derived_key(tmp_path):
                 x0, y0 = max(x0, 0), max(y0, 0)
                 regions.append((rel, (slice(y0, y1), slice(x0, x1))))
             # The same restore with wrong keys (one fixed key for every face) for comparison.
+            # The guard may refuse a wrong key's face outright (out of the pixel range): not restored either.
             img = load_image((tmp_path / "anon" / rel).read_bytes(), 10 ** 9)
-            restore_faces(img, meta["faces"], KeyedColourRotation(), {f["index"]: FaceKey("x", bytes(32)) for f in meta["faces"]})
-            wrong[rel] = img.pixels
+            try:
+                restore_faces(img, meta["faces"], KeyedColourRotation(), {f["index"]: FaceKey("x", bytes(32)) for f in meta["faces"]})
+                wrong[rel] = img.pixels
+            except RestoreFailed:
+                wrong[rel] = None
         for rel, region in regions:
             original = decoded(src / rel)[region]
             right = psnr(decoded(tmp_path / "restored" / rel)[region], original)
             # Measured over 20 runs (random masters): right 32-42 dB, anonymized 9-17, wrong keys 7-20.
             assert right > 28, rel
             assert psnr(decoded(tmp_path / "anon" / rel)[region], original) < right - 10, rel
-            assert psnr(wrong[rel][region], original) < right - 8, rel
+            assert wrong[rel] is None or psnr(wrong[rel][region], original) < right - 8, rel
+        assert any(w is not None for w in wrong.values()), "some wrong-key restores must run to be compared"
     finally:
         _REGISTRY.pop(spec.name, None)

@@ -108,15 +108,15 @@ class FaceRegion:
     source: str = "landmarks68"          # landmarks68, mean-outline (the 68 failed), ellipse or hull
 
     @classmethod
-    def from_landmarks(cls, landmarks68, brow_raise: float) -> "FaceRegion":
+    def from_landmarks(cls, landmarks68, brow_raise: float, jaw_inset: float = 0.0) -> "FaceRegion":
         pts = np.asarray(landmarks68, np.float64)
-        return cls(outline_polygon(pts, brow_raise), pts, float(np.linalg.norm(pts[16] - pts[0])))
+        return cls(outline_polygon(pts, brow_raise, jaw_inset), pts, float(np.linalg.norm(pts[16] - pts[0])))
 
     @classmethod
-    def from_mean_outline(cls, landmarks5, brow_raise: float) -> "FaceRegion":
+    def from_mean_outline(cls, landmarks5, brow_raise: float, jaw_inset: float = 0.0) -> "FaceRegion":
         """The mean 68-point outline placed by the five detector landmarks."""
         pts = apply_affine(invert_affine(alignment_matrix(np.asarray(landmarks5, np.float64), 112, 0.0)), MEAN_OUTLINE_112)
-        return cls(outline_polygon(pts, brow_raise), None, float(np.linalg.norm(pts[16] - pts[0])), "mean-outline")
+        return cls(outline_polygon(pts, brow_raise, jaw_inset), None, float(np.linalg.norm(pts[16] - pts[0])), "mean-outline")
 
     @classmethod
     def from_crop_shape(cls, shape: str, m_image_to_crop: np.ndarray, resolution: int, margin: float,
@@ -219,8 +219,8 @@ class Compositor:
         if self.config.shape == "landmarks":
             pts = predict_landmarks68(rgb_roi, landmarks5, self.weights_dir, origin=roi[:2])
             if landmark_disagreement(pts, landmarks5) > LANDMARK_DISAGREEMENT:
-                return FaceRegion.from_mean_outline(landmarks5, self.config.brow_raise)
-            return FaceRegion.from_landmarks(pts, self.config.brow_raise)
+                return FaceRegion.from_mean_outline(landmarks5, self.config.brow_raise, self.config.jaw_inset)
+            return FaceRegion.from_landmarks(pts, self.config.brow_raise, self.config.jaw_inset)
         return FaceRegion.from_crop_shape(self.config.shape, m_image_to_crop, resolution, margin,
                                           apply_affine(m_image_to_crop, landmarks5))
 
@@ -228,15 +228,21 @@ class Compositor:
         """The region a run used, from what its keyfile kept (dense landmarks for shape landmarks)."""
         if self.config.shape == "landmarks":
             if landmarks68 is None:   # the run used the mean outline (its 68 points had failed)
-                return FaceRegion.from_mean_outline(landmarks5, self.config.brow_raise)
-            return FaceRegion.from_landmarks(landmarks68, self.config.brow_raise)
+                return FaceRegion.from_mean_outline(landmarks5, self.config.brow_raise, self.config.jaw_inset)
+            return FaceRegion.from_landmarks(landmarks68, self.config.brow_raise, self.config.jaw_inset)
         return FaceRegion.from_crop_shape(self.config.shape, m_image_to_crop, resolution, margin,
                                           apply_affine(m_image_to_crop, landmarks5))
 
     def composite(self, base_rgb: np.ndarray, crop_rgb: np.ndarray, m_image_to_crop: np.ndarray,
-                  roi: tuple[int, int, int, int], region: FaceRegion) -> tuple[np.ndarray, np.ndarray]:
+                  roi: tuple[int, int, int, int], region: FaceRegion, restoring: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The roi with the method's crop put in: float RGB (0-255 scale), and the support mask
         (float32, 0 exactly where the result equals ``base_rgb`` bit for bit).
+
+        ``restoring``: ``crop_rgb`` is a method's inverse of the anonymized face, to be put back into
+        the anonymized photo: no colour matching (the restored face has the original's colour, the
+        photo around it the fake's) and no low-pass (the anonymized photo kept the original's detail
+        finer than ``detail_sigma``, which the restored crop carries too), so that the change undoes
+        the anonymizing one instead of blurring it a second time.
 
         The change is computed at the crop's resolution, where the method has information: the
         photo is resampled into the crop (antialiased), colour matched there, the difference
@@ -262,7 +268,7 @@ class Compositor:
         base_crop = resample_into_crop(base, m, roi, res)
         widest = max(cfg.blend_width * region.width, 2.0)       # photo px
         new = np.asarray(crop_rgb, np.float32)
-        if cfg.colour != "none":
+        if cfg.colour != "none" and not restoring:
             region_crop = region.crop_mask(m, res) > 0.5
             inside = cv2.distanceTransform(region_crop.astype(np.uint8), cv2.DIST_L2, 3) >= widest * scale
             if not inside.any():
@@ -271,7 +277,7 @@ class Compositor:
             if cfg.colour in LOCAL_COLOUR:
                 new = transfer_low_frequencies(new, base_crop, cfg.colour_scale * region.width * scale, LOCAL_COLOUR[cfg.colour])
         diff = new - base_crop
-        if cfg.detail_sigma > 0:
+        if cfg.detail_sigma > 0 and not restoring:
             diff = _blur(diff, cfg.detail_sigma)
 
         def enlarged(a):

@@ -21,6 +21,9 @@ class CompositingConfig:
     detector landmarks."""
     brow_raise: float = 0.25
     """How far the brow points are moved up, as a fraction of the brow-to-chin distance (landmarks only)."""
+    jaw_inset: float = 0.0
+    """How far the jaw points are moved in toward the face's centre, as a fraction of the face's width
+    (landmarks only): the photo keeps the face's edge where a generator draws a narrower face."""
     colour: str = "lab-chroma"
     """lab: the generated face's mean and standard deviation per Lab channel set to the original
     region's (on both images low-passed at the detail scale); lab-chroma, lab-local: then also the

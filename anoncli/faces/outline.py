@@ -21,8 +21,9 @@ landmarks, over 199 CelebA crops (RetinaFace landmarks, ``compositing.predict_la
 3.3 px across, 2.7 px down): the outline when only the crop is at hand."""
 
 
-def outline_polygon(landmarks: np.ndarray, brow_raise: float) -> np.ndarray:
-    """Jaw 0 -> 16, then the brows 26 -> 17 moved up (from the chin toward the brows' centre and
+def outline_polygon(landmarks: np.ndarray, brow_raise: float, jaw_inset: float = 0.0) -> np.ndarray:
+    """Jaw 0 -> 16, each point moved ``jaw_inset`` x the face's width (point 0 to 16) toward the
+    outline's centre, then the brows 26 -> 17 moved up (from the chin toward the brows' centre and
     beyond) by ``brow_raise`` x the chin-to-brows distance. ``landmarks``: the 68 points, or at
     least their first 27 (jaw and brows)."""
     pts = np.asarray(landmarks, np.float64)
@@ -30,7 +31,11 @@ def outline_polygon(landmarks: np.ndarray, brow_raise: float) -> np.ndarray:
         raise ValueError("need the 68 landmarks (or at least jaw and brows, points 0-26) as (x, y)")
     brows = pts[BROWS]
     raised = brows + brow_raise * (brows.mean(0) - pts[CHIN])
-    return np.vstack([pts[JAW], raised[::-1]])
+    jaw = pts[JAW]
+    if jaw_inset:
+        towards = pts[:27].mean(0) - jaw
+        jaw = jaw + jaw_inset * np.linalg.norm(pts[16] - pts[0]) * towards / np.linalg.norm(towards, axis=1, keepdims=True)
+    return np.vstack([jaw, raised[::-1]])
 
 
 def mean_outline_in_crop(resolution: int, margin: float) -> np.ndarray:

@@ -32,15 +32,16 @@ def extract_crop(img: LoadedImage, m_image_to_crop: np.ndarray, resolution: int,
 
 
 def _put_back(img: LoadedImage, method: FaceMethod, roi, m: np.ndarray, crop_out: np.ndarray,
-              region) -> tuple[np.ndarray, np.ndarray]:
+              region, restoring: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``crop_out`` (the method's crop) into the image region ``roi``: through the method's
     compositor when it has one, else with its crop-space ``blend_mask``. Returns the float RGB
-    to write and the mask (0 exactly where the image keeps its pixels), nothing written yet."""
+    to write and the mask (0 exactly where the image keeps its pixels), nothing written yet.
+    ``restoring``: ``crop_out`` is a restored face (``Compositor.composite``)."""
     crop_out = crop_out.astype(np.float32, copy=False)
     if method.compositor is not None:
         x0, y0, x1, y1 = roi
         base = rgb_view(img.pixels[y0:y1, x0:x1], img.mode)
-        out, support = method.compositor.composite(base, crop_out, m, roi, region)
+        out, support = method.compositor.composite(base, crop_out, m, roi, region, restoring)
         return out, (support > 0).astype(np.float32)
     return warp_crop_to_roi(crop_out, m, roi), warp_crop_to_roi(method.blend_mask(region), m, roi)
 
@@ -165,15 +166,21 @@ class RestoreFailed(ValueError):
     """A method's inverse gave a face that must not be written (non-finite, out of range, black)."""
 
 
-def check_restored_crop(restored: np.ndarray, anonymized: np.ndarray, mask: np.ndarray) -> None:
+def check_restored_crop(restored: np.ndarray, anonymized: np.ndarray, mask: np.ndarray, edge_px: float = 0.0) -> None:
     """Refuse a restored crop that is not a picture, inside its face region (mask > 0): any NaN or
     infinite value, more than ``OUT_OF_RANGE_SHARE`` of its values more than
     ``RESTORED_RANGE_SLACK`` outside 0..255 (an inverse that diverged; a thin band at the crop's
     edge, where the warp mixed in pixels the method did not change, may overshoot), or more than
-    ``BLACK_SHARE`` pure black where the anonymized crop was not (a saturated decoder)."""
+    ``BLACK_SHARE`` pure black where the anonymized crop was not (a saturated decoder).
+    ``edge_px``: the range check leaves out the crop's outer band this wide (crop pixels), where
+    resampling mixed photo pixels the method never changed into the crop (about two photo pixels)."""
     inside = np.asarray(mask) > 0
     if not inside.any():
         return
+    if edge_px > 0:
+        padded = np.pad(inside.astype(np.uint8), 1)
+        interior = (cv2.distanceTransform(padded, cv2.DIST_L2, 3) > edge_px)[1:-1, 1:-1]
+        inside = interior if interior.any() else inside
     values = np.asarray(restored, np.float64)[inside]
     if not np.isfinite(values).all():
         raise RestoreFailed(f"the inverse gave {int((~np.isfinite(values)).sum())} non-finite values (NaN or infinity)")
@@ -220,14 +227,14 @@ def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys:
         restored = method.restore_crop(crop, landmarks_in_crop, keys[face["index"]], params)
         mask = method.blend_mask(landmarks_in_crop)
         try:
-            check_restored_crop(restored, crop, mask)
+            check_restored_crop(restored, crop, mask, edge_px=2.0 * np.sqrt(abs(np.linalg.det(m[:, :2]))))
         except RestoreFailed as e:
             raise RestoreFailed(f"face {face['index']}: {e}") from None
         quality = (float(method.restore_quality(crop, restored, landmarks_in_crop, keys[face["index"]], params))
                    if measure_quality else None)
         region = landmarks_in_crop if method.compositor is None else method.compositor.region_from_record(
             face.get("landmarks68"), np.asarray(face["landmarks"], np.float64), m, res, method.margin)
-        restored_roi, mask_roi = _put_back(img, method, roi, m, restored, region)
+        restored_roi, mask_roi = _put_back(img, method, roi, m, restored, region, restoring=True)
         _composite_into(img, roi, restored_roi, mask_roi)
         done.append(RestoredFace(face["index"], quality))
     return done

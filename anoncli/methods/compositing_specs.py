@@ -15,6 +15,9 @@ def compositing_params(defaults: CompositingConfig = CompositingConfig(), shapes
               "from the 5 detector landmarks.", choices=shapes),
         Param("brow_raise", float, defaults.brow_raise, "With --shape landmarks: how far above the brows the region reaches, as a "
               "fraction of the brow-to-chin distance (0 = the brow line).", minimum=0.0, maximum=0.6),
+        Param("jaw_inset", float, defaults.jaw_inset, "With --shape landmarks: move the region's jaw line in toward the face's "
+              "centre by this fraction of the face's width, so that the photo keeps the face's edge where the method draws "
+              "a narrower face.", minimum=0.0, maximum=0.3),
         Param("colour", str, defaults.colour, "Colour and illumination of the new face: lab matches its mean and spread per Lab "
               "channel to the original region's (at scales above --detail-sigma); lab-chroma also takes the photo's colour "
               "(a, b) below --colour-scale (no purple or green blotches; skin, lip and eye colour are the photo's), lab-local "
