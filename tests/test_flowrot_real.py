@@ -100,8 +100,14 @@ def test_flowrot_restores_from_its_latent_images_close_to_the_original(flowrot_r
     assert r.returncode == 0, r.stderr
     assert len(rows) == 4 and all(row["status"] == "restored" and row["restored_from"] == "model (latent images)" for row in rows)
     for p in sorted((tmp / "in").iterdir()):
-        # back to the original up to the flow's 64 px crop: far closer than the fake face
-        assert _mean_abs(tmp, "in", "latent-restored", p.name) < 0.25 * _mean_abs(tmp, "in", "latent", p.name)
+        # back to the original up to the flow's 64 px crop and its 8-bit latent images, inside the
+        # region the run changed: measured 4.6-6.9 grey levels against 19-36 for the fake face (the
+        # fake keeps the photo's fine detail, so the two differ less than with the old square)
+        original, fake, restored = (np.asarray(Image.open(tmp / d / p.name).convert("RGB")).astype(float)
+                                    for d in ("in", "latent", "latent-restored"))
+        changed = np.abs(fake - original).max(-1) > 0
+        restored_error, fake_error = (float(np.abs(x - original)[changed].mean()) for x in (restored, fake))
+        assert restored_error < 8.0 and restored_error < 0.4 * fake_error, (p.name, restored_error, fake_error)
 
 
 def test_the_fake_face_replaces_the_face_region_not_the_square(flowrot_runs):
