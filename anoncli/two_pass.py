@@ -195,6 +195,7 @@ def build_plan(rows, store: FaceStore, config: RunConfig, state: Path, inputs: l
 def _plan_model_space(refs, crops, method, params: dict, unit_kind: str, select, progress: bool):
     """k-Same-M: 68 landmarks of every cached crop, then the appearance-model plan."""
     from .methods.ksame_m import plan_ksame_m
+    from .methods.ksame_specs import photo_inside_caveat
 
     slots = sorted({r.slot for r in refs})
     shapes = np.zeros((len(crops), 68, 2), np.float64)
@@ -214,7 +215,7 @@ def _plan_model_space(refs, crops, method, params: dict, unit_kind: str, select,
                             unit_face=params["unit_face"], detail=float(params["detail"]), trim=float(params["trim"]),
                             bound=params["bound"],
                             unit_kind=unit_kind, partition_names=select,
-                            progress=bar.update if bar is not None else None)
+                            progress=bar.update if bar is not None else None, photo_caveat=photo_inside_caveat(params))
     finally:
         if bar is not None:
             bar.close()

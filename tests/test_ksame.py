@@ -448,7 +448,27 @@ def test_ksame_m_on_celeba_crops_every_group_is_one_sharp_face_of_k_identities(t
     faces = _faces(out)
     assert len(faces) == 27
     labels = read_labels(CROPS / "labels.csv")
-    inside = face_mask(256, "ellipse", 0.02) > 0.98   # ksame-m works on 256 px crops
+    # ksame-m works on 256 px crops and is composited into each face's own 68-point region (located
+    # in the original photo), fully replaced from --blend-width (0.1) x the face's width inside its edge
+    import cv2
+    from PIL import Image
+
+    from anoncli.faces.compositing import Compositor
+    from anoncli.faces.compositing_config import config_from_params
+    from anoncli.methods import get_method_spec
+
+    params = get_method_spec("ksame-m").resolve_params({"k": 3})
+    compositor = Compositor(config_from_params(params))
+
+    def replaced(rel, face):
+        """Where the face's crop (256 px) shows the group face alone."""
+        photo = np.asarray(Image.open(src / rel).convert("RGB"))
+        whole = (0, 0, photo.shape[1], photo.shape[0])
+        region = compositor.locate(photo, whole, np.asarray(face["landmarks"]), np.asarray(face["warp"]), 256, 0.0)
+        hard = region.hard_mask(whole)
+        interior = (cv2.distanceTransform(hard, cv2.DIST_L2, 3) > 1.2 * params["blend_width"] * region.width).astype(np.float32)
+        return cv2.warpAffine(interior, np.asarray(face["warp"], np.float64), (256, 256), flags=cv2.INTER_NEAREST) > 0.5
+
     groups: dict[int, list] = {}
     for rel, face in faces:
         g = face["guarantee"]
@@ -459,11 +479,16 @@ def test_ksame_m_on_celeba_crops_every_group_is_one_sharp_face_of_k_identities(t
         assert len(set(people)) >= 3
         assert max(people.count(p) for p in people) * 3 <= len(people), "no person above 1/k of the group's faces"
         assert members[0][1]["guarantee"]["largest_unit_faces"] == max(people.count(p) for p in people)
-        crops = [_aligned(out / rel, face["warp"], 256)[inside] for rel, face in members]
-        assert max(np.nanmean(np.abs(c - crops[0])) for c in crops) < 4.0, "one face per group (up to JPEG)"
+        crops = [_aligned(out / rel, face["warp"], 256) for rel, face in members]
+        interiors = [replaced(rel, face) for rel, face in members]
+        for c, interior in zip(crops, interiors):
+            both = interior & interiors[0]
+            assert both.mean() > 0.04
+            assert np.nanmean(np.abs(c - crops[0])[both]) < 4.0, "one face per group (up to JPEG)"
     originals = {rel: _aligned(src / rel, face["warp"], 256) for rel, face in faces}
     rel, face = faces[0]
     anon = _aligned(out / rel, face["warp"], 256)
+    inside = replaced(rel, face)
     assert np.nanmean(np.abs(anon[inside] - originals[rel][inside])) > 8.0, "the face was replaced"
     run = json.loads((out / "run.json").read_text())
     assert run["dataset_level"]["plan"]["space"] == "model"
@@ -538,3 +563,16 @@ def test_trimmed_mean_leaves_out_a_feature_only_one_member_has():
     np.testing.assert_allclose(trimmed_mean(members, 0.2), middle, atol=1e-4)
     with pytest.raises(ValueError, match="leaves no member"):
         trimmed_mean(members[:2], 0.45 + 0.1)
+
+
+def test_ksame_m_says_what_the_compositing_takes_from_the_photo():
+    """k-Same-M composites with nothing of the photo inside the region by default; --colour or
+    --detail-sigma bring the person's own colour or detail in, and every face's guarantee says so."""
+    from anoncli.methods import get_method_spec
+    from anoncli.methods.ksame_specs import photo_inside_caveat
+
+    defaults = get_method_spec("ksame-m").resolve_params({})
+    assert defaults["shape"] == "landmarks" and defaults["colour"] == "none" and defaults["detail_sigma"] == 0.0
+    assert photo_inside_caveat(defaults) == ""
+    caveat = photo_inside_caveat({**defaults, "colour": "lab", "detail_sigma": 0.5})
+    assert "--colour lab" in caveat and "--detail-sigma" in caveat and "not k-anonymised" in caveat

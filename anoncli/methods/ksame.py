@@ -146,7 +146,11 @@ class KSame(FaceMethod):
     def __init__(self, **params):
         super().__init__(**params)
         self.resolution = int(params["resolution"])
-        self._mask = face_mask(self.resolution, params["shape"], float(params["feather"]), self.margin)
+        self._mask = self.crop_mask()
+
+    def crop_mask(self) -> np.ndarray:
+        """The blend mask in crop space, the same for every face."""
+        return face_mask(self.resolution, self.params["shape"], float(self.params["feather"]), self.margin)
 
     def blend_mask(self, landmarks_in_crop):
         return self._mask
@@ -165,6 +169,7 @@ class PlacedFaces(FaceMethod):
     def __init__(self, base: KSame, replacements: list[np.ndarray], guarantees: list[dict]):
         super().__init__(**base.params)
         self.resolution, self.margin, self._base = base.resolution, base.margin, base
+        self.compositor = base.compositor
         self._queue = list(zip(replacements, guarantees))
         self._current: dict | None = None
 

@@ -45,6 +45,7 @@ FEATURE_SIDE = 64
 """Side at which shape-free textures enter the clustering distance (area-averaged): the model's
 texture sampling. Distances between aligned faces are carried by their coarse structure, and the
 features of thousands of units stay small; the averages themselves use the full crop."""
+REGION_FEATHER = 0.02   # soft edge of the crop-space region (as the identity methods' REFINEMENT_FEATHER)
 OWN_SHAPE_CAVEAT = ("the face is drawn on its own 68-point shape (render_shape=own): its texture is k-anonymous but "
                     "its shape (face outline, pose, expression, proportions) is the original's and is NOT k-anonymised")
 
@@ -165,8 +166,11 @@ def _medoid(features: np.ndarray, rows: list[int]) -> int:
 def plan_ksame_m(faces: list[FaceRef], crops: np.ndarray, shapes: np.ndarray, k: int, *,
                  render_shape: str = "group", shape_weight: float = 1.0, border_per_side: int = 4, unit_face: str = "medoid",
                  detail: float = 1.0, trim: float = 0.2, bound: str = "faces",
-                 unit_kind: str = "faces", partition_names: tuple[str, ...] = (), progress=None) -> KSamePlan:
+                 unit_kind: str = "faces", partition_names: tuple[str, ...] = (), progress=None,
+                 photo_caveat: str = "") -> KSamePlan:
     """The k-Same-M plan of ``faces`` (``faces[i].slot`` indexes ``crops`` and ``shapes``).
+    ``photo_caveat``: what the compositing takes from the photo inside the region
+    (``ksame_specs.photo_inside_caveat``), stated in every face's guarantee.
 
     Replacement rows are one per group (``render_shape="group"``) or one per face ("own", with
     ``face_row`` naming each face's row)."""
@@ -262,7 +266,7 @@ def plan_ksame_m(faces: list[FaceRef], crops: np.ndarray, shapes: np.ndarray, k:
                else np.zeros((0, res, res, 3), np.float32))
     return KSamePlan(face_group, stacked, groups, excluded, unit_kind,
                      face_row=face_row if render_shape == "own" else None,
-                     caveat=OWN_SHAPE_CAVEAT if render_shape == "own" else "")
+                     caveat="; ".join(c for c in (OWN_SHAPE_CAVEAT if render_shape == "own" else "", photo_caveat) if c))
 
 
 class KSameM(KSame):
@@ -277,8 +281,21 @@ class KSameM(KSame):
         super().__init__(**params)
         if importlib.util.find_spec("dlib") is None:
             raise LandmarksUnavailable(f"ksame-m needs dlib's 68-point landmarks and dlib is not installed: {INSTALL_DLIB}")
+        from ..faces.compositing import Compositor
+        from ..faces.compositing_config import config_from_params
+
         self._weights_dir = weights_dir
         self._landmarks = None
+        self.compositor = Compositor(config_from_params(self.params), weights_dir)
+
+    def crop_mask(self) -> np.ndarray:
+        """The region in crop space (what ``benchmarks/eval_ksame.py`` compares): for --shape
+        landmarks the mean 68-point outline; the stage composites with each face's own outline,
+        predicted in the photo."""
+        from ..faces.blend import face_mask
+
+        shape = "ellipse" if self.params["shape"] == "hull" else self.params["shape"]   # hull needs each face's landmarks
+        return face_mask(self.resolution, shape, REGION_FEATHER, self.margin, None, self.params["brow_raise"])
 
     def landmarks(self, crop: np.ndarray) -> np.ndarray:
         """(68, 2) landmarks of an aligned crop of this method's resolution."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..faces.compositing_config import CompositingConfig
 from .base import MethodSpec, Param
+from .compositing_specs import compositing_params, compositing_weights
 from .obfuscation_specs import common_shape_params
 
 _CITATION = ("Newton, Sweeney, Malin, Preserving privacy by de-identifying face images, IEEE TKDE 2005 "
@@ -81,15 +83,34 @@ _M_PARAMS = (
 )
 
 
+KSAME_M_COMPOSITING = CompositingConfig(colour="none", detail_sigma=0.0)
+"""k-Same-M's faces go into the photo through the compositor (issue 20 §2: the 68-point region from
+brows to chin, multi-band blend), but with nothing taken from the photo inside the region: the
+photo's colour (``--colour``) or its fine detail (``--detail-sigma``) are the person's own, and the
+released face would no longer be the group's alone (the guarantee then says so)."""
+
+
 def _m_shape_params() -> tuple[Param, ...]:
-    """The blend parameters, with k-Same-M's crop at 256 px: its aligned averages keep the detail
-    that 128 px crops lose when the face is enlarged back into a CelebA photo (texture inside the
-    face 0.34 of the original's at 128 px; measured in README, k-Same-M)."""
+    """k-Same-M's crop at 256 px (its aligned averages keep the detail that 128 px crops lose when
+    the face is enlarged back into a CelebA photo: texture inside the face 0.34 of the original's at
+    128 px; measured in README, k-Same-M) and the compositing flags."""
     why = ("the first pass caches every face at this size (3·r² bytes each) and the plan holds their shape-free "
            "textures in memory (as many bytes again); 256 keeps the detail of the aligned averages in photos whose "
            "faces are larger than 128 px.")
-    return tuple(replace(p, default=256, help=p.help.split(";")[0] + "; " + why) if p.name == "resolution" else p
-                 for p in common_shape_params("ellipse", 0.02, _RESOLUTION_WHY))
+    resolution = next(p for p in common_shape_params("ellipse", 0.02, _RESOLUTION_WHY) if p.name == "resolution")
+    return (replace(resolution, default=256, help=resolution.help.split(";")[0] + "; " + why),
+            *compositing_params(KSAME_M_COMPOSITING))
+
+
+def photo_inside_caveat(params: dict) -> str:
+    """What of the photo a k-Same-M face carries inside its region with these flags ("" = nothing)."""
+    taken = []
+    if params.get("colour", "none") != "none":
+        taken.append(f"its colour (--colour {params['colour']})")
+    if float(params.get("detail_sigma", 0.0)) > 0:
+        taken.append(f"its detail finer than {params['detail_sigma']} crop pixels (--detail-sigma)")
+    return ("the face also carries the photo's own " + " and ".join(taken) + ", which are the person's and not "
+            "k-anonymised") if taken else ""
 
 
 def _needs_select(params: dict) -> None:
@@ -123,6 +144,7 @@ KSAME_SPECS = (
         citation=_M_CITATION,
         params=(*_k_and_labels(False), *_M_PARAMS, *_m_shape_params()),
         load=_load_m, formal_guarantee=_M_GUARANTEE, dataset_level=True, weights=("dlib-shape-predictor-68",),
+        param_weights=compositing_weights,
     ),
     MethodSpec(
         name="ksame-select",
