@@ -106,9 +106,9 @@ def photo_inside_caveat(params: dict) -> str:
     """What of the photo a k-Same-M face carries inside its region with these flags ("" = nothing)."""
     taken = []
     if params.get("colour", "none") != "none":
-        taken.append(f"its colour (--colour {params['colour']})")
+        taken.append(f"colour (--colour {params['colour']})")
     if float(params.get("detail_sigma", 0.0)) > 0:
-        taken.append(f"its detail finer than {params['detail_sigma']} crop pixels (--detail-sigma)")
+        taken.append(f"detail finer than {params['detail_sigma']} crop pixels (--detail-sigma)")
     return ("the face also carries the photo's own " + " and ".join(taken) + ", which are the person's and not "
             "k-anonymised") if taken else ""
 
