@@ -269,6 +269,10 @@ def restore(
         fail(str(e), code=e.exit_code)
     except WeightsMissing as e:
         fail(str(e), code=3)
+    except KeyboardInterrupt:
+        fail("restore interrupted: nothing restored was kept (the partial output folder was removed)", code=130)
+    for folder in summary.removed_partial:
+        out.print(f"removed {escape(str(folder))}: the partial output of an earlier restore that was killed")
     c = summary.counts
     approximate = f"[yellow]{c['approximate']} approximate[/] (lossy inverse), " if c["approximate"] else ""
     out.print(f"[green]{c['restored']} restored[/] (from {summary.source}), {approximate}{c['copied']} copied (no face), "

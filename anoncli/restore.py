@@ -27,7 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__
-from .io.atomic import TEMP_MARK, write_atomic
+from .io.atomic import write_atomic
+from .io.partial_restores import STAGING_MARK, record_staging, remove_abandoned
+from .io.stop_signals import stop_signals_interrupt
 from .io.discover import paths_overlap
 from .keys.format import KeyfileMismatch
 from .methods.base import RestoreCapability, RestoreKind
@@ -37,6 +39,7 @@ RESTORE_RECORD_NAME = "restore.json"
 RESTORE_COLUMNS = ["input", "status", "restored_from", "n_faces", "round_trip", "reason", "output_sha256"]
 STATUSES = ("restored", "approximate", "copied", "modified", "missing", "not_anonymized", "error")
 REFUSED_EXIT_CODE = 7
+RESTORED_FILE_MODE = 0o600   # restored originals: this user only (the output folder is 0700 as well)
 
 
 class RestoreRefused(RunError):
@@ -56,6 +59,7 @@ class RestoreSummary:
     capability: RestoreCapability | None = None
     quality_measure: str | None = None      # what the round_trip column holds (approximate restores)
     round_trips: list[float] = field(default_factory=list)   # the worst face's, per approximate image
+    removed_partial: list[Path] = field(default_factory=list)  # staging folders of killed restores, removed
 
     @property
     def exit_code(self) -> int:
@@ -141,32 +145,41 @@ def run_restore(anon_dir: Path, keyfile: Path, unlocker, output: Path | None = N
     reader = KeyfileReader(keyfile, unlocker)
     check_binding(reader, record, manifest_sha256)
     restorer = _restorer(reader, record, weights_dir)
+    removed_partial = remove_abandoned(anon_dir)
 
-    stem = f".{output.name[:40]}{TEMP_MARK}restore-"
+    stem = f".{output.name[:40]}{STAGING_MARK}"
     for stale in output.parent.glob(stem + "*") if output.parent.is_dir() else ():
-        shutil.rmtree(stale, ignore_errors=True)  # left by a restore that was killed
+        shutil.rmtree(stale, ignore_errors=True)  # left by a restore of the same -o that was killed
     staging = output.with_name(f"{stem}{os.getpid()}")
     rows = []
+    staging_record = None
     try:
-        staging.mkdir(parents=True)
-        iterator = manifest.to_dict("records")
-        if progress:
-            from tqdm import tqdm
+        with stop_signals_interrupt():
+            output.parent.mkdir(parents=True, exist_ok=True)
+            staging.mkdir(mode=0o700)   # the originals, readable by this user only until renamed
+            staging_record = record_staging(anon_dir, staging)
+            iterator = manifest.to_dict("records")
+            if progress:
+                from tqdm import tqdm
 
-            iterator = tqdm(iterator, unit="img", desc="restoring", dynamic_ncols=True, file=sys.stderr)
-        for row in iterator:
-            rows.append(_restore_one(row, anon_dir, staging, reader, restorer))
-        _write_restore_outputs(staging, rows, record, reader, manifest_sha256, restorer, started)
-        os.rename(staging, output)
+                iterator = tqdm(iterator, unit="img", desc="restoring", dynamic_ncols=True, file=sys.stderr)
+            for row in iterator:
+                rows.append(_restore_one(row, anon_dir, staging, reader, restorer))
+            _write_restore_outputs(staging, rows, record, reader, manifest_sha256, restorer, started)
+            os.rename(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if staging_record is not None:
+            staging_record.close()
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
     problems = [(r["input"], r["status"], r["reason"]) for r in rows if r["status"] in ("modified", "missing", "error")]
     return RestoreSummary(counts, problems, output, time.time() - started, restorer.source,
                           capability=restorer.capability, quality_measure=restorer.quality_measure,
                           round_trips=[r["round_trip"] for r in rows if r["status"] == "approximate"
-                                       and isinstance(r["round_trip"], float)])
+                                       and isinstance(r["round_trip"], float)],
+                          removed_partial=removed_partial)
 
 
 class _Restorer:
@@ -292,7 +305,7 @@ def _restore_one(row: dict, anon_dir: Path, staging: Path, reader, restorer: _Re
             out["round_trip"] = round(min(round_trips), 4)
         out["restored_from"] = restorer.source + (" (" + ", ".join(
             sorted({n for images in side.values() for n in images})) + " images)" if side else "")
-    write_atomic(staging / rel, result)
+    write_atomic(staging / rel, result, mode=RESTORED_FILE_MODE)
     out["output_sha256"] = hashlib.sha256(result).hexdigest()
     return out
 

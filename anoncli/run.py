@@ -285,12 +285,28 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
                   overwrite: bool = False, weights_dir: str | None = None, progress: bool = True,
                   log=print, keys: KeyOptions | None = None) -> RunSummary:
     """Anonymize every image under ``input_dir`` into ``output_dir``; with ``keys``, also write
-    the keyfile (KeyfileError subclasses propagate: wrong passphrase, keyfile of another run)."""
+    the keyfile (KeyfileError subclasses propagate: wrong passphrase, keyfile of another run).
+    The output folder is locked for the whole run: a second run into it is a ``RunError``."""
+    from .io.folder_lock import FolderBusy, FolderLock
+
+    input_dir, output_dir = Path(os.path.abspath(input_dir)), Path(os.path.abspath(output_dir))
+    check_paths(input_dir, output_dir)
+    try:
+        lock = FolderLock(output_dir / STATE_DIR).acquire("anoncli anonymize")
+    except FolderBusy as e:
+        raise RunError(str(e)) from None
+    except OSError as e:
+        raise RunError(f"cannot write the run state in {output_dir / STATE_DIR}: {e.strerror or e}") from None
+    with lock:
+        return _run_anonymize_locked(input_dir, output_dir, config, workers=workers, batch_size=batch_size,
+                                     overwrite=overwrite, weights_dir=weights_dir, progress=progress, log=log, keys=keys)
+
+
+def _run_anonymize_locked(input_dir: Path, output_dir: Path, config: RunConfig, *, workers: int, batch_size: int,
+                          overwrite: bool, weights_dir: str | None, progress: bool, log, keys: KeyOptions | None) -> RunSummary:
     from .pipeline import KEY_RECORD, DiskFull, KeySetup, WorkerStartError
 
     started = time.time()
-    input_dir, output_dir = Path(os.path.abspath(input_dir)), Path(os.path.abspath(output_dir))
-    check_paths(input_dir, output_dir)
     state = output_dir / STATE_DIR
     if keys is not None:
         _check_keyfile_place(Path(os.path.abspath(keys.path)), input_dir, output_dir, state)
@@ -309,6 +325,10 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
     removed = remove_stale_temps(output_dir)
     if removed:
         log(f"removed {removed} partial file(s) left by an interrupted run")
+    from .io.partial_restores import remove_abandoned
+
+    for folder in remove_abandoned(output_dir):
+        log(f"removed {folder}: the partial output of a restore of this folder that was killed")
 
     found = discover(input_dir)
     records, todo, resumed = _plan(found, journal.load(), config, output_dir, writer.recorded() if writer else None)

@@ -41,7 +41,10 @@ def test_extensions_are_case_insensitive(tmp_path):
     images = ["a.JPG", "b.Jpeg", "c.PNG", "d.WebP", "e.TIFF", "f.tif", "g.BMP", "h.jpeg"]
     others = ["i.gif", "j.txt", "k.jpg.bak", "l.JPG~", "jpg", "m.heic", ".n.csv"]
     touch(tmp_path, *images, *others)
-    assert rels(discover(tmp_path)) == sorted(images)
+    found = discover(tmp_path)
+    assert sorted(i.rel for i in found.items if i.problem is None) == sorted(images)
+    # formats not read (and videos) are items with the reason, so that they get a manifest row (issue 21)
+    assert {i.rel: i.problem.split(":")[0] for i in found.items if i.problem} == {"i.gif": "GIF image", "m.heic": "HEIC image"}
 
 
 def test_state_folder_and_temp_files_are_ignored(tmp_path):

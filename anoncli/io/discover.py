@@ -10,6 +10,12 @@ from pathlib import Path
 from .atomic import TEMP_MARK
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts")
+OTHER_MEDIA_EXTENSIONS = (".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".cr2", ".nef", ".arw", ".dng", ".raw")
+NOT_PROCESSED_VIDEO = ("video: not processed (anoncli anonymizes still images; extract the frames first, e.g. "
+                       "ffmpeg -i VIDEO frames/%06d.png, and anonymize that folder)")
+NOT_PROCESSED_MEDIA = ("{ext} image: not processed (formats read: " + ", ".join(e[1:] for e in IMAGE_EXTENSIONS)
+                       + "; convert it, e.g. to PNG)")
 STATE_DIR = ".anoncli"
 NOT_UTF8 = "file or folder name is not valid UTF-8; rename it to process the file"
 
@@ -28,7 +34,8 @@ class Discovery:
 
 
 def discover(root: Path) -> Discovery:
-    """Every image file under ``root`` (extensions case-insensitive), sorted by relative path.
+    """Every image file under ``root`` (extensions case-insensitive), sorted by relative path;
+    videos and images of formats not read are items too, with the reason as their problem.
 
     Symlinked folders are followed once; a folder reached again through a link (a loop)
     is skipped and reported in ``skipped_dirs``.
@@ -64,15 +71,27 @@ def discover(root: Path) -> Discovery:
             keep.append(d)
         dirnames[:] = keep
         for name in sorted(filenames):
-            if TEMP_MARK in name or not name.lower().endswith(IMAGE_EXTENSIONS):
+            lower = name.lower()
+            not_processed = _not_processed(lower)
+            if TEMP_MARK in name or not (lower.endswith(IMAGE_EXTENSIONS) or not_processed):
                 continue
             full = Path(dirpath) / name
             raw_rel = full.relative_to(root).as_posix()
             rel = printable(raw_rel)
-            problem = NOT_UTF8 if rel != raw_rel else _file_problem(full)
+            problem = NOT_UTF8 if rel != raw_rel else (not_processed or _file_problem(full))
             items.append(Item(rel, full, problem))
     items.sort(key=lambda it: it.rel)
     return Discovery(items, skipped)
+
+
+def _not_processed(lower_name: str) -> str | None:
+    """Why a media file the tool does not read gets a manifest row instead of an output (issue 21:
+    a video must not vanish from the dataset unnoticed), or None."""
+    if lower_name.endswith(VIDEO_EXTENSIONS):
+        return NOT_PROCESSED_VIDEO
+    if lower_name.endswith(OTHER_MEDIA_EXTENSIONS):
+        return NOT_PROCESSED_MEDIA.format(ext=os.path.splitext(lower_name)[1][1:].upper())
+    return None
 
 
 def _file_problem(path: Path) -> str | None:

@@ -1,0 +1,187 @@
+"""Issue 21 in part: one run per output folder (an OS lock), restores that leave no original
+behind when stopped (SIGTERM, SIGHUP) or killed (the next command removes what they left), and
+restored originals readable by their owner only."""
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from anoncli.io.folder_lock import FolderBusy, FolderLock
+from anoncli.io.partial_restores import RECORDS, STAGING_MARK, record_staging, remove_abandoned
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "images"
+PASSPHRASE = "a passphrase for the safety tests"
+FAST_KDF = ["--kdf-memory", "1", "--kdf-iterations", "1", "--kdf-lanes", "1"]
+
+
+def cli(*args, timeout=300):
+    env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE}
+    return subprocess.run([sys.executable, "-m", "anoncli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def escrow_run(tmp_path_factory):
+    """The example images blurred with a keyfile and escrow (restore is exact and fast)."""
+    tmp = tmp_path_factory.mktemp("safety")
+    r = cli("anonymize", EXAMPLES, "-o", tmp / "anon", "--method", "blur", "--keyfile", tmp / "run.key", "--escrow",
+            *FAST_KDF, "-q", "-j", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return tmp
+
+
+def test_a_second_run_into_a_locked_output_folder_exits_2_naming_the_first(tmp_path):
+    out = tmp_path / "out"
+    with FolderLock(out / ".anoncli").acquire("anoncli anonymize (the first run)"):
+        r = cli("anonymize", EXAMPLES, "-o", out, "--method", "blur", "-q", "-j", "1")
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "in use by another anoncli process" in r.stderr and f"pid {os.getpid()}" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert not (out / "manifest.csv").exists() and not list(out.glob("*.jpg"))
+    # the first run ended (its lock released): the same command now works
+    r = cli("anonymize", EXAMPLES, "-o", out, "--method", "blur", "-q", "-j", "1")
+    assert r.returncode == 0, r.stderr
+    assert (out / "manifest.csv").exists()
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
+    state = tmp_path / "out" / ".anoncli"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from anoncli.io.folder_lock import FolderLock; "
+                               f"FolderLock(Path({str(state)!r})).acquire('holder'); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusy, match="holder"):
+            FolderLock(state).acquire("second")
+    finally:
+        holder.kill()   # SIGKILL: no cleanup runs, the lock file stays
+        holder.wait()
+    assert (state / "lock").exists()
+    FolderLock(state).acquire("third").release()
+
+
+def test_sigterm_during_restore_leaves_nothing_restored_anywhere(escrow_run, monkeypatch):
+    """SIGTERM (as `timeout`, systemd or Slurm send it) mid-restore: the staging folder holding the
+    originals restored so far is removed, and so is its record."""
+    import anoncli.restore as restore
+    from anoncli.keys.protect import Passphrase
+
+    calls = []
+    real = restore._restore_one
+
+    def stop_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(restore, "_restore_one", stop_on_second)
+    out = escrow_run / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        restore.run_restore(escrow_run / "anon", escrow_run / "run.key", Passphrase(PASSPHRASE.encode()), out, progress=False)
+    assert len(calls) == 2
+    assert not out.exists() and not [p for p in escrow_run.iterdir() if STAGING_MARK in p.name]
+    assert not list((escrow_run / "anon" / ".anoncli" / RECORDS).glob("*.json"))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the previous handler is back"
+
+
+def test_sigterm_to_the_restore_command_exits_non_zero_in_one_line(escrow_run, tmp_path):
+    """The real CLI under SIGTERM: no traceback, exit 130, no output or staging folder left."""
+    out = tmp_path / "restored"
+    code = ("import os, signal, sys; import anoncli.restore as r; real = r._restore_one; n = []\n"
+            "def slow(*a, **k):\n"
+            "    n.append(1)\n"
+            "    if len(n) == 2: os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return real(*a, **k)\n"
+            "r._restore_one = slow\n"
+            "from anoncli.cli import main; sys.argv = ['anoncli'] + sys.argv[1:]; main()")
+    env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE}
+    p = subprocess.run([sys.executable, "-c", code, "restore", str(escrow_run / "anon"), "--keyfile", str(escrow_run / "run.key"),
+                        "-o", str(out), "-q"], capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
+    assert p.returncode == 130, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr and "nothing restored was kept" in (p.stdout + p.stderr)
+    assert not out.exists() and not [q for q in tmp_path.iterdir() if STAGING_MARK in q.name]
+
+
+def test_a_killed_restores_leftovers_are_removed_by_the_next_restore_whatever_its_output(escrow_run, tmp_path):
+    from anoncli.keys.protect import Passphrase
+    from anoncli.restore import run_restore
+
+    anon = escrow_run / "anon"
+    # a restore killed with SIGKILL: its staging folder (originals inside) and its record stay,
+    # and its lock is gone with its process
+    staging = tmp_path / f".elsewhere{STAGING_MARK}4242"
+    staging.mkdir(mode=0o700)
+    (staging / "astronaut.jpg").write_bytes(b"an original")
+    killed = record_staging(anon, staging)
+    os.close(killed.fd)   # the process died: the lock is released, nothing removed
+    assert killed.path.exists()
+    not_ours = tmp_path / "not-a-staging-folder"   # a record never makes it remove anything else
+    not_ours.mkdir()
+    forged = record_staging(anon, not_ours)
+    os.close(forged.fd)
+
+    summary = run_restore(anon, escrow_run / "run.key", Passphrase(PASSPHRASE.encode()), tmp_path / "other-output",
+                          progress=False)
+    assert summary.removed_partial == [staging]
+    assert not staging.exists() and not killed.path.exists()
+    assert not_ours.exists()
+    assert summary.counts["restored"] > 0
+
+
+def test_anonymize_into_the_folder_removes_a_killed_restores_leftovers(tmp_path):
+    out = tmp_path / "out"
+    assert cli("anonymize", EXAMPLES, "-o", out, "--method", "blur", "-q", "-j", "1").returncode == 0
+    staging = tmp_path / f".x{STAGING_MARK}1"
+    staging.mkdir()
+    os.close(record_staging(out, staging).fd)
+    r = cli("anonymize", EXAMPLES, "-o", out, "--method", "blur", "-j", "1", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "partial output of a restore" in r.stdout + r.stderr and not staging.exists()
+    assert remove_abandoned(out) == []
+
+
+def test_restored_originals_are_readable_by_their_owner_only(escrow_run):
+    from anoncli.keys.protect import Passphrase
+    from anoncli.restore import run_restore
+
+    out = escrow_run / "restored-perms"
+    run_restore(escrow_run / "anon", escrow_run / "run.key", Passphrase(PASSPHRASE.encode()), out, progress=False)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    images = [p for p in out.rglob("*") if p.suffix.lower() in (".jpg", ".png", ".webp")]
+    assert images and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in images)
+
+
+def test_videos_and_unread_media_get_a_manifest_row_and_are_counted(tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    only_video = tmp_path / "only-video"
+    only_video.mkdir()
+    (only_video / "clip.MP4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    r = cli("anonymize", only_video, "-o", tmp_path / "out1", "--method", "blur", "-q", "-j", "1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 failed" in r.stdout and "Traceback" not in r.stderr
+    rows = pd.read_csv(tmp_path / "out1" / "manifest.csv", keep_default_na=False)
+    assert list(rows["input"]) == ["clip.MP4"] and rows["reason"][0].startswith("video: not processed")
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(EXAMPLES, mixed)
+    (mixed / "group" / "party.mov").write_bytes(b"not read")
+    (mixed / "anim.gif").write_bytes(b"GIF89a")
+    r = cli("anonymize", mixed, "-o", tmp_path / "out2", "--method", "blur", "-q", "-j", "1")
+    assert r.returncode == 1
+    rows = pd.read_csv(tmp_path / "out2" / "manifest.csv", keep_default_na=False).set_index("input")
+    assert rows.loc["group/party.mov", "reason"].startswith("video: not processed")
+    assert rows.loc["anim.gif", "reason"].startswith("GIF image: not processed")
+    assert (rows["status"] == "ok").sum() == 6 and "2 failed" in r.stdout
+    assert not (tmp_path / "out2" / "group" / "party.mov").exists()
