@@ -182,9 +182,11 @@ def _key_options(spec, keyfile, escrow, recipient, passphrase_file, kdf_memory, 
 
 def _print_summary(s) -> None:
     c = s.counts
-    total = c["ok"] + c["no_face"] + c["error"]
+    not_done = c.get("not_done", 0)
+    total = c["ok"] + c["no_face"] + c["error"] + not_done
     out.print(f"[bold]{total}[/] images: [green]{c['ok']} anonymized[/] ({s.faces} faces), "
               f"[yellow]{c['no_face']} with no face found[/], [red]{c['error']} failed[/]"
+              + (f", [red]{not_done} not done yet[/]" if not_done else "")
               + (f", {s.resumed} already done earlier" if s.resumed else "")
               + f" in {s.seconds:.1f}s")
     if c["no_face"]:
@@ -197,7 +199,7 @@ def _print_summary(s) -> None:
         out.print(f"  [yellow]skipped folder[/] {escape(str(d))}")
     if s.stopped:
         out.print(f"[bold red]stopped:[/] {escape(str(s.stopped))}")
-    out.print(f"output: {s.output}  (manifest.csv, run.json)")
+    out.print(f"output: {s.output}  " + ("(manifest.csv, run.json)" if s.manifest_written else "(no manifest.csv written yet)"))
     if s.keyfile:
         k = s.keyfile
         per_face = f"{k['bytes_per_face'] / 1024:.1f} KiB per face" if k["escrow"] else f"{k['bytes_per_face']:.0f} bytes per face"

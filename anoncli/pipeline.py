@@ -24,7 +24,15 @@ from .methods import FaceMethod, build_method
 
 
 class DiskFull(RuntimeError):
-    pass
+    """No space left for an output; ``done``: the records of the batch's images finished before
+    it, so that the run journals them instead of redoing them (picklable: it crosses the pool)."""
+
+    def __init__(self, message: str, done: list[dict] | None = None):
+        super().__init__(message, done or [])
+        self.message, self.done = message, done or []
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class WorkerStartError(RuntimeError):
@@ -118,13 +126,13 @@ class Worker:
     def process(self, batch: list[tuple[str, str, str]]) -> list[dict]:
         """``batch``: (relative input, input path, output path) triples; one record each."""
         results = self._decode_and_detect([(rel, src) for rel, src, _ in batch])
-        for (rec, img, dets), (_, _, dst) in zip(results, batch):
+        for k, ((rec, img, dets), (_, _, dst)) in enumerate(zip(results, batch)):
             if dets is None:
                 continue
             try:
                 self._finish(rec, img, Path(dst), dets)
-            except DiskFull:
-                raise
+            except DiskFull as e:
+                raise DiskFull(e.message, _rounded_timings([r for r, _, _ in results[:k]])) from None
             except Exception as e:  # one bad image must not stop the run
                 _internal_error(rec, "anonymizing", e)
         return _rounded_timings([rec for rec, _, _ in results])
@@ -170,8 +178,8 @@ class Worker:
                 self._finish(rec, img, Path(dst), dets, method=placed, filter_small=False)
                 if not placed.exhausted():
                     raise RuntimeError("fewer faces placed than the first pass aligned")
-            except DiskFull:
-                raise
+            except DiskFull as e:
+                raise DiskFull(e.message, _rounded_timings(records[:-1])) from None
             except Exception as e:  # one bad image must not stop the run
                 _internal_error(rec, "placing faces", e)
         return _rounded_timings(records)

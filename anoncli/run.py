@@ -59,6 +59,7 @@ class RunSummary:
     run_id: str = ""
     keyfile: dict | None = None   # path, sizes; set when the run writes a keyfile
     dataset: dict | None = None   # what a dataset-level method did (passes, plan)
+    manifest_written: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -369,6 +370,10 @@ def _run_anonymize_locked(input_dir: Path, output_dir: Path, config: RunConfig, 
         stopped = str(e)
     except DiskFull as e:
         stopped = f"{e}. Free some space and run the same command again to resume."
+        try:
+            take(e.done)   # the batch's images finished before the disk filled
+        except OSError:
+            pass
     except OSError as e:  # the journal or keyfile could not be appended (disk full, I/O error)
         stopped = f"cannot append to the journal or keyfile: {e.strerror or e}. Run the same command again to resume."
     except KeyboardInterrupt:
@@ -389,8 +394,9 @@ def _run_anonymize_locked(input_dir: Path, output_dir: Path, config: RunConfig, 
     summary.counts["not_done"] = len(found.items) - len(ordered)
     try:
         manifest_sha256 = _write_outputs(output_dir, ordered, config, summary, started, keys, input_dir)
+        summary.manifest_written = True
     except OSError as e:
-        summary.stopped = (summary.stopped or "") + f" Could not write the manifest: {e.strerror or e}."
+        summary.stopped = f"{summary.stopped or ''} Could not write the manifest: {e.strerror or e}.".strip()
         if writer is not None:
             writer.close()
         return summary
@@ -399,8 +405,8 @@ def _run_anonymize_locked(input_dir: Path, output_dir: Path, config: RunConfig, 
             summary.keyfile = _finish_keyfile(writer, keys, manifest_sha256, ordered, config)
         except OSError as e:
             writer.close()
-            summary.stopped = (summary.stopped or "") + (f" Could not write the keyfile: {e.strerror or e}; its records "
-                                                         f"are kept in {keys.path}.partial: run the same command again.")
+            summary.stopped = (f"{summary.stopped or ''} Could not write the keyfile: {e.strerror or e}; its records "
+                               f"are kept in {keys.path}.partial: run the same command again.").strip()
     return summary
 
 

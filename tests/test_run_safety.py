@@ -185,3 +185,32 @@ def test_videos_and_unread_media_get_a_manifest_row_and_are_counted(tmp_path):
     assert rows.loc["anim.gif", "reason"].startswith("GIF image: not processed")
     assert (rows["status"] == "ok").sum() == 6 and "2 failed" in r.stdout
     assert not (tmp_path / "out2" / "group" / "party.mov").exists()
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("size", ["20k", "150k", "600k", "1200k"])
+def test_a_full_disk_at_any_write_stops_in_one_message_and_resumes(tmp_path, size):
+    """A real full disk (a tmpfs of a few sizes, so that the images, the journal, the manifest or
+    the keyfile is the write that fails): exit 1, no traceback, a `stopped:` line; the same
+    command on a disk with room completes, and the keyfile restores every image."""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, size):
+        pytest.skip("cannot mount a tmpfs here (needs root): the full-disk injection of test_bad_inputs still runs")
+    try:
+        args = ("anonymize", EXAMPLES, "-o", disk / "out", "--method", "blur", "--keyfile", disk / "run.key", "--escrow",
+                *FAST_KDF, "-q", "-j", "1")
+        r = cli(*args)
+        assert r.returncode in (1, 2), r.stdout + r.stderr
+        assert "Traceback" not in r.stderr and "no space left on device" in (r.stdout + r.stderr).lower()
+        assert subprocess.run(["mount", "-o", "remount,size=20m", str(disk)]).returncode == 0
+        r = cli(*args)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = cli("restore", disk / "out", "--keyfile", disk / "run.key", "-o", disk / "back", "-q")
+        assert r.returncode == 0 and "6 restored" in r.stdout, r.stdout + r.stderr
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

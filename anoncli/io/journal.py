@@ -58,7 +58,10 @@ class Journal:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:   # the bytes of an append that failed (disk full): a torn line, dropped on
+                pass          # reopening, and that image is redone on resume
             self._fh = None
 
     def reset(self) -> None:
