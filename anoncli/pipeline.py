@@ -7,6 +7,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,19 +124,21 @@ class Worker:
             results.append((rec, img, dets))
         return results
 
-    def process(self, batch: list[tuple[str, str, str]]) -> list[dict]:
-        """``batch``: (relative input, input path, output path) triples; one record each."""
+    def process(self, batch: list[tuple[str, str, str]], emit: Callable[[dict], None] | None = None) -> list[dict]:
+        """``batch``: (relative input, input path, output path) triples; one record each, returned,
+        and handed to ``emit`` as soon as its image is done (the run journals it then)."""
         results = self._decode_and_detect([(rel, src) for rel, src, _ in batch])
-        for k, ((rec, img, dets), (_, _, dst)) in enumerate(zip(results, batch)):
-            if dets is None:
-                continue
-            try:
-                self._finish(rec, img, Path(dst), dets)
-            except DiskFull as e:
-                raise DiskFull(e.message, _rounded_timings([r for r, _, _ in results[:k]])) from None
-            except Exception as e:  # one bad image must not stop the run
-                _internal_error(rec, "anonymizing", e)
-        return _rounded_timings([rec for rec, _, _ in results])
+        finished = []
+        for (rec, img, dets), (_, _, dst) in zip(results, batch):
+            if dets is not None:
+                try:
+                    self._finish(rec, img, Path(dst), dets)
+                except DiskFull as e:
+                    raise DiskFull(e.message, [] if emit else finished) from None
+                except Exception as e:  # one bad image must not stop the run
+                    _internal_error(rec, "anonymizing", e)
+            finished.append(_done(rec, emit))
+        return finished
 
     def gather(self, batch: list[tuple[str, str]]) -> list[tuple[dict, list[np.ndarray]]]:
         """First pass of a dataset-level method: the record (detections with exact landmarks)
@@ -156,33 +159,40 @@ class Worker:
             out.append((rec, crops))
         return out
 
-    def compose(self, batch: list[tuple[str, str, str, dict]]) -> list[dict]:
+    def compose(self, batch: list[tuple[str, str, str, dict]], emit: Callable[[dict], None] | None = None) -> list[dict]:
         """Second pass of a dataset-level method: each face replaced by the crop the plan gave
         it. ``batch``: (relative input, input path, output path, placement) with placement
-        {input_sha256, detections, alignment_notes, replacements, guarantees, plan}."""
-        records = []
+        {input_sha256, detections, alignment_notes, replacements, guarantees, plan}. Records as
+        in ``process``."""
+        finished = []
         for rel, src, dst, placement in batch:
             rec, img = self._decode(rel, src)
-            records.append(rec)
-            if img is None:
-                continue
-            if rec["input_sha256"] != placement["input_sha256"]:
-                rec["reason"] = "the input changed since the first pass; run the same command again"
-                continue
-            rec["notes"] += placement["alignment_notes"]
-            dets = [Detection(np.asarray(d["box"], np.float64), d["score"], np.asarray(d["landmarks_exact"], np.float64))
-                    for d in placement["detections"]]
-            rec["dataset_plan"] = placement["plan"]
-            placed = self.method.placing(placement["replacements"], placement["guarantees"])
             try:
-                self._finish(rec, img, Path(dst), dets, method=placed, filter_small=False)
-                if not placed.exhausted():
-                    raise RuntimeError("fewer faces placed than the first pass aligned")
+                self._compose_one(rec, img, dst, placement)
             except DiskFull as e:
-                raise DiskFull(e.message, _rounded_timings(records[:-1])) from None
-            except Exception as e:  # one bad image must not stop the run
-                _internal_error(rec, "placing faces", e)
-        return _rounded_timings(records)
+                raise DiskFull(e.message, [] if emit else finished) from None
+            finished.append(_done(rec, emit))
+        return finished
+
+    def _compose_one(self, rec: dict, img, dst: str, placement: dict) -> None:
+        if img is None:
+            return
+        if rec["input_sha256"] != placement["input_sha256"]:
+            rec["reason"] = "the input changed since the first pass; run the same command again"
+            return
+        rec["notes"] += placement["alignment_notes"]
+        dets = [Detection(np.asarray(d["box"], np.float64), d["score"], np.asarray(d["landmarks_exact"], np.float64))
+                for d in placement["detections"]]
+        rec["dataset_plan"] = placement["plan"]
+        placed = self.method.placing(placement["replacements"], placement["guarantees"])
+        try:
+            self._finish(rec, img, Path(dst), dets, method=placed, filter_small=False)
+            if not placed.exhausted():
+                raise RuntimeError("fewer faces placed than the first pass aligned")
+        except DiskFull:
+            raise
+        except Exception as e:  # one bad image must not stop the run
+            _internal_error(rec, "placing faces", e)
 
     def _detect(self, loaded: list) -> list:
         """Detections per loaded image (None where detection failed: that record says why).
@@ -281,6 +291,14 @@ def key_record(rec: dict, secrets: list[FaceSecret]) -> dict:
     return {"meta": meta, "blobs": blobs}
 
 
+def _done(rec: dict, emit: Callable[[dict], None] | None) -> dict:
+    """A finished image's record, timings rounded, handed to ``emit`` at once."""
+    rec["timings"] = {k: round(v, 5) for k, v in rec["timings"].items()}
+    if emit is not None:
+        emit(rec)
+    return rec
+
+
 def _rounded_timings(records: list[dict]) -> list[dict]:
     for rec in records:
         rec["timings"] = {k: round(v, 5) for k, v in rec["timings"].items()}
@@ -295,22 +313,58 @@ def _internal_error(rec: dict, stage: str, e: Exception) -> None:
 
 _WORKER: Worker | None = None
 _START_ERROR: str = ""
+_RESULTS = None   # the results queue of a pool worker (streamed tasks)
 
 
-def init_worker(config_dict: dict, weights_dir: str | None, threads: int, keys: KeySetup | None = None) -> None:
-    """Pool initializer; a failure is kept and reported by the first task, not printed as a traceback."""
-    global _WORKER, _START_ERROR
+STREAMED_TASKS = ("process", "compose")   # tasks whose records are sent back one image at a time
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What a streamed task returns through the pool: the inputs whose records it sent, one by one,
+    on the results queue (the run journals each as it arrives)."""
+
+    inputs: tuple[str, ...]
+
+
+def init_worker(config_dict: dict, weights_dir: str | None, threads: int, keys: KeySetup | None = None,
+                results=None) -> None:
+    """Pool initializer; a failure is kept and reported by the first task, not printed as a traceback.
+    ``results``: the queue streamed tasks send each finished image's record on."""
+    global _WORKER, _START_ERROR, _RESULTS
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C, and stops its workers
+    _die_with_parent()
+    _RESULTS = results
     try:
         _WORKER = start_worker(RunConfig(**config_dict), weights_dir, threads, keys)
     except WorkerStartError as e:
         _START_ERROR = str(e)
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel sends this worker SIGTERM when its parent dies, however it dies (SIGKILL
+    included), so that no worker outlives the run."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:   # the parent died before prctl
+        os._exit(1)
+
+
 def process_in_worker(batch, task: str = "process"):
-    """Run ``task`` (process, gather or compose) on a batch in this worker process."""
+    """Run ``task`` (process, gather or compose) on a batch in this worker process; a streamed
+    task sends each record on the results queue and returns ``Streamed``."""
     if _WORKER is None:
         raise WorkerStartError(_START_ERROR)
+    if task in STREAMED_TASKS and _RESULTS is not None:
+        records = getattr(_WORKER, task)(batch, emit=_RESULTS.put)
+        return Streamed(tuple(r["input"] for r in records))
     return getattr(_WORKER, task)(batch)

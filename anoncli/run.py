@@ -19,6 +19,7 @@ from .config import RunConfig
 from .io.atomic import remove_stale_temps, write_atomic
 from .io.discover import STATE_DIR, discover, paths_overlap
 from .io.journal import Journal, manifest_frame
+from .io.stop_signals import stop_signals_interrupt
 from .methods import get_method_spec
 
 MANIFEST_NAME = "manifest.csv"
@@ -238,36 +239,85 @@ def _plan(found, done: dict[str, dict], config: RunConfig, output_dir: Path, key
 def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | None, take, keys=None,
              task: str = "process") -> None:
     """Run ``task`` (a Worker method: process, gather, compose) on every batch, in this process or
-    on a pool of ``workers``; ``take`` gets each batch's results."""
-    from .pipeline import init_worker, process_in_worker, start_worker
+    on a pool of ``workers``; ``take`` gets the results: for process and compose one image's record
+    at a time, as soon as the image is written, so that a stop loses no finished image."""
+    from .pipeline import STREAMED_TASKS, start_worker
 
     if not batches:
         return
     if workers <= 1 or len(batches) <= 1:
         worker = start_worker(config, weights_dir, threads=os.cpu_count() or 1, keys=keys)
         for batch in batches:
-            take(getattr(worker, task)(batch))
+            if task in STREAMED_TASKS:
+                getattr(worker, task)(batch, emit=lambda rec: take([rec]))
+            else:
+                take(getattr(worker, task)(batch))
         return
+    _execute_in_pool(batches, config, workers, weights_dir, take, keys, task)
+
+
+def _execute_in_pool(batches: list, config: RunConfig, workers: int, weights_dir: str | None, take, keys, task: str) -> None:
+    """``_execute`` on a process pool. Streamed records arrive on a queue while the batches run; on
+    any stop (Ctrl-C, SIGTERM, an error) the workers are terminated at once, not waited for, and
+    the records already sent are still taken."""
     import multiprocessing as mp
+    import queue as queue_module
+
+    from .pipeline import STREAMED_TASKS, Streamed, init_worker, process_in_worker
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue() if task in STREAMED_TASKS else None
+    expected: set[str] = set()
+    received: set[str] = set()
+
+    def drain(wait_s: float = 0.0) -> None:
+        while results is not None:
+            try:
+                rec = results.get(timeout=wait_s) if wait_s else results.get_nowait()
+            except queue_module.Empty:
+                return
+            received.add(rec["input"])
+            take([rec])
+
+    def collect(future) -> None:
+        result = future.result()
+        if isinstance(result, Streamed):
+            expected.update(result.inputs)
+        else:
+            take(result)
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
-                             initargs=(config.to_dict(), weights_dir, threads, keys)) as pool:
-        pending = set()
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+                               initargs=(config.to_dict(), weights_dir, threads, keys, results))
+    pending: set = set()
+    try:
+        for batch in batches:
+            pending.add(pool.submit(process_in_worker, batch, task))
+            while len(pending) >= 2 * workers:  # bounded memory: at most two batches queued per worker
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                drain()
+                for f in finished:
+                    collect(f)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            drain()
+            for f in finished:
+                collect(f)
+        deadline = time.time() + 60
+        while not expected <= received and time.time() < deadline:   # the queue's last records
+            drain(0.2)
+        pool.shutdown(wait=True)
+    except BaseException:
+        for f in pending:
+            f.cancel()
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()   # a slow method's batch is not waited for: resume redoes it
+        pool.shutdown(wait=False, cancel_futures=True)
         try:
-            for batch in batches:
-                pending.add(pool.submit(process_in_worker, batch, task))
-                if len(pending) >= 2 * workers:  # bounded memory: at most two batches queued per worker
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in finished:
-                        take(f.result())
-            for f in list(pending):
-                take(f.result())
-                pending.discard(f)
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            raise
+            drain(0.5)   # records the workers sent before the stop: their images are written
+        except Exception:
+            pass
+        raise
 
 
 def _run_dataset_level(found, records, config, state, output_dir, batch_size, progress, log, take, execute,
@@ -358,14 +408,15 @@ def _run_anonymize_locked(input_dir: Path, output_dir: Path, config: RunConfig, 
     dataset = None
     try:
         key_setup = KeySetup(writer.keyring, keys.escrow) if writer else None
-        if dataset_level:
-            dataset = _run_dataset_level(found, records, config, state, output_dir, batch_size, progress, log, take,
-                                         lambda batches, task, took: _execute(batches, config, workers, weights_dir,
-                                                                             took, key_setup, task), weights_dir)
-            resumed -= dataset["redone_for_new_plan"]
-        else:
-            _execute([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], config, workers, weights_dir,
-                     take, key_setup)
+        with stop_signals_interrupt():   # SIGTERM, SIGHUP: stop like Ctrl-C, keeping every finished image
+            if dataset_level:
+                dataset = _run_dataset_level(found, records, config, state, output_dir, batch_size, progress, log, take,
+                                             lambda batches, task, took: _execute(batches, config, workers, weights_dir,
+                                                                                 took, key_setup, task), weights_dir)
+                resumed -= dataset["redone_for_new_plan"]
+            else:
+                _execute([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], config, workers, weights_dir,
+                         take, key_setup)
     except WorkerStartError as e:
         stopped = str(e)
     except DiskFull as e:

@@ -214,3 +214,65 @@ def test_a_full_disk_at_any_write_stops_in_one_message_and_resumes(tmp_path, siz
         assert r.returncode == 0 and "6 restored" in r.stdout, r.stdout + r.stderr
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
+@pytest.mark.parametrize("stop, workers, extra", [(signal.SIGTERM, 2, []), (signal.SIGINT, 1, ["--refine-steps", "30"])],
+                         ids=["sigterm-pool-default-settings", "sigint-in-process"])
+def test_a_slow_method_stops_within_seconds_keeping_every_finished_image(tmp_path, stop, workers, extra):
+    """idrotate (about 15 s a face at its defaults on 2 cores): stopped once a first image is done,
+    the run ends within 10 s, no worker is left, and every image written has its journal row and
+    keyfile record (journalled per image, not per batch), so the partial run restores."""
+    import json
+    import time
+
+    out = tmp_path / "out"
+    env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE}
+    run = subprocess.Popen([sys.executable, "-m", "anoncli", "anonymize", str(EXAMPLES), "-o", str(out), "--method", "idrotate",
+                            "--keyfile", str(tmp_path / "run.key"), *FAST_KDF, *extra, "-q", "-j", str(workers), "--batch-size", "3"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    journal = out / ".anoncli" / "journal.jsonl"
+    started = time.time()
+    while not (journal.exists() and journal.read_text().count("\n") >= 1):
+        if run.poll() is not None or time.time() - started > 400:
+            run.kill()
+            pytest.fail(f"no image finished: {run.communicate()[1][-2000:]}")
+        time.sleep(0.3)
+    workers_seen = _children(run.pid)
+    sent = time.time()
+    run.send_signal(stop)
+    stdout, stderr = run.communicate(timeout=60)
+    assert time.time() - sent < 10, "stopped within 10 s"
+    assert run.returncode == 1 and "interrupted" in stdout and "Traceback" not in stderr, stdout + stderr
+    def running(pid):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"   # a zombie has ended (and waits to be reaped by init)
+
+    deadline = time.time() + 5
+    while [pid for pid in workers_seen if running(pid)] and time.time() < deadline:
+        time.sleep(0.2)
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200] for pid in workers_seen if running(pid)}
+    assert not left, f"no worker outlives the run: {left}"
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
+                     and ".anoncli" not in p.parts and p.name not in ("manifest.csv", "run.json"))
+    assert rows and sorted(r["input"] for r in rows if r["status"] == "ok") == written
+    r = cli("restore", out, "--keyfile", tmp_path / "run.key", "-o", tmp_path / "back", "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{len(written)} approximate" in r.stdout
