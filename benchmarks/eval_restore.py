@@ -57,8 +57,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
-def face_regions_exact(src: Path, anon: Path, key: Path) -> tuple[int, int]:
-    """(regions equal to the original decoded pixels before re-encoding, regions checked)."""
+def face_regions_exact(src: Path, anon: Path, key: Path, restored: Path) -> tuple[int, int, int, int]:
+    """(regions equal to the original decoded pixels before re-encoding, regions checked, regions
+    equal in the restored files as written (a JPEG is re-encoded), largest difference there)."""
     from anoncli.io.images import load_image
     from anoncli.keys.keyfile import KeyfileReader
     from anoncli.keys.protect import Passphrase
@@ -66,17 +67,21 @@ def face_regions_exact(src: Path, anon: Path, key: Path) -> tuple[int, int]:
 
     reader = KeyfileReader(key, Passphrase(PASSPHRASE.encode()))
     restorer = _restorer(reader, json.loads((anon / "run.json").read_text()), None)
-    equal = total = 0
+    equal = total = equal_written = 0
+    worst = 0
     for rel in reader.records:
         img = load_image((anon / rel).read_bytes(), 10 ** 9)
         meta, blobs, ring = reader.record(rel)
         restorer.restore(img, meta, blobs, ring)
-        original = decoded(src / rel)
+        original, written = decoded(src / rel), decoded(restored / rel)
         for face in meta["faces"]:
             x0, y0, x1, y1 = face["escrow"]["box"]
             total += 1
             equal += int(np.array_equal(img.pixels[y0:y1, x0:x1], original[y0:y1, x0:x1]))
-    return equal, total
+            difference = np.abs(written[y0:y1, x0:x1].astype(int) - original[y0:y1, x0:x1])
+            equal_written += int(not difference.any())
+            worst = max(worst, int(difference.max(initial=0)))
+    return equal, total, equal_written, worst
 
 
 def evaluate(src: Path, work: Path, workers: int, label: str) -> dict:
@@ -113,7 +118,8 @@ def evaluate(src: Path, work: Path, workers: int, label: str) -> dict:
     finite = [v for v in values if np.isfinite(v)]
     row["psnr_min"] = min(values) if values else None
     row["psnr_mean_finite"] = float(np.mean(finite)) if finite else None
-    row["regions_exact"], row["regions"] = face_regions_exact(src, work / "escrow", work / "escrow.key")
+    row["regions_exact"], row["regions"], row["regions_exact_in_files"], row["regions_largest_difference_in_files"] = \
+        face_regions_exact(src, work / "escrow", work / "escrow.key", work / "restored")
     return row
 
 
@@ -140,7 +146,8 @@ def main() -> None:
             work.mkdir()
             rows.append(evaluate(src, work, args.workers, label))
     header = ("data", "imgs", "faces", "base img/s", "keys img/s (×)", "escrow img/s (×)", "restore img/s",
-              "B/face keys", "KiB/face escrow", "identical", "regions exact", "PSNR min dB")
+              "B/face keys", "KiB/face escrow", "identical", "regions exact before encoding", "regions exact in files (max diff)",
+              "PSNR min dB")
     print(f"{args.data} first {len(files)} images, {args.workers} workers, {platform.processor() or platform.machine()}, "
           f"load {os.getloadavg()[0]:.2f}")
     print(" | ".join(header))
@@ -151,6 +158,7 @@ def main() -> None:
             f"{r['restore_img_s']:.1f}", f"{r['keyfile_bytes_per_face']:.0f}",
             f"{r['escrow_keyfile_bytes_per_face'] / 1024:.1f}", f"{r['pixel_identical']}/{r['anonymized']}",
             f"{r['regions_exact']}/{r['regions']}",
+            f"{r['regions_exact_in_files']}/{r['regions']} ({r['regions_largest_difference_in_files']})",
             "inf" if r["psnr_min"] == float("inf") else f"{r['psnr_min']:.2f}")))
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"restore-{args.data.parent.name if args.data.name == 'images' else args.data.name}.json"
