@@ -1,6 +1,7 @@
 """Command-line interface: parses, validates, prints. No logic of its own; heavy modules load lazily."""
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from pathlib import Path
@@ -22,7 +23,7 @@ app = typer.Typer(
     help="Batch face anonymization for face datasets: detect, align, de-identify, blend; "
          "with a manifest of what was done and resumable runs.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode="rich",
 )
 weights_app = typer.Typer(help="The registry of pretrained files: list, verify, fetch, import.", no_args_is_help=True)
@@ -77,6 +78,7 @@ def anonymize(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run with a different configuration in the same output folder."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look for weight files here first."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout (counts, failures, output files, keyfile sizes; never key material) instead of text; implies no progress bar."),
     keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="Write the run's keys to this file (encrypted, mode 0600, kept outside the input and output folders). Required by reversible methods; `anoncli restore` reads it."),
     escrow: bool = typer.Option(False, "--escrow", help="Also keep every face's original pixels, losslessly compressed and encrypted, in the keyfile: any method, blur included, becomes exactly restorable by its holder (tens of KiB per face: 45-78 KiB measured on UTKFace and CelebA)."),
     recipient: Optional[Path] = typer.Option(None, "--recipient", help="Encrypt the keyfile for this public key (from `anoncli keygen`) instead of a passphrase: this machine then cannot restore anything itself."),
@@ -134,15 +136,32 @@ def anonymize(
     try:
         summary = run_anonymize(input_dir, output, config, workers=n_workers, batch_size=batch_size,
                                 overwrite=overwrite, weights_dir=str(weights_dir) if weights_dir else None,
-                                progress=not quiet, log=lambda m: console.print(m, markup=False), keys=keys)
+                                progress=not (quiet or as_json), log=lambda m: console.print(m, markup=False), keys=keys)
     except RunError as e:
         fail(str(e))
     except WeightsMissing as e:
         fail(str(e), code=3)
     except KeyfileError as e:
         fail(str(e), code=e.exit_code)
-    _print_summary(summary)
+    if as_json:
+        print(json.dumps(_summary_json(summary), indent=2))
+    else:
+        _print_summary(summary)
     raise typer.Exit(summary.exit_code)
+
+
+def _summary_json(s) -> dict:
+    """`anonymize --json`: what the text summary says, keyed for scripts."""
+    c = s.counts
+    written = s.manifest_written
+    return {"output": str(s.output), "images": sum(c.get(k, 0) for k in ("ok", "no_face", "error", "not_done")),
+            "counts": c, "faces": s.faces, "resumed": s.resumed, "seconds": round(s.seconds, 3),
+            "stopped": s.stopped, "failed": [{"input": rel, "reason": reason} for rel, reason in s.failed],
+            "skipped_folders": [str(d) for d in s.skipped_dirs],
+            "manifest": str(s.output / "manifest.csv") if written else None,
+            "manifest_parquet": str(s.output / "manifest.parquet") if written else None,
+            "run_json": str(s.output / "run.json") if written else None,
+            "keyfile": s.keyfile, "exit_code": s.exit_code}
 
 
 def _key_options(spec, keyfile, escrow, recipient, passphrase_file, kdf_memory, kdf_iterations, kdf_lanes):
@@ -199,7 +218,7 @@ def _print_summary(s) -> None:
         out.print(f"  [yellow]skipped folder[/] {escape(str(d))}")
     if s.stopped:
         out.print(f"[bold red]stopped:[/] {escape(str(s.stopped))}")
-    out.print(f"output: {s.output}  " + ("(manifest.csv, run.json)" if s.manifest_written else "(no manifest.csv written yet)"))
+    out.print(f"output: {s.output}  " + ("(manifest.csv, manifest.parquet, run.json)" if s.manifest_written else "(no manifest.csv written yet)"))
     if s.keyfile:
         k = s.keyfile
         per_face = f"{k['bytes_per_face'] / 1024:.1f} KiB per face" if k["escrow"] else f"{k['bytes_per_face']:.0f} bytes per face"
@@ -216,6 +235,7 @@ def restore(
     private_key: Optional[Path] = typer.Option(None, "--private-key", help="Private key file (from `anoncli keygen`) for a keyfile written with --recipient."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look for weight files here first (model-based restore)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout (counts per status, problems, output) instead of text; implies no progress bar."),
 ):
     """Restore the original images from an anonymized folder and its keyfile.
 
@@ -260,7 +280,7 @@ def restore(
         else:
             unlocker = Passphrase(obtain_passphrase(passphrase_file, confirm=False))
         summary = run_restore(anon_dir, keyfile, unlocker, output, weights_dir=str(weights_dir) if weights_dir else None,
-                              progress=not quiet)
+                              progress=not (quiet or as_json))
     except RestoreRefused as e:
         fail(str(e), code=e.exit_code)
     except (KeyMaterialError, PassphraseUnavailable, RunError) as e:
@@ -273,6 +293,13 @@ def restore(
         fail(str(e), code=3)
     except KeyboardInterrupt:
         fail("restore interrupted: nothing restored was kept (the partial output folder was removed)", code=130)
+    if as_json:
+        print(json.dumps({"output": str(summary.output), "counts": summary.counts, "source": summary.source,
+                          "seconds": round(summary.seconds, 3),
+                          "problems": [{"input": rel, "status": status, "reason": reason} for rel, status, reason in summary.problems],
+                          "round_trip_measure": summary.quality_measure, "round_trips": summary.round_trips,
+                          "removed_partial": [str(p) for p in summary.removed_partial], "exit_code": summary.exit_code}, indent=2))
+        raise typer.Exit(summary.exit_code)
     for folder in summary.removed_partial:
         out.print(f"removed {escape(str(folder))}: the partial output of an earlier restore that was killed")
     c = summary.counts

@@ -18,11 +18,12 @@ from . import __version__
 from .config import RunConfig
 from .io.atomic import remove_stale_temps, write_atomic
 from .io.discover import STATE_DIR, discover, paths_overlap
-from .io.journal import Journal, manifest_frame
+from .io.journal import Journal, manifest_frame, manifest_parquet
 from .io.stop_signals import stop_signals_interrupt
 from .methods import get_method_spec
 
 MANIFEST_NAME = "manifest.csv"
+MANIFEST_PARQUET_NAME = "manifest.parquet"   # the same table, for pandas/Arrow/Spark at scale
 RUN_RECORD_NAME = "run.json"
 
 
@@ -486,6 +487,7 @@ def _write_outputs(output_dir: Path, ordered: list[dict], config: RunConfig, sum
 
     frame = manifest_frame(ordered)
     write_atomic(output_dir / MANIFEST_NAME, frame.to_csv(index=False).encode())
+    write_atomic(output_dir / MANIFEST_PARQUET_NAME, manifest_parquet(frame))
     from .faces.detectors import DETECTORS
 
     spec = get_method_spec(config.method)
@@ -512,6 +514,7 @@ def _write_outputs(output_dir: Path, ordered: list[dict], config: RunConfig, sum
         "skipped_folders": summary.skipped_dirs,
         "stopped": summary.stopped,
         "manifest": MANIFEST_NAME,
+        "manifest_parquet": MANIFEST_PARQUET_NAME,
         "manifest_sha256": sha256_of(output_dir / MANIFEST_NAME),
         "keyfile": keys.describe() if keys else None,
     }

@@ -145,7 +145,7 @@ def photos(tmp_path_factory) -> Path:
     (["--methd", "blur"], "no such option --methd; did you mean --method?"),
     (["--method", "pixelate", "--thres", "0.5"], "no such option --thres; did you mean --thresh?"),
     (["--method", "blur", "--sigmaa", "3"], "no such option --sigmaa; did you mean --sigma?"),
-    (["--json"], "no such option --json; see `anoncli anonymize --help`"),
+    (["--yaml"], "no such option --yaml; see `anoncli anonymize --help`"),
     (["--method", "pixelate", "--sigma", "3"], "method 'pixelate' has no flag --sigma"),
 ])
 def test_unknown_options_are_named_as_such(photos, tmp_path, args, message):
@@ -179,3 +179,32 @@ def test_error_messages_keep_brackets(tmp_path):
     missing = tmp_path / "photos[eval]"
     r = run_cli("anonymize", missing)
     assert r.returncode == 2 and "photos[eval]" in " ".join(r.stderr.split()), r.stderr
+
+
+def test_anonymize_and_restore_json_summaries_for_scripts(tmp_path):
+    """`--json` on anonymize and restore: one JSON object on stdout, the same counts as the text,
+    the output files, keyfile sizes, and no key material."""
+    env = {**os.environ, "ANONCLI_PASSPHRASE": "a passphrase for json"}
+    examples = Path(__file__).resolve().parents[1] / "examples" / "images"
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "anoncli", *map(str, args)], capture_output=True, text=True, env=env,
+                              timeout=300, stdin=subprocess.DEVNULL)
+
+    r = run("anonymize", examples, "-o", tmp_path / "anon", "--method", "blur", "--keyfile", tmp_path / "run.key", "--escrow",
+            "--kdf-memory", "1", "--kdf-iterations", "1", "--kdf-lanes", "1", "-j", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["images"] == 6 and summary["counts"]["ok"] == 6 and summary["faces"] == 8 and summary["exit_code"] == 0
+    assert Path(summary["manifest"]).is_file() and Path(summary["manifest_parquet"]).is_file()
+    assert summary["keyfile"]["records"] == 6 and summary["keyfile"]["escrow"] is True
+    assert "passphrase" not in r.stdout and "secret" not in r.stdout
+    import pandas as pd
+
+    table, csv_table = pd.read_parquet(summary["manifest_parquet"]), pd.read_csv(summary["manifest"], keep_default_na=False)
+    assert list(table.columns) == list(csv_table.columns)
+    assert list(table["input"]) == list(csv_table["input"]) and list(table["faces"]) == list(csv_table["faces"])
+    r = run("restore", tmp_path / "anon", "--keyfile", tmp_path / "run.key", "-o", tmp_path / "back", "--json")
+    assert r.returncode == 0, r.stderr
+    restored = json.loads(r.stdout)
+    assert restored["counts"]["restored"] == 6 and restored["source"] == "escrow" and restored["problems"] == []

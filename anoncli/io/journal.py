@@ -95,6 +95,16 @@ def manifest_frame(records: list[dict]):
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
+def manifest_parquet(frame) -> bytes:
+    """The manifest table as Parquet (pyarrow), for datasets of millions of rows: the same columns
+    as manifest.csv, JSON columns kept as strings."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False, engine="pyarrow")
+    return buffer.getvalue()
+
+
 def read_manifest(path: Path):
     """The manifest table as written by a run (empty strings kept as such)."""
     import pandas as pd
