@@ -1,4 +1,7 @@
-"""Dataset-level methods (the k-Same family): every face is needed before any output.
+"""Dataset-level methods (the k-Same family; any method whose spec says ``dataset_level``):
+every face is needed before any output. The method brings ``fit(rows, crops, labels, log,
+progress) -> (plan, summary)`` and ``load_plan(record, arrays)``; its plan brings ``excluded``,
+``replacement(key)``, ``guarantee(key)`` and ``saved()``. Nothing here names a method.
 
 Pass 1 detects and aligns every face and appends its crop to an on-disk cache (``FaceStore``),
 so an interrupted run resumes without aligning again what it already aligned. The plan then
@@ -21,12 +24,12 @@ from .config import RunConfig
 from .io.atomic import write_atomic
 from .io.face_store import FaceStore
 from .io.labels import LabelsError, LabelTable, read_labels
-from .methods import get_method_spec
 from .methods.base import FaceMethod
 
 PASS1_DIR = "pass1"
 PLAN_ARRAYS = "plan.npy"
 PLAN_RECORD = "plan.json"
+PLAN_FORMAT = 2   # the saved plan's layout (2: the method's own record under "plan"); older plans are refitted
 
 
 class PlanError(ValueError):
@@ -140,7 +143,8 @@ def resolve_labels(params: dict) -> tuple[LabelTable | None, str | None, tuple[s
 
 
 def plan_digest(rows, store_records: dict, config: RunConfig, labels_sha: str) -> str:
-    h = hashlib.sha256(json.dumps({"params": config.params, "method": config.method, "labels": labels_sha}).encode())
+    h = hashlib.sha256(json.dumps({"params": config.params, "method": config.method, "labels": labels_sha,
+                                   "plan_format": PLAN_FORMAT}).encode())
     for rel, index, slot, is_main in rows:
         h.update(f"{rel}\0{index}\0{is_main}\0{store_records[rel]['crop_sha256'][_aligned_position(store_records[rel], index)]}\n".encode())
     return h.hexdigest()[:24]
@@ -151,89 +155,35 @@ def _aligned_position(rec: dict, index: int) -> int:
 
 
 def build_plan(rows, store: FaceStore, config: RunConfig, state: Path, inputs: list[str], labels_info, log,
-               method: FaceMethod | None = None, progress: bool = False) -> tuple[object, dict]:
-    """The k-Same plan of these faces (loaded when saved under the same digest) and its summary;
-    ``inputs`` are the images the plan covers (with or without faces); ``labels_info`` is what
-    ``resolve_labels`` returned; ``method`` is the built method (k-Same-M takes its landmark
-    predictor from it)."""
-    from .methods.ksame import KSamePlan, face_units, plan_ksame
-
-    params = config.params
-    labels, identity, select, labels_sha = labels_info
-    records = store.records()
-    digest = plan_digest(rows, records, config, labels_sha)
-    saved = _load_plan(state, digest)
-    if saved is not None:
-        record, replacements = saved
-        face_row = record.get("face_row")
-        plan = KSamePlan({(r, i): g for r, i, g in record["face_group"]}, replacements, record["groups"],
-                         {(r, i): why for r, i, why in record["excluded"]}, record["unit_kind"],
-                         {(r, i): row for r, i, row in face_row} if face_row is not None else None,
-                         record.get("caveat", ""))
-        return plan, {**record["summary"], "reused": True}
-    refs, unit_kind = face_units(rows, labels, identity, select)
-    space = params.get("space", {"ksame-eigen": "eigen", "ksame-m": "model"}.get(config.method, "pixel"))
-    log(f"k-Same: grouping {len(refs)} faces ({len({r.unit for r in refs})} {unit_kind}) into groups of "
-        f"at least {params['k']} ({space} space)")
-    if space == "model":
-        plan = _plan_model_space(refs, store.crops(), method, params, unit_kind, select, progress)
-    else:
-        plan = plan_ksame(refs, store.crops(), int(params["k"]), space, int(params.get("components", 100)),
-                          unit_kind, select)
-    sizes = [g["units"] for g in plan.groups]
-    summary = {"digest": digest, "clustered_over": plan.unit_kind, "space": space, "k": int(params["k"]),
-               "groups": len(plan.groups), "faces": len(plan.face_group),
-               "smallest_group": min(sizes) if sizes else None, "largest_group": max(sizes) if sizes else None,
-               "excluded_faces": len(plan.excluded), "identity_column": identity, "select": list(select),
-               "labels": {"path": str(Path(params["labels"]).resolve()), "sha256": labels_sha,
-                          "notes": labels.notes} if labels is not None else None,
-               "reused": False}
-    _save_plan(state, digest, plan, summary, inputs)
-    return plan, summary
-
-
-def _plan_model_space(refs, crops, method, params: dict, unit_kind: str, select, progress: bool):
-    """k-Same-M: 68 landmarks of every cached crop, then the appearance-model plan."""
-    from .methods.ksame_m import plan_ksame_m
-    from .methods.ksame_specs import photo_inside_caveat
-
-    slots = sorted({r.slot for r in refs})
-    shapes = np.zeros((len(crops), 68, 2), np.float64)
-    bar = _bar(2 * len(slots), "planning: landmarks, shape-free textures", progress)
+               method: FaceMethod, progress: bool = False) -> tuple[object, dict]:
+    """The method's plan of these faces (its ``fit``; loaded instead when saved under the same
+    digest) and its summary; ``inputs`` are the images the plan covers (with or without faces);
+    ``labels_info`` is what ``resolve_labels`` returned."""
     from .faces.landmarks68 import LandmarksUnavailable
 
+    digest = plan_digest(rows, store.records(), config, labels_info[3])
+    saved = _load_plan(state, digest)
+    if saved is not None:
+        record, arrays = saved
+        return method.load_plan(record["plan"], arrays), {**record["summary"], "reused": True}
     try:
-        for slot in slots:
-            try:
-                shapes[slot] = method.landmarks(crops[slot])
-            except LandmarksUnavailable as e:
-                raise PlanError(str(e)) from None
-            if bar is not None:
-                bar.update(1)
-        return plan_ksame_m(refs, crops, shapes, int(params["k"]), render_shape=params["render_shape"],
-                            shape_weight=float(params["shape_weight"]), border_per_side=int(params["border_points"]),
-                            unit_face=params["unit_face"], detail=float(params["detail"]), trim=float(params["trim"]),
-                            bound=params["bound"],
-                            unit_kind=unit_kind, partition_names=select,
-                            progress=bar.update if bar is not None else None, photo_caveat=photo_inside_caveat(params))
-    finally:
-        if bar is not None:
-            bar.close()
+        plan, summary = method.fit(rows, store.crops(), labels_info, log, progress)
+    except LandmarksUnavailable as e:
+        raise PlanError(str(e)) from None
+    summary = {"digest": digest, **summary, "reused": False}
+    _save_plan(state, digest, plan, summary, inputs)
+    return plan, summary
 
 
 def _save_plan(state: Path, digest: str, plan, summary: dict, inputs: list[str]) -> None:
     import io
 
+    plan_record, arrays = plan.saved()
     buf = io.BytesIO()
-    np.save(buf, plan.replacements, allow_pickle=False)
+    np.save(buf, arrays, allow_pickle=False)
     write_atomic(state / PLAN_ARRAYS, buf.getvalue())
-    record = {"digest": digest, "unit_kind": plan.unit_kind, "groups": plan.groups, "summary": summary,
-              "inputs": sorted(inputs),
-              "arrays_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
-              "face_group": [[r, i, g] for (r, i), g in plan.face_group.items()],
-              "excluded": [[r, i, why] for (r, i), why in plan.excluded.items()],
-              "face_row": ([[r, i, row] for (r, i), row in plan.face_row.items()] if plan.face_row is not None else None),
-              "caveat": plan.caveat}
+    record = {"digest": digest, "summary": summary, "inputs": sorted(inputs),
+              "arrays_sha256": hashlib.sha256(buf.getvalue()).hexdigest(), "plan": plan_record}
     write_atomic(state / PLAN_RECORD, json.dumps(record).encode())
 
 
@@ -251,28 +201,9 @@ def _load_plan(state: Path, digest: str | None):
     return record, np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def face_guarantee(spec_name: str, plan, group: int, k: int) -> dict:
-    g = plan.groups[group]
-    unit = "identities" if plan.unit_kind == "identities" else "faces"
-    return {"mechanism": f"{spec_name} (k-anonymity, Newton et al. 2005)", "k": k, "group": group,
-            "group_faces": g["faces"], "group_units": g["units"], "clustered_over": plan.unit_kind,
-            "partition": g["partition"],
-            **({"largest_unit_faces": g["largest_unit_faces"]} if "largest_unit_faces" in g else {}),
-            "protects": (f"this face's {'texture' if plan.face_row is not None else 'replacement'} is the average of a "
-                         f"group of {g['units']} {unit} and is shared by all {g['faces']} of the group's faces: matching "
-                         "it to the originals names the right one "
-                         f"for at most 1/{g['units']} of them"
-                         + ("" if unit == "identities" else ", provided each person appears once in the run (give "
-                            "--labels with identities otherwise)")
-                         + (f"; the person with the most faces in the group has {g['largest_unit_faces']} of its "
-                            f"{g['faces']}, so naming one person is right for at most {g['largest_unit_faces']}/"
-                            f"{g['faces']} of the faces" if "largest_unit_faces" in g else "")
-                         + "; k-anonymity of the released set, not differential privacy"
-                         + (f"; but {plan.caveat}" if plan.caveat else ""))}
-
-
-def placements(items, store_records: dict, plan, spec_name: str, k: int, digest: str):
-    """Per item to write: (placement, None) or (None, reason it cannot be written)."""
+def placements(items, store_records: dict, plan, digest: str):
+    """Per item to write: (placement, None) or (None, reason it cannot be written). ``plan``: a
+    dataset-level method's plan (``excluded``, ``replacement(key)``, ``guarantee(key)``)."""
     out = {}
     for item in items:
         rec = store_records[item.rel]
@@ -284,9 +215,8 @@ def placements(items, store_records: dict, plan, spec_name: str, k: int, digest:
             if key in plan.excluded:
                 problems.append(f"face {index}: {plan.excluded[key]}")
                 continue
-            group = plan.face_group[key]
             replacements.append(plan.replacement(key))
-            guarantees.append(face_guarantee(spec_name, plan, group, k))
+            guarantees.append(plan.guarantee(key))
         if problems:
             out[item.rel] = (None, "; ".join(problems))
         else:
@@ -309,7 +239,6 @@ def run_two_passes(items, records: dict[str, dict], config: RunConfig, state: Pa
     from .methods import build_method
     from .pipeline import new_record
 
-    spec = get_method_spec(config.method)
     labels_info = resolve_labels(config.params)  # bad labels are refused before any work
     labels_sha = labels_info[3]
     finished = _finished_under_saved_plan(items, records, state, labels_sha)
@@ -339,7 +268,7 @@ def run_two_passes(items, records: dict[str, dict], config: RunConfig, state: Pa
     for rel in redone:
         del records[rel]
     todo = [i for i in aligned if i.rel not in records]
-    placed = placements(todo, current, plan, spec.name, int(config.params["k"]), summary["digest"])
+    placed = placements(todo, current, plan, summary["digest"])
     batches = []
     for item in todo:
         placement, why = placed[item.rel]
@@ -377,7 +306,7 @@ def _finished_under_saved_plan(items, records: dict, state: Path, labels_sha: st
         return None
     record = saved[0]
     summary = record["summary"]
-    if sorted(i.rel for i in items) != record["inputs"] or (summary["labels"] or {}).get("sha256", "") != labels_sha:
+    if sorted(i.rel for i in items) != record["inputs"] or (summary.get("labels") or {}).get("sha256", "") != labels_sha:
         return None
     done = all(records.get(i.rel, {}).get("status") in ("ok", "no_face")
                and records[i.rel].get("dataset_plan") == record["digest"] for i in items)

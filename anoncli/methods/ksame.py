@@ -53,10 +53,48 @@ class KSamePlan:
     unit_kind: str = "faces"
     face_row: dict[tuple[str, int], int] | None = None   # per-face replacement rows (k-Same-M, own shape)
     caveat: str = ""                    # what the guarantee does not cover, stated in every face's guarantee
+    k: int = 0
+    mechanism: str = ""                 # e.g. "ksame-m (k-anonymity, Newton et al. 2005)"
 
     def replacement(self, key: tuple[str, int]) -> np.ndarray:
         """The replacement crop of face ``key`` (its group's, unless the plan has one per face)."""
         return self.replacements[self.face_row[key] if self.face_row is not None else self.face_group[key]]
+
+    def guarantee(self, key: tuple[str, int]) -> dict:
+        """What the manifest says face ``key`` is protected by."""
+        group = self.face_group[key]
+        g = self.groups[group]
+        unit = "identities" if self.unit_kind == "identities" else "faces"
+        largest = g.get("largest_unit_faces")
+        return {"mechanism": self.mechanism, "k": self.k, "group": group,
+                "group_faces": g["faces"], "group_units": g["units"], "clustered_over": self.unit_kind,
+                "partition": g["partition"], **({"largest_unit_faces": largest} if largest is not None else {}),
+                "protects": (f"this face's {'texture' if self.face_row is not None else 'replacement'} is the average of a "
+                             f"group of {g['units']} {unit} and is shared by all {g['faces']} of the group's faces: matching "
+                             f"it to the originals names the right one for at most 1/{g['units']} of them"
+                             + ("" if unit == "identities" else ", provided each person appears once in the run (give "
+                                "--labels with identities otherwise)")
+                             + (f"; the person with the most faces in the group has {largest} of its {g['faces']}, so "
+                                f"naming one person is right for at most {largest}/{g['faces']} of the faces"
+                                if largest is not None else "")
+                             + "; k-anonymity of the released set, not differential privacy"
+                             + (f"; but {self.caveat}" if self.caveat else ""))}
+
+    def saved(self) -> tuple[dict, np.ndarray]:
+        """(JSON-able record, replacement array) to save the plan; ``from_saved`` reads them back."""
+        return ({"unit_kind": self.unit_kind, "groups": self.groups, "k": self.k, "mechanism": self.mechanism,
+                 "face_group": [[r, i, g] for (r, i), g in self.face_group.items()],
+                 "excluded": [[r, i, why] for (r, i), why in self.excluded.items()],
+                 "face_row": [[r, i, row] for (r, i), row in self.face_row.items()] if self.face_row is not None else None,
+                 "caveat": self.caveat}, self.replacements)
+
+    @classmethod
+    def from_saved(cls, record: dict, replacements: np.ndarray) -> "KSamePlan":
+        face_row = record.get("face_row")
+        return cls({(r, i): g for r, i, g in record["face_group"]}, replacements, record["groups"],
+                   {(r, i): why for r, i, why in record["excluded"]}, record["unit_kind"],
+                   {(r, i): row for r, i, row in face_row} if face_row is not None else None,
+                   record.get("caveat", ""), record["k"], record["mechanism"])
 
 
 def _unit_means(faces: list[FaceRef], crops: np.ndarray) -> tuple[list[str], np.ndarray, list[tuple]]:
@@ -141,7 +179,11 @@ def face_units(faces: list[tuple[str, int, int, bool]], labels, identity_column:
 
 
 class KSame(FaceMethod):
-    """The blend of a k-Same replacement; the replacement itself comes from the dataset plan."""
+    """A dataset-level method: ``fit`` plans every face's replacement (two_pass runs it between its
+    passes, and saves the plan), then the face stage blends each replacement in (``placing``)."""
+
+    name = "ksame-pixel"
+    default_space = "pixel"
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -157,6 +199,40 @@ class KSame(FaceMethod):
 
     def anonymize_crop(self, crop, landmarks_in_crop, key=None):
         raise RuntimeError("k-Same replaces faces in the second pass of a dataset-level run (see anoncli.two_pass)")
+
+    @property
+    def space(self) -> str:
+        return self.params.get("space", self.default_space)
+
+    def fit(self, rows, crops: np.ndarray, labels_info, log, progress: bool = False) -> tuple[KSamePlan, dict]:
+        """The plan of these faces and what run.json says of it. ``rows``: (image, face index, crop
+        slot, is the image's main face) per aligned face; ``crops``: the first pass's crops by slot;
+        ``labels_info``: ``two_pass.resolve_labels``."""
+        from pathlib import Path
+
+        labels, identity, select, labels_sha = labels_info
+        refs, unit_kind = face_units(rows, labels, identity, select)
+        k = int(self.params["k"])
+        log(f"k-Same: grouping {len(refs)} faces ({len({r.unit for r in refs})} {unit_kind}) into groups of "
+            f"at least {k} ({self.space} space)")
+        plan = self._group(refs, crops, unit_kind, select, progress)
+        plan.k, plan.mechanism = k, f"{self.name} (k-anonymity, Newton et al. 2005)"
+        sizes = [g["units"] for g in plan.groups]
+        summary = {"clustered_over": plan.unit_kind, "space": self.space, "k": k,
+                   "groups": len(plan.groups), "faces": len(plan.face_group),
+                   "smallest_group": min(sizes) if sizes else None, "largest_group": max(sizes) if sizes else None,
+                   "excluded_faces": len(plan.excluded), "identity_column": identity, "select": list(select),
+                   "labels": {"path": str(Path(self.params["labels"]).resolve()), "sha256": labels_sha,
+                              "notes": labels.notes} if labels is not None else None}
+        return plan, summary
+
+    def _group(self, refs: list[FaceRef], crops: np.ndarray, unit_kind: str, select, progress: bool) -> KSamePlan:
+        return plan_ksame(refs, crops, int(self.params["k"]), self.space, int(self.params.get("components", 100)),
+                          unit_kind, select)
+
+    @staticmethod
+    def load_plan(record: dict, arrays: np.ndarray) -> KSamePlan:
+        return KSamePlan.from_saved(record, arrays)
 
     def placing(self, replacements: list[np.ndarray], guarantees: list[dict]) -> "PlacedFaces":
         return PlacedFaces(self, replacements, guarantees)
@@ -187,3 +263,14 @@ class PlacedFaces(FaceMethod):
 
     def exhausted(self) -> bool:
         return not self._queue
+
+
+class KSameEigen(KSame):
+    name = "ksame-eigen"
+    default_space = "eigen"
+
+
+class KSameSelect(KSame):
+    """k-Same inside each partition of --select; ``--space`` says which k-Same."""
+
+    name = "ksame-select"

@@ -270,8 +270,11 @@ def plan_ksame_m(faces: list[FaceRef], crops: np.ndarray, shapes: np.ndarray, k:
 
 
 class KSameM(KSame):
-    """k-Same-M: the blend of a precomputed replacement (see ``plan_ksame_m``) and the 68-point
-    landmarks the plan needs, loaded on first use (workers that only place faces never load them)."""
+    """k-Same-M: ``fit`` plans in the appearance model (``plan_ksame_m``) from every face's 68-point
+    landmarks, whose predictor is loaded on first use (workers that only place faces never load it)."""
+
+    name = "ksame-m"
+    default_space = "model"
 
     def __init__(self, weights_dir=None, **params):
         import importlib.util
@@ -304,3 +307,32 @@ class KSameM(KSame):
 
             self._landmarks = CropLandmarks68(self.resolution, self.margin, self._weights_dir)
         return self._landmarks(crop)
+
+    def _group(self, refs: list[FaceRef], crops: np.ndarray, unit_kind: str, select, progress: bool) -> KSamePlan:
+        """The landmarks of every face's crop, then the appearance-model plan."""
+        from .ksame_specs import photo_inside_caveat
+
+        slots = sorted({r.slot for r in refs})
+        shapes = np.zeros((len(crops), 68, 2), np.float64)
+        bar = None
+        if progress and slots:
+            import sys
+
+            from tqdm import tqdm
+
+            bar = tqdm(total=2 * len(slots), unit="face", desc="planning: landmarks, shape-free textures",
+                       dynamic_ncols=True, file=sys.stderr)
+        try:
+            for slot in slots:
+                shapes[slot] = self.landmarks(crops[slot])
+                if bar is not None:
+                    bar.update(1)
+            p = self.params
+            return plan_ksame_m(refs, crops, shapes, int(p["k"]), render_shape=p["render_shape"],
+                                shape_weight=float(p["shape_weight"]), border_per_side=int(p["border_points"]),
+                                unit_face=p["unit_face"], detail=float(p["detail"]), trim=float(p["trim"]), bound=p["bound"],
+                                unit_kind=unit_kind, partition_names=select,
+                                progress=bar.update if bar is not None else None, photo_caveat=photo_inside_caveat(p))
+        finally:
+            if bar is not None:
+                bar.close()

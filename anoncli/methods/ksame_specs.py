@@ -26,10 +26,13 @@ def _k_and_labels(select: bool) -> tuple[Param, ...]:
     )
 
 
-def _load():
-    from .ksame import KSame
+def _load(class_name: str):
+    def load():
+        from . import ksame
 
-    return KSame
+        return getattr(ksame, class_name)
+
+    return load
 
 
 def _load_m():
@@ -128,14 +131,14 @@ KSAME_SPECS = (
         summary="k-Same-Pixel: each face becomes the pixel average of its group of >= k (dataset-level, two passes).",
         citation=_CITATION,
         params=(*_k_and_labels(False), *common_shape_params("ellipse", 0.02, _RESOLUTION_WHY)),
-        load=_load, formal_guarantee=_GUARANTEE, dataset_level=True,
+        load=_load("KSame"), formal_guarantee=_GUARANTEE, dataset_level=True,
     ),
     MethodSpec(
         name="ksame-eigen",
         summary="k-Same-Eigen: groups and averages in an eigenface (PCA) space; output = reconstruction of the group mean.",
         citation=_CITATION,
         params=(*_k_and_labels(False), _COMPONENTS, *common_shape_params("ellipse", 0.02, _RESOLUTION_WHY)),
-        load=_load, formal_guarantee=_GUARANTEE, dataset_level=True,
+        load=_load("KSameEigen"), formal_guarantee=_GUARANTEE, dataset_level=True,
     ),
     MethodSpec(
         name="ksame-m",
@@ -154,6 +157,6 @@ KSAME_SPECS = (
                 Param("select", str, "", "Comma-separated attribute columns of --labels whose values every group shares, e.g. Male,Young."),
                 Param("space", str, "pixel", "k-Same inside each partition: pixel (k-Same-Pixel) or eigen (k-Same-Eigen).", choices=("pixel", "eigen")),
                 _COMPONENTS, *common_shape_params("ellipse", 0.02, _RESOLUTION_WHY)),
-        load=_load, formal_guarantee=_GUARANTEE, dataset_level=True, check=_needs_select,
+        load=_load("KSameSelect"), formal_guarantee=_GUARANTEE, dataset_level=True, check=_needs_select,
     ),
 )
