@@ -354,11 +354,59 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
                                      overwrite=overwrite, weights_dir=weights_dir, progress=progress, log=log, keys=keys)
 
 
+@dataclass
+class PreparedRun:
+    """A run's output folder made ready: its state, journal, keyfile writer, and what is left to do."""
+
+    output_dir: Path
+    state: Path
+    journal: Journal
+    run_id: str
+    writer: object | None          # keys.keyfile.KeyfileWriter with --keyfile
+    found: object                  # io.discover.Discovery
+    records: dict[str, dict]       # final records so far, by input
+    todo: list
+    resumed: int
+
+
+class Recorder:
+    """Takes finished images' records: keys durable first, then the journal row, then the bar."""
+
+    def __init__(self, run: PreparedRun, bar=None):
+        self.run, self.bar = run, bar
+
+    def __call__(self, finished: list[dict]) -> None:
+        from .pipeline import KEY_RECORD
+
+        writer = self.run.writer
+        if writer is not None:  # keys durable before the journal names an image done
+            for rec in finished:
+                kr = rec.pop(KEY_RECORD, None)
+                if kr is not None:
+                    writer.append(rec["input"], rec["output_sha256"], kr["meta"], kr["blobs"])
+            writer.flush()
+        for rec in finished:
+            rec.pop(KEY_RECORD, None)
+            self.run.journal.append(rec)
+            self.run.records[rec["input"]] = rec
+        if self.bar is not None:
+            self.bar.update(len(finished))
+
+
 def _run_anonymize_locked(input_dir: Path, output_dir: Path, config: RunConfig, *, workers: int, batch_size: int,
                           overwrite: bool, weights_dir: str | None, progress: bool, log, keys: KeyOptions | None) -> RunSummary:
-    from .pipeline import KEY_RECORD, DiskFull, KeySetup, WorkerStartError
-
+    """prepare -> execute -> summarise -> write the manifest and run.json -> seal the keyfile."""
     started = time.time()
+    run = _prepare(input_dir, output_dir, config, overwrite, keys, log)
+    stopped, dataset = _execute_run(run, config, workers, batch_size, weights_dir, progress, log, keys)
+    summary = _summarise(run, stopped, dataset, started)
+    _write_and_seal(run, summary, config, keys, started, input_dir)
+    return summary
+
+
+def _prepare(input_dir: Path, output_dir: Path, config: RunConfig, overwrite: bool, keys: KeyOptions | None, log) -> PreparedRun:
+    """State and journal (a clash with the folder's earlier run refused), the keyfile opened,
+    leftovers of killed runs and restores removed, the inputs found and what is done already."""
     state = output_dir / STATE_DIR
     if keys is not None:
         _check_keyfile_place(Path(os.path.abspath(keys.path)), input_dir, output_dir, state)
@@ -381,43 +429,39 @@ def _run_anonymize_locked(input_dir: Path, output_dir: Path, config: RunConfig, 
 
     for folder in remove_abandoned(output_dir):
         log(f"removed {folder}: the partial output of a restore of this folder that was killed")
-
     found = discover(input_dir)
     records, todo, resumed = _plan(found, journal.load(), config, output_dir, writer.recorded() if writer else None)
+    return PreparedRun(output_dir, state, journal, run_id, writer, found, records, todo, resumed)
+
+
+def _execute_run(run: PreparedRun, config: RunConfig, workers: int, batch_size: int, weights_dir: str | None,
+                 progress: bool, log, keys: KeyOptions | None) -> tuple[str | None, dict | None]:
+    """Every image left to do, journalled as each is finished; returns (why the run stopped early,
+    what a dataset-level method did). A stop (Ctrl-C, SIGTERM, SIGHUP, disk full) keeps every
+    finished image."""
+    from .pipeline import DiskFull, KeySetup, WorkerStartError
+
     dataset_level = get_method_spec(config.method).dataset_level
     bar = None
-    if progress and todo and not dataset_level:
+    if progress and run.todo and not dataset_level:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), unit="img", desc="anonymizing", dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=len(run.todo), unit="img", desc="anonymizing", dynamic_ncols=True, file=sys.stderr)
+    take = Recorder(run, bar)
+    key_setup = KeySetup(run.writer.keyring, keys.escrow) if run.writer else None
 
-    def take(batch_records):
-        if writer is not None:  # keys durable before the journal names an image done
-            for rec in batch_records:
-                kr = rec.pop(KEY_RECORD, None)
-                if kr is not None:
-                    writer.append(rec["input"], rec["output_sha256"], kr["meta"], kr["blobs"])
-            writer.flush()
-        for rec in batch_records:
-            rec.pop(KEY_RECORD, None)
-            journal.append(rec)
-            records[rec["input"]] = rec
-        if bar is not None:
-            bar.update(len(batch_records))
+    def execute(batches, task, took):
+        _execute(batches, config, workers, weights_dir, took, key_setup, task)
 
-    stopped = None
-    dataset = None
+    stopped = dataset = None
     try:
-        key_setup = KeySetup(writer.keyring, keys.escrow) if writer else None
         with stop_signals_interrupt():   # SIGTERM, SIGHUP: stop like Ctrl-C, keeping every finished image
             if dataset_level:
-                dataset = _run_dataset_level(found, records, config, state, output_dir, batch_size, progress, log, take,
-                                             lambda batches, task, took: _execute(batches, config, workers, weights_dir,
-                                                                                 took, key_setup, task), weights_dir)
-                resumed -= dataset["redone_for_new_plan"]
+                dataset = _run_dataset_level(run.found, run.records, config, run.state, run.output_dir, batch_size,
+                                             progress, log, take, execute, weights_dir)
+                run.resumed -= dataset["redone_for_new_plan"]
             else:
-                _execute([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], config, workers, weights_dir,
-                         take, key_setup)
+                execute([run.todo[i:i + batch_size] for i in range(0, len(run.todo), batch_size)], "process", take)
     except WorkerStartError as e:
         stopped = str(e)
     except DiskFull as e:
@@ -433,25 +477,37 @@ def _run_anonymize_locked(input_dir: Path, output_dir: Path, config: RunConfig, 
     finally:
         if bar is not None:
             bar.close()
-        journal.close()
+        run.journal.close()
+    return stopped, dataset
 
-    ordered = [records[i.rel] for i in found.items if i.rel in records]
+
+def _summarise(run: PreparedRun, stopped: str | None, dataset: dict | None, started: float) -> RunSummary:
+    ordered = [run.records[i.rel] for i in run.found.items if i.rel in run.records]
     summary = RunSummary(
         counts={s: sum(1 for r in ordered if r["status"] == s) for s in ("ok", "no_face", "error")},
         failed=[(r["input"], r.get("reason", "")) for r in ordered if r["status"] == "error"],
-        skipped_dirs=found.skipped_dirs, output=output_dir, resumed=resumed,
+        skipped_dirs=run.found.skipped_dirs, output=run.output_dir, resumed=run.resumed,
         seconds=time.time() - started, stopped=stopped,
-        faces=sum(len(r.get("faces", [])) for r in ordered), run_id=run_id, dataset=dataset,
+        faces=sum(len(r.get("faces", [])) for r in ordered), run_id=run.run_id, dataset=dataset,
     )
-    summary.counts["not_done"] = len(found.items) - len(ordered)
+    summary.counts["not_done"] = len(run.found.items) - len(ordered)
+    return summary
+
+
+def _write_and_seal(run: PreparedRun, summary: RunSummary, config: RunConfig, keys: KeyOptions | None,
+                    started: float, input_dir: Path) -> None:
+    """manifest.csv, manifest.parquet and run.json, then the keyfile sealed to that manifest; a
+    failed write is said in ``summary.stopped`` (the keyfile's records stay in its .partial)."""
+    ordered = [run.records[i.rel] for i in run.found.items if i.rel in run.records]
+    writer = run.writer
     try:
-        manifest_sha256 = _write_outputs(output_dir, ordered, config, summary, started, keys, input_dir)
+        manifest_sha256 = _write_outputs(run.output_dir, ordered, config, summary, started, keys, input_dir)
         summary.manifest_written = True
     except OSError as e:
         summary.stopped = f"{summary.stopped or ''} Could not write the manifest: {e.strerror or e}.".strip()
         if writer is not None:
             writer.close()
-        return summary
+        return
     if writer is not None:
         try:
             summary.keyfile = _finish_keyfile(writer, keys, manifest_sha256, ordered, config)
@@ -459,7 +515,6 @@ def _run_anonymize_locked(input_dir: Path, output_dir: Path, config: RunConfig, 
             writer.close()
             summary.stopped = (f"{summary.stopped or ''} Could not write the keyfile: {e.strerror or e}; its records "
                                f"are kept in {keys.path}.partial: run the same command again.").strip()
-    return summary
 
 
 def _finish_keyfile(writer, keys: KeyOptions, manifest_sha256: str, ordered: list[dict], config: RunConfig) -> dict:

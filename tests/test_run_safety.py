@@ -271,7 +271,7 @@ def test_a_slow_method_stops_within_seconds_keeping_every_finished_image(tmp_pat
     assert not left, f"no worker outlives the run: {left}"
     rows = [json.loads(line) for line in journal.read_text().splitlines()]
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
-                     and ".anoncli" not in p.parts and p.name not in ("manifest.csv", "run.json"))
+                     and ".anoncli" not in p.parts and p.name not in ("manifest.csv", "manifest.parquet", "run.json"))
     assert rows and sorted(r["input"] for r in rows if r["status"] == "ok") == written
     r = cli("restore", out, "--keyfile", tmp_path / "run.key", "-o", tmp_path / "back", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
