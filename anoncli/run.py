@@ -9,7 +9,6 @@ import platform
 import sys
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -258,12 +257,14 @@ def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | 
 
 
 def _execute_in_pool(batches: list, config: RunConfig, workers: int, weights_dir: str | None, take, keys, task: str) -> None:
-    """``_execute`` on a process pool. Streamed records arrive on a queue while the batches run; on
-    any stop (Ctrl-C, SIGTERM, an error) the workers are terminated at once, not waited for, and
-    the records already sent are still taken."""
+    """``_execute`` on the process pool (``executor.pool_results``). Streamed records arrive on a
+    queue while the batches run; on a stop the records already sent are still taken."""
     import multiprocessing as mp
     import queue as queue_module
+    from contextlib import closing
+    from functools import partial
 
+    from .executor import pool_results, worker_threads
     from .pipeline import STREAMED_TASKS, Streamed, init_worker, process_in_worker
 
     ctx = mp.get_context("spawn")
@@ -280,40 +281,19 @@ def _execute_in_pool(batches: list, config: RunConfig, workers: int, weights_dir
             received.add(rec["input"])
             take([rec])
 
-    def collect(future) -> None:
-        result = future.result()
-        if isinstance(result, Streamed):
-            expected.update(result.inputs)
-        else:
-            take(result)
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                               initargs=(config.to_dict(), weights_dir, threads, keys, results))
-    pending: set = set()
+    initargs = (config.to_dict(), weights_dir, worker_threads(workers), keys, results)
     try:
-        for batch in batches:
-            pending.add(pool.submit(process_in_worker, batch, task))
-            while len(pending) >= 2 * workers:  # bounded memory: at most two batches queued per worker
-                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                drain()
-                for f in finished:
-                    collect(f)
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            drain()
-            for f in finished:
-                collect(f)
+        with closing(pool_results(batches, partial(process_in_worker, task=task), workers, init_worker, initargs,
+                                  poll=drain, context=ctx)) as finished:
+            for result in finished:
+                if isinstance(result, Streamed):
+                    expected.update(result.inputs)
+                else:
+                    take(result)
         deadline = time.time() + 60
         while not expected <= received and time.time() < deadline:   # the queue's last records
             drain(0.2)
-        pool.shutdown(wait=True)
     except BaseException:
-        for f in pending:
-            f.cancel()
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()   # a slow method's batch is not waited for: resume redoes it
-        pool.shutdown(wait=False, cancel_futures=True)
         try:
             drain(0.5)   # records the workers sent before the stop: their images are written
         except Exception:

@@ -348,8 +348,6 @@ def measure_batch(tasks: list[ImageTask]) -> list[tuple[str, dict | None, str | 
 
 def measure_all(tasks: list[ImageTask], config: MeasureConfig, workers: int, progress: bool, batch: int = 8):
     """Yield (rel, measurement or None, reason) for every task, in the order they finish."""
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     bar = None
     if progress:
         import sys
@@ -367,27 +365,16 @@ def measure_all(tasks: list[ImageTask], config: MeasureConfig, workers: int, pro
                         bar.update()
                     yield result
             return
-        import multiprocessing as mp
+        from contextlib import closing
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
-                                 initargs=(config, threads)) as pool:
-            pending = set()
-            queue = iter(batches)
-            for b in queue:
-                pending.add(pool.submit(measure_batch, b))
-                if len(pending) >= 2 * workers:
-                    break
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    for result in f.result():
-                        if bar:
-                            bar.update()
-                        yield result
-                    nxt = next(queue, None)
-                    if nxt is not None:
-                        pending.add(pool.submit(measure_batch, nxt))
+        from ..executor import pool_results, worker_threads
+
+        with closing(pool_results(batches, measure_batch, workers, init_worker, (config, worker_threads(workers)))) as done:
+            for results in done:
+                for result in results:
+                    if bar:
+                        bar.update()
+                    yield result
     finally:
         if bar:
             bar.close()
