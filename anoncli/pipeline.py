@@ -7,9 +7,9 @@ import os
 import sys
 import time
 import traceback
-from typing import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -300,9 +300,7 @@ def _done(rec: dict, emit: Callable[[dict], None] | None) -> dict:
 
 
 def _rounded_timings(records: list[dict]) -> list[dict]:
-    for rec in records:
-        rec["timings"] = {k: round(v, 5) for k, v in rec["timings"].items()}
-    return records
+    return [_done(rec, None) for rec in records]
 
 
 def _internal_error(rec: dict, stage: str, e: Exception) -> None:

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from . import __version__
 from .io.atomic import write_atomic
+from .io.discover import paths_overlap
 from .io.partial_restores import STAGING_MARK, record_staging, remove_abandoned
 from .io.stop_signals import stop_signals_interrupt
-from .io.discover import paths_overlap
 from .keys.format import KeyfileMismatch
 from .methods.base import RestoreCapability, RestoreKind
 from .run import MANIFEST_NAME, RUN_RECORD_NAME, RunError
