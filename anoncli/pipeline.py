@@ -299,10 +299,6 @@ def _done(rec: dict, emit: Callable[[dict], None] | None) -> dict:
     return rec
 
 
-def _rounded_timings(records: list[dict]) -> list[dict]:
-    return [_done(rec, None) for rec in records]
-
-
 def _internal_error(rec: dict, stage: str, e: Exception) -> None:
     """Record an unexpected failure of one image (the traceback goes to the journal, not the user)."""
     rec["status"], rec["reason"] = "error", f"internal error in {stage}: {type(e).__name__}: {e}"
