@@ -51,6 +51,7 @@ class Result:
     seconds: float
     images_with_face: int | None  # None: not measured
     faces: int | None
+    peak_rss_mib: float | None = None   # the largest process of the command (anoncli runs only)
 
     @property
     def images_per_second(self) -> float:
@@ -74,12 +75,17 @@ def run_anoncli(label: str, args: list[str], input_dir: Path, work: Path, worker
     out_dir = work / f"anoncli-{label.replace(' ', '-').replace('=', '-')}"
     command = [sys.executable, "-m", "anoncli", "anonymize", str(input_dir), "-o", str(out_dir), *args,
                "-q", "-j", str(workers)]
+    # A wrapper process reports the largest resident set among its waited-for descendants (the run
+    # and its workers): ru_maxrss of RUSAGE_CHILDREN, KiB on Linux.
+    wrapper = [sys.executable, "-c", "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+               "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(wrapper + command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{shlex.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-    return Result(f"anoncli {label}", *manifest_counts(out_dir / "manifest.csv", seconds))
+    peak = next((int(line.split()[1]) / 1024 for line in done.stdout.splitlines() if line.startswith("PEAK_RSS_KIB")), None)
+    return Result(f"anoncli {label}", *manifest_counts(out_dir / "manifest.csv", seconds), peak_rss_mib=peak)
 
 
 def manifest_counts(manifest: Path, seconds: float) -> tuple[int, float, int, int]:
@@ -193,13 +199,14 @@ def print_table(rows: list[dict], header: list[str]) -> None:
     print("\n".join(header))
     console = Console(width=120)
     table = Table(title="anoncli obfuscation vs deface (ratio = images/s over deface's images/s)")
-    for name in ("tool", "images", "seconds", "images/s", "ratio to deface", "face recall", "faces"):
+    for name in ("tool", "images", "seconds", "images/s", "ratio to deface", "face recall", "faces", "peak RSS MiB"):
         table.add_column(name, justify="left" if name == "tool" else "right")
     for r in rows:
         recall = "n/a" if r["face_recall"] is None else f"{r['face_recall']:.1%}"
         faces = "n/a" if r["faces"] is None else str(r["faces"])
+        peak = "n/a" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:.0f}"
         table.add_row(r["tool"], str(r["images"]), f"{r['seconds']:.2f}", f"{r['images_per_second']:.1f}",
-                      f"{r['ratio_to_deface']:.2f}x", recall, faces)
+                      f"{r['ratio_to_deface']:.2f}x", recall, faces, peak)
     console.print(table)
 
 
