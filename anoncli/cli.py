@@ -75,6 +75,8 @@ def anonymize(
     max_pixels: int = typer.Option(178_956_970, "--max-pixels", min=1, help="Refuse images with more pixels than this (decompression bombs)."),
     workers: int = typer.Option(0, "--workers", "-j", min=0, help="Worker processes; 0 = one per CPU core."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per detector batch (and per unit of work)."),
+    executor: str = typer.Option("local", "--executor", help="Where the work runs: local (this machine's processes) or ray (Ray Data: one actor per --workers, on a local Ray cluster or the one at --ray-address; needs `pip install 'anoncli[ray]'`). The outputs are the same."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: the cluster to run on (e.g. 10.0.0.5:6379 or ray://head:10001; default $RAY_ADDRESS, else a local cluster started for the run). Its nodes need anoncli installed and the input and output folders on shared storage."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run with a different configuration in the same output folder."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look for weight files here first."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -95,6 +97,7 @@ def anonymize(
     gives back the originals (reversible methods, or any method with --escrow).
     """
     from .config import NO_FACE_POLICIES, RunConfig
+    from .executors import list_executors
     from .faces.detectors import DETECTORS
     from .method_flags import method_flag_values
     from .methods import available_methods, get_method_spec
@@ -104,6 +107,13 @@ def anonymize(
 
     if no_face not in NO_FACE_POLICIES:
         fail(f"--no-face must be one of {', '.join(NO_FACE_POLICIES)}")
+    if executor not in list_executors():
+        fail(f"unknown --executor {executor!r}; available: {', '.join(list_executors())}")
+    if ray_address and executor != "ray":
+        fail("--ray-address needs --executor ray")
+    if escrow and executor == "ray":
+        fail("--escrow is not available with --executor ray: the escrowed original faces would pass through "
+             "Ray's object store, which may spill them to disk; use --executor local")
     if detector not in DETECTORS:
         fail(f"unknown detector {detector!r}; available: {', '.join(DETECTORS)}")
     try:
@@ -136,7 +146,8 @@ def anonymize(
     try:
         summary = run_anonymize(input_dir, output, config, workers=n_workers, batch_size=batch_size,
                                 overwrite=overwrite, weights_dir=str(weights_dir) if weights_dir else None,
-                                progress=not (quiet or as_json), log=lambda m: console.print(m, markup=False), keys=keys)
+                                progress=not (quiet or as_json), log=lambda m: console.print(m, markup=False), keys=keys,
+                                executor=executor, ray_address=ray_address)
     except RunError as e:
         fail(str(e))
     except WeightsMissing as e:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import RunConfig
+from .executors import ExecutorOptions
 from .io.atomic import remove_stale_temps, write_atomic
 from .io.discover import STATE_DIR, discover, paths_overlap
 from .io.journal import Journal, manifest_frame, manifest_parquet
@@ -236,71 +237,6 @@ def _plan(found, done: dict[str, dict], config: RunConfig, output_dir: Path, key
     return records, todo, resumed
 
 
-def _execute(batches: list, config: RunConfig, workers: int, weights_dir: str | None, take, keys=None,
-             task: str = "process") -> None:
-    """Run ``task`` (a Worker method: process, gather, compose) on every batch, in this process or
-    on a pool of ``workers``; ``take`` gets the results: for process and compose one image's record
-    at a time, as soon as the image is written, so that a stop loses no finished image."""
-    from .pipeline import STREAMED_TASKS, start_worker
-
-    if not batches:
-        return
-    if workers <= 1 or len(batches) <= 1:
-        worker = start_worker(config, weights_dir, threads=os.cpu_count() or 1, keys=keys)
-        for batch in batches:
-            if task in STREAMED_TASKS:
-                getattr(worker, task)(batch, emit=lambda rec: take([rec]))
-            else:
-                take(getattr(worker, task)(batch))
-        return
-    _execute_in_pool(batches, config, workers, weights_dir, take, keys, task)
-
-
-def _execute_in_pool(batches: list, config: RunConfig, workers: int, weights_dir: str | None, take, keys, task: str) -> None:
-    """``_execute`` on the process pool (``executor.pool_results``). Streamed records arrive on a
-    queue while the batches run; on a stop the records already sent are still taken."""
-    import multiprocessing as mp
-    import queue as queue_module
-    from contextlib import closing
-    from functools import partial
-
-    from .executor import pool_results, worker_threads
-    from .pipeline import STREAMED_TASKS, Streamed, init_worker, process_in_worker
-
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue() if task in STREAMED_TASKS else None
-    expected: set[str] = set()
-    received: set[str] = set()
-
-    def drain(wait_s: float = 0.0) -> None:
-        while results is not None:
-            try:
-                rec = results.get(timeout=wait_s) if wait_s else results.get_nowait()
-            except queue_module.Empty:
-                return
-            received.add(rec["input"])
-            take([rec])
-
-    initargs = (config.to_dict(), weights_dir, worker_threads(workers), keys, results)
-    try:
-        with closing(pool_results(batches, partial(process_in_worker, task=task), workers, init_worker, initargs,
-                                  poll=drain, context=ctx)) as finished:
-            for result in finished:
-                if isinstance(result, Streamed):
-                    expected.update(result.inputs)
-                else:
-                    take(result)
-        deadline = time.time() + 60
-        while not expected <= received and time.time() < deadline:   # the queue's last records
-            drain(0.2)
-    except BaseException:
-        try:
-            drain(0.5)   # records the workers sent before the stop: their images are written
-        except Exception:
-            pass
-        raise
-
-
 def _run_dataset_level(found, records, config, state, output_dir, batch_size, progress, log, take, execute,
                        weights_dir: str | None = None) -> dict:
     from .two_pass import PlanError, run_two_passes
@@ -315,9 +251,11 @@ def _run_dataset_level(found, records, config, state, output_dir, batch_size, pr
 
 def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, workers: int, batch_size: int,
                   overwrite: bool = False, weights_dir: str | None = None, progress: bool = True,
-                  log=print, keys: KeyOptions | None = None) -> RunSummary:
-    """Anonymize every image under ``input_dir`` into ``output_dir``; with ``keys``, also write
-    the keyfile (KeyfileError subclasses propagate: wrong passphrase, keyfile of another run).
+                  log=print, keys: KeyOptions | None = None, executor: str = "local",
+                  ray_address: str | None = None) -> RunSummary:
+    """Anonymize every image under ``input_dir`` into ``output_dir`` on ``workers`` workers of
+    ``executor`` (``executors.list_executors``); with ``keys``, also write the keyfile
+    (KeyfileError subclasses propagate: wrong passphrase, keyfile of another run).
     The output folder is locked for the whole run: a second run into it is a ``RunError``."""
     from .io.folder_lock import FolderBusy, FolderLock
 
@@ -330,7 +268,8 @@ def run_anonymize(input_dir: Path, output_dir: Path, config: RunConfig, *, worke
     except OSError as e:
         raise RunError(f"cannot write the run state in {output_dir / STATE_DIR}: {e.strerror or e}") from None
     with lock:
-        return _run_anonymize_locked(input_dir, output_dir, config, workers=workers, batch_size=batch_size,
+        return _run_anonymize_locked(input_dir, output_dir, config, ExecutorOptions(executor, workers, ray_address),
+                                     batch_size=batch_size,
                                      overwrite=overwrite, weights_dir=weights_dir, progress=progress, log=log, keys=keys)
 
 
@@ -373,12 +312,12 @@ class Recorder:
             self.bar.update(len(finished))
 
 
-def _run_anonymize_locked(input_dir: Path, output_dir: Path, config: RunConfig, *, workers: int, batch_size: int,
+def _run_anonymize_locked(input_dir: Path, output_dir: Path, config: RunConfig, executor: ExecutorOptions, *, batch_size: int,
                           overwrite: bool, weights_dir: str | None, progress: bool, log, keys: KeyOptions | None) -> RunSummary:
     """prepare -> execute -> summarise -> write the manifest and run.json -> seal the keyfile."""
     started = time.time()
     run = _prepare(input_dir, output_dir, config, overwrite, keys, log)
-    stopped, dataset = _execute_run(run, config, workers, batch_size, weights_dir, progress, log, keys)
+    stopped, dataset = _execute_run(run, config, executor, batch_size, weights_dir, progress, log, keys)
     summary = _summarise(run, stopped, dataset, started)
     _write_and_seal(run, summary, config, keys, started, input_dir)
     return summary
@@ -414,11 +353,12 @@ def _prepare(input_dir: Path, output_dir: Path, config: RunConfig, overwrite: bo
     return PreparedRun(output_dir, state, journal, run_id, writer, found, records, todo, resumed)
 
 
-def _execute_run(run: PreparedRun, config: RunConfig, workers: int, batch_size: int, weights_dir: str | None,
+def _execute_run(run: PreparedRun, config: RunConfig, executor: ExecutorOptions, batch_size: int, weights_dir: str | None,
                  progress: bool, log, keys: KeyOptions | None) -> tuple[str | None, dict | None]:
     """Every image left to do, journalled as each is finished; returns (why the run stopped early,
     what a dataset-level method did). A stop (Ctrl-C, SIGTERM, SIGHUP, disk full) keeps every
     finished image."""
+    from .executors import ExecutorUnavailable, WorkerSpec, create_executor
     from .pipeline import DiskFull, KeySetup, WorkerStartError
 
     dataset_level = get_method_spec(config.method).dataset_level
@@ -430,8 +370,12 @@ def _execute_run(run: PreparedRun, config: RunConfig, workers: int, batch_size: 
     take = Recorder(run, bar)
     key_setup = KeySetup(run.writer.keyring, keys.escrow) if run.writer else None
 
+    runner = None
+
     def execute(batches, task, took):
-        _execute(batches, config, workers, weights_dir, took, key_setup, task)
+        nonlocal runner
+        runner = runner or create_executor(executor, WorkerSpec(config, weights_dir, key_setup))
+        runner.run(batches, task, took)
 
     stopped = dataset = None
     try:
@@ -442,7 +386,7 @@ def _execute_run(run: PreparedRun, config: RunConfig, workers: int, batch_size: 
                 run.resumed -= dataset["redone_for_new_plan"]
             else:
                 execute([run.todo[i:i + batch_size] for i in range(0, len(run.todo), batch_size)], "process", take)
-    except WorkerStartError as e:
+    except (WorkerStartError, ExecutorUnavailable) as e:
         stopped = str(e)
     except DiskFull as e:
         stopped = f"{e}. Free some space and run the same command again to resume."
@@ -455,6 +399,8 @@ def _execute_run(run: PreparedRun, config: RunConfig, workers: int, batch_size: 
     except KeyboardInterrupt:
         stopped = "interrupted. Run the same command again to resume."
     finally:
+        if runner is not None:
+            runner.close()
         if bar is not None:
             bar.close()
         run.journal.close()

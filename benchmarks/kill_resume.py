@@ -1,7 +1,7 @@
 """Issue 21, acceptance 1: SIGKILLs at random moments of a run, then completion.
 
     .venv/bin/python benchmarks/kill_resume.py [--data DIR ...] [--limit 1200] [--kills 20] [--workers 2]
-                                               [--method blur] [--keyfile]
+                                               [--method blur] [--keyfile] [--executor local|ray]
 
 1. An uninterrupted reference run: `anoncli anonymize IN -o REF --method M -q -j W`.
 2. The same command into another folder, killed with SIGKILL (the whole process group: the run
@@ -10,7 +10,9 @@
 3. Checked: one manifest row per input, no temp file anywhere, every output byte-identical to the
    reference's (deterministic methods), and the journal holds one final row per input after the
    last resume. With ``--keyfile`` both runs write escrow keyfiles and the killed run's keyfile
-   restores every image (`anoncli restore`, exit 0).
+   restores every image (`anoncli restore`, exit 0). With ``--executor ray`` both runs use Ray Data
+   on a local cluster that each run starts (and that dies with it); the reference stays on the
+   local pool, so the check is also Ray's bytes against the local executor's.
 Prints a summary and writes benchmarks/results/kill-resume-<method>-<date>.json.
 """
 from __future__ import annotations
@@ -37,9 +39,9 @@ PASSPHRASE = "kill-resume benchmark passphrase"
 from anoncli.io.atomic import TEMP_MARK  # noqa: E402
 
 
-def command(src: Path, out: Path, args, key: Path | None) -> list[str]:
+def command(src: Path, out: Path, args, key: Path | None, executor: str = "local") -> list[str]:
     cmd = [sys.executable, "-m", "anoncli", "anonymize", str(src), "-o", str(out), "--method", args.method, "-q",
-           "-j", str(args.workers)]
+           "-j", str(args.workers), "--executor", executor]
     if key is not None:
         cmd += ["--keyfile", str(key), "--escrow", "--kdf-memory", "1", "--kdf-iterations", "1", "--kdf-lanes", "1"]
     return cmd
@@ -70,7 +72,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--method", default="blur")
     ap.add_argument("--keyfile", action="store_true", help="escrow keyfiles in both runs, and restore the killed one")
+    ap.add_argument("--executor", default="local", choices=("local", "ray"), help="the killed run's executor")
     args = ap.parse_args()
+    if args.keyfile and args.executor == "ray":
+        raise SystemExit("--keyfile uses --escrow, which --executor ray refuses")
     env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE}
     load_before = os.getloadavg()[0]
     rng = random.Random()
@@ -92,8 +97,8 @@ def main() -> None:
         moments = []
         for _ in range(args.kills):
             moments.append(rng.uniform(0.5, max(seconds, 1.0)))
-            kill_at(command(src, tmp / "killed", args, key), env, moments[-1])
-        final_seconds, r = run(command(src, tmp / "killed", args, key), env)
+            kill_at(command(src, tmp / "killed", args, key, args.executor), env, moments[-1])
+        final_seconds, r = run(command(src, tmp / "killed", args, key, args.executor), env)
         problems = [] if r.returncode == 0 else [f"final run exit {r.returncode}: {r.stderr[-500:]}"]
         rows = pd.read_csv(tmp / "killed" / "manifest.csv", keep_default_na=False)
         ref_rows = pd.read_csv(tmp / "ref" / "manifest.csv", keep_default_na=False).set_index("input")
@@ -114,16 +119,16 @@ def main() -> None:
             problems.append(f"{len(different)} outputs differ from the uninterrupted run, e.g. {different[:3]}")
         if temps:
             problems.append(f"{len(temps)} temp files left, e.g. {temps[:3]}")
-        result = {"method": args.method, "images": n, "workers": args.workers, "kills": args.kills,
+        result = {"method": args.method, "executor": args.executor, "images": n, "workers": args.workers, "kills": args.kills,
                   "kill_moments_s": [round(m, 2) for m in moments], "reference_seconds": round(seconds, 2),
                   "final_run_seconds": round(final_seconds, 2), "manifest_rows": len(rows),
                   "journal_rows": len(journal), "outputs_differing": len(different), "temp_files": len(temps),
                   "keyfile_restore": restored, "problems": problems, "pass": not problems}
-    print(f"{args.method}, {n} images, {args.workers} workers, {args.kills} SIGKILLs at random moments of a "
+    print(f"{args.method}, {n} images, {args.workers} workers on the {args.executor} executor, {args.kills} SIGKILLs at random moments of a "
           f"{seconds:.1f} s run, then completion ({final_seconds:.1f} s)")
     print(f"manifest rows {result['manifest_rows']} | outputs differing {result['outputs_differing']} | "
           f"temp files {result['temp_files']} | restore {restored} | {'PASS' if result['pass'] else 'FAIL: ' + '; '.join(problems)}")
-    path = write_json(f"kill-resume-{args.method}", [result], machine_record(" ".join(sys.argv), load_before))
+    path = write_json(f"kill-resume-{args.method}" + ("-ray" if args.executor == "ray" else ""), [result], machine_record(" ".join(sys.argv), load_before))
     print(f"written {path}")
 
 

@@ -91,3 +91,27 @@ def kill_halfway(cmd: list[str], journal: Path, n_inputs: int, env=None, timeout
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return journal.read_bytes().count(b"\n") if journal.exists() else 0
+
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "images"
+PASSPHRASE = "a passphrase for the tests"
+FAST_KDF = ["--kdf-memory", "1", "--kdf-iterations", "1", "--kdf-lanes", "1"]   # keyfiles in milliseconds
+
+
+def cli(*args, env_extra: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``python -m anoncli ARGS`` as a user runs it (keyfile passphrase in $ANONCLI_PASSPHRASE)."""
+    import os
+    import sys
+
+    env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "anoncli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def real_faces(n: int) -> list[Path]:
+    """The first ``n`` in-the-wild CelebA photos, or skip when the shared data is not here."""
+    files = sorted(FACES.glob("*.jpg"))[:n] if FACES.is_dir() else []
+    if len(files) < n:
+        pytest.skip(f"real face images not available in {FACES}")
+    return files

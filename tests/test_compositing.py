@@ -15,7 +15,7 @@ from anoncli.faces.compositing_config import CompositingConfig
 from anoncli.faces.outline import MEAN_OUTLINE_112, mean_outline_in_crop, outline_polygon
 from anoncli.metrics.texture import texture_ratio
 
-from conftest import SHARED, face_file
+from conftest import SHARED
 
 RES = 64
 MARGIN = 0.2

@@ -8,9 +8,6 @@ the method; a reversible method's keyfile restores every image (exactly or `appr
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +17,10 @@ from PIL import Image
 
 from anoncli.methods import available_methods
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples" / "images"
-PASSPHRASE = "a passphrase for the contract"
-FAST_KDF = ["--kdf-memory", "1", "--kdf-iterations", "1", "--kdf-lanes", "1"]
+from conftest import EXAMPLES, FAST_KDF, cli
+
 # Flags that keep a slow method's run short here (the contract, not the method's quality, is tested).
 FAST_FLAGS = {"idrotate": ["--refine-steps", "10"], "identitydp": ["--refine-steps", "10"]}
-
-
-def cli(*args):
-    env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE}
-    return subprocess.run([sys.executable, "-m", "anoncli", *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=900, stdin=subprocess.DEVNULL)
 
 
 def _labels(tmp_path: Path) -> Path:

@@ -10,21 +10,9 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import FACES, SHARED
+from conftest import SHARED, cli, real_faces
 
 pytest.importorskip("dlib", reason="dlib is the reference evaluator: pip install 'anoncli[eval]'")
-
-
-def cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "anoncli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=os.environ.copy())
-
-
-def real_faces(n):
-    files = sorted(FACES.glob("*.jpg"))[:n] if FACES.is_dir() else []
-    if len(files) < n:
-        pytest.skip(f"real face images not available in {FACES}")
-    return files
 
 
 def copy_faces(dest, n):

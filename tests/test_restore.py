@@ -19,25 +19,7 @@ from anoncli.io.images import load_image
 from anoncli.keys.keyfile import KeyfileReader
 from anoncli.keys.protect import Passphrase
 
-from conftest import FACES, kill_halfway
-
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples" / "images"
-PASSPHRASE = "a passphrase for the tests"
-FAST_KDF = ["--kdf-memory", "1", "--kdf-iterations", "1", "--kdf-lanes", "1"]
-
-
-def cli(*args, env_extra=None, timeout=300):
-    env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "anoncli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
-
-
-def real_faces(n: int) -> list[Path]:
-    files = sorted(FACES.glob("*.jpg"))[:n] if FACES.is_dir() else []
-    if len(files) < n:
-        pytest.skip(f"real face images not available in {FACES}")
-    return files
+from conftest import EXAMPLES, FAST_KDF, PASSPHRASE, cli, kill_halfway, real_faces
 
 
 def jpeg_dataset(dest: Path, n: int = 10) -> Path:

@@ -5,9 +5,6 @@ black is never written nor counted."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +16,7 @@ from anoncli.faces.stage import RestoreFailed, check_restored_crop
 from anoncli.methods import get_method_spec
 from anoncli.methods.base import RestoreKind
 
-from conftest import FACES
-
-PASSPHRASE = "a passphrase for the restore tests"
-FAST_KDF = ["--kdf-memory", "8", "--kdf-iterations", "1", "--kdf-lanes", "1"]
-
-
-def cli(*args, env_extra=None, timeout=600):
-    env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "anoncli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+from conftest import FACES, FAST_KDF, PASSPHRASE, cli
 
 
 def png_faces(dest: Path, n: int) -> Path:

@@ -15,16 +15,7 @@ import pytest
 from anoncli.io.folder_lock import FolderBusy, FolderLock
 from anoncli.io.partial_restores import RECORDS, STAGING_MARK, record_staging, remove_abandoned
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples" / "images"
-PASSPHRASE = "a passphrase for the safety tests"
-FAST_KDF = ["--kdf-memory", "1", "--kdf-iterations", "1", "--kdf-lanes", "1"]
-
-
-def cli(*args, timeout=300):
-    env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE}
-    return subprocess.run([sys.executable, "-m", "anoncli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+from conftest import EXAMPLES, FAST_KDF, PASSPHRASE, cli
 
 
 @pytest.fixture(scope="module")

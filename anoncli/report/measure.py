@@ -367,7 +367,7 @@ def measure_all(tasks: list[ImageTask], config: MeasureConfig, workers: int, pro
             return
         from contextlib import closing
 
-        from ..executor import pool_results, worker_threads
+        from ..executors.pool import pool_results, worker_threads
 
         with closing(pool_results(batches, measure_batch, workers, init_worker, (config, worker_threads(workers)))) as done:
             for results in done:
