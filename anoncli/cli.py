@@ -109,6 +109,11 @@ def anonymize(
         fail(f"--no-face must be one of {', '.join(NO_FACE_POLICIES)}")
     if executor not in list_executors():
         fail(f"unknown --executor {executor!r}; available: {', '.join(list_executors())}")
+    if executor == "ray":
+        from .executors.ray_data import ray_missing_message
+
+        if ray_missing_message():
+            fail(ray_missing_message())
     if ray_address and executor != "ray":
         fail("--ray-address needs --executor ray")
     if escrow and executor == "ray":
@@ -245,6 +250,7 @@ def restore(
     passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Read the passphrase (of the keyfile, or of --private-key) from this file; otherwise $ANONCLI_PASSPHRASE, otherwise a prompt."),
     private_key: Optional[Path] = typer.Option(None, "--private-key", help="Private key file (from `anoncli keygen`) for a keyfile written with --recipient."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look for weight files here first (model-based restore)."),
+    workers: int = typer.Option(0, "--workers", "-j", min=0, help="Worker processes; 0 = one per CPU core (each model-based worker loads the method's network)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout (counts per status, problems, output) instead of text; implies no progress bar."),
 ):
@@ -291,7 +297,7 @@ def restore(
         else:
             unlocker = Passphrase(obtain_passphrase(passphrase_file, confirm=False))
         summary = run_restore(anon_dir, keyfile, unlocker, output, weights_dir=str(weights_dir) if weights_dir else None,
-                              progress=not (quiet or as_json))
+                              progress=not (quiet or as_json), workers=workers or (os.cpu_count() or 1))
     except RestoreRefused as e:
         fail(str(e), code=e.exit_code)
     except (KeyMaterialError, PassphraseUnavailable, RunError) as e:

@@ -16,19 +16,20 @@ import numpy as np
 from .config import RunConfig
 from .faces.detectors import create_detector
 from .faces.detection import Detection
-from .faces.stage import SIDE_IMAGES, FaceSecret, aligned_crops, anonymize_faces
+from .faces.stage import FaceSecret, aligned_crops, anonymize_faces
 from .io.atomic import write_atomic
 from .io.images import ImageError, encode_image, encode_png, load_image, rgb8
 from .keys.derive import Keyring
 from .keys.escrow import compress_patch
 from .methods import FaceMethod, build_method
+from .records import ImageRecord, KeyRecord
 
 
 class DiskFull(RuntimeError):
     """No space left for an output; ``done``: the records of the batch's images finished before
     it, so that the run journals them instead of redoing them (picklable: it crosses the pool)."""
 
-    def __init__(self, message: str, done: list[dict] | None = None):
+    def __init__(self, message: str, done: list[ImageRecord] | None = None):
         super().__init__(message, done or [])
         self.message, self.done = message, done or []
 
@@ -48,15 +49,13 @@ def start_worker(config: RunConfig, weights_dir: str | None, threads: int, keys:
                                f"{type(e).__name__}: {e}") from None
 
 
-def new_record(rel: str, config: RunConfig, path: Path | None = None, reason: str = "") -> dict:
+def new_record(rel: str, config: RunConfig, path: Path | None = None, reason: str = "") -> ImageRecord:
     """A journal record for one input, status error until the work succeeds."""
-    rec = {"input": rel, "status": "error", "reason": reason, "faces": [], "notes": [],
-           "method": config.method, "params": config.params, "detector": config.detector,
-           "config_hash": config.hash, "output": None, "timings": {}}
+    rec = ImageRecord(rel, config.method, config.params, config.detector, config.hash, reason=reason)
     if path is not None:
         try:
             st = os.stat(path)
-            rec["input_size"], rec["input_mtime_ns"] = st.st_size, st.st_mtime_ns
+            rec.input_size, rec.input_mtime_ns = st.st_size, st.st_mtime_ns
         except OSError:
             pass
     return rec
@@ -85,29 +84,29 @@ class Worker:
 
             torch.set_num_threads(threads)
 
-    def _decode(self, rel: str, src: str) -> tuple[dict, object | None]:
+    def _decode(self, rel: str, src: str) -> tuple[ImageRecord, object | None]:
         """The item's record and its decoded image (None when it could not be read: the record says why)."""
         rec = new_record(rel, self.config, Path(src))
         t0 = time.perf_counter()
         try:
             with open(src, "rb") as f:
                 data = f.read()
-            rec["input_sha256"] = hashlib.sha256(data).hexdigest()
+            rec.input_sha256 = hashlib.sha256(data).hexdigest()
             img = load_image(data, self.config.max_pixels, self.config.keep_metadata)
         except ImageError as e:
-            rec["reason"] = str(e)
+            rec.reason = str(e)
         except OSError as e:
-            rec["reason"] = f"cannot read file: {e.strerror or e}"
+            rec.reason = f"cannot read file: {e.strerror or e}"
         except Exception as e:  # one bad image must not stop the run
             _internal_error(rec, "decoding", e)
         else:
-            rec["notes"] = list(img.notes)
-            rec["jpeg_quality"] = img.jpeg_quality  # written with the input's own quantisation tables
-            rec["timings"]["decode"] = time.perf_counter() - t0
+            rec.notes = list(img.notes)
+            rec.jpeg_quality = img.jpeg_quality  # written with the input's own quantisation tables
+            rec.timings["decode"] = time.perf_counter() - t0
             return rec, img
         return rec, None
 
-    def _decode_and_detect(self, pairs: list[tuple[str, str]]) -> list[tuple[dict, object | None, list | None]]:
+    def _decode_and_detect(self, pairs: list[tuple[str, str]]) -> list[tuple[ImageRecord, object | None, list | None]]:
         """(record, image, detections) per (relative input, input path); image or detections None on failure."""
         decoded = [self._decode(rel, src) for rel, src in pairs]
         loaded = [(rec, img) for rec, img in decoded if img is not None]
@@ -120,11 +119,11 @@ class Worker:
         for rec, img in decoded:
             dets = next(found) if img is not None else None
             if dets is not None:
-                rec["timings"]["detect"] = per_image
+                rec.timings["detect"] = per_image
             results.append((rec, img, dets))
         return results
 
-    def process(self, batch: list[tuple[str, str, str]], emit: Callable[[dict], None] | None = None) -> list[dict]:
+    def process(self, batch: list[tuple[str, str, str]], emit: Callable[[ImageRecord], None] | None = None) -> list[ImageRecord]:
         """``batch``: (relative input, input path, output path) triples; one record each, returned,
         and handed to ``emit`` as soon as its image is done (the run journals it then)."""
         results = self._decode_and_detect([(rel, src) for rel, src, _ in batch])
@@ -140,7 +139,7 @@ class Worker:
             finished.append(_done(rec, emit))
         return finished
 
-    def gather(self, batch: list[tuple[str, str]]) -> list[tuple[dict, list[np.ndarray]]]:
+    def gather(self, batch: list[tuple[str, str]]) -> list[tuple[ImageRecord, list[np.ndarray]]]:
         """First pass of a dataset-level method: the record (detections with exact landmarks)
         and the uint8 aligned crops of every face of each (relative input, input path)."""
         out = []
@@ -148,22 +147,20 @@ class Worker:
             crops = []
             if dets is not None:
                 try:
-                    decoded_notes = len(rec["notes"])
+                    decoded_notes = len(rec.notes)
                     dets = self._keep_large(rec, dets)
-                    rec["alignment_notes"] = rec["notes"][decoded_notes:]
-                    rec["detections"], crops = aligned_crops(img, dets, self.method.resolution, self.method.margin)
-                    rec["status"] = "ok" if dets else "no_face"
+                    rec.alignment_notes = rec.notes[decoded_notes:]
+                    rec.detections, crops = aligned_crops(img, dets, self.method.resolution, self.method.margin)
+                    rec.status = "ok" if dets else "no_face"
                 except Exception as e:  # one bad image must not stop the run
                     _internal_error(rec, "aligning", e)
                     crops = []
             out.append((rec, crops))
         return out
 
-    def compose(self, batch: list[tuple[str, str, str, dict]], emit: Callable[[dict], None] | None = None) -> list[dict]:
+    def compose(self, batch: list[tuple[str, str, str, Placement]], emit: Callable[[ImageRecord], None] | None = None) -> list[ImageRecord]:
         """Second pass of a dataset-level method: each face replaced by the crop the plan gave
-        it. ``batch``: (relative input, input path, output path, placement) with placement
-        {input_sha256, detections, alignment_notes, replacements, guarantees, plan}. Records as
-        in ``process``."""
+        it. ``batch``: (relative input, input path, output path, placement). Records as in ``process``."""
         finished = []
         for rel, src, dst, placement in batch:
             rec, img = self._decode(rel, src)
@@ -174,17 +171,17 @@ class Worker:
             finished.append(_done(rec, emit))
         return finished
 
-    def _compose_one(self, rec: dict, img, dst: str, placement: dict) -> None:
+    def _compose_one(self, rec: ImageRecord, img, dst: str, placement: Placement) -> None:
         if img is None:
             return
-        if rec["input_sha256"] != placement["input_sha256"]:
-            rec["reason"] = "the input changed since the first pass; run the same command again"
+        if rec.input_sha256 != placement.input_sha256:
+            rec.reason = "the input changed since the first pass; run the same command again"
             return
-        rec["notes"] += placement["alignment_notes"]
+        rec.notes += placement.alignment_notes
         dets = [Detection(np.asarray(d["box"], np.float64), d["score"], np.asarray(d["landmarks_exact"], np.float64))
-                for d in placement["detections"]]
-        rec["dataset_plan"] = placement["plan"]
-        placed = self.method.placing(placement["replacements"], placement["guarantees"])
+                for d in placement.detections]
+        rec.dataset_plan = placement.plan
+        placed = self.method.placing(placement.replacements, placement.guarantees)
         try:
             self._finish(rec, img, Path(dst), dets, method=placed, filter_small=False)
             if not placed.exhausted():
@@ -210,13 +207,13 @@ class Worker:
             _internal_error(rec, "face detection", e)
             return None
 
-    def _keep_large(self, rec: dict, dets: list) -> list:
+    def _keep_large(self, rec: ImageRecord, dets: list) -> list:
         small = [d for d in dets if d.size < self.config.min_face]
         if small:
-            rec["notes"].append(f"{len(small)} detection(s) below --min-face {self.config.min_face}px left untouched")
+            rec.notes.append(f"{len(small)} detection(s) below --min-face {self.config.min_face}px left untouched")
         return [d for d in dets if d.size >= self.config.min_face]
 
-    def _finish(self, rec: dict, img, dst: Path, dets, method: FaceMethod | None = None, filter_small: bool = True) -> None:
+    def _finish(self, rec: ImageRecord, img, dst: Path, dets, method: FaceMethod | None = None, filter_small: bool = True) -> None:
         if filter_small:
             dets = self._keep_large(rec, dets)
         t0 = time.perf_counter()
@@ -224,20 +221,20 @@ class Worker:
         if dets:
             face_key = None
             if self.keys is not None:
-                keyring, input_sha = self.keys.keyring, rec["input_sha256"]
-                face_key = lambda i: keyring.face(rec["input"], input_sha, i)  # noqa: E731
-            rec["faces"], secrets = anonymize_faces(img, dets, method or self.method, face_key, self.keys is not None and self.keys.escrow)
-            rec["status"] = "ok"
+                keyring, input_sha = self.keys.keyring, rec.input_sha256
+                face_key = lambda i: keyring.face(rec.input, input_sha, i)  # noqa: E731
+            rec.faces, secrets = anonymize_faces(img, dets, method or self.method, face_key, self.keys is not None and self.keys.escrow)
+            rec.status = "ok"
         else:
             policy = self.config.no_face
             if policy == "fail":
-                rec["status"], rec["reason"] = "error", "no face found (--no-face fail)"
+                rec.status, rec.reason = "error", "no face found (--no-face fail)"
                 return
-            rec["status"] = "no_face"
-            rec["reason"] = "no face found; " + ("written without changes to pixels" if policy == "keep" else "not written (--no-face skip)")
+            rec.status = "no_face"
+            rec.reason = "no face found; " + ("written without changes to pixels" if policy == "keep" else "not written (--no-face skip)")
             if policy == "skip":
                 return
-        rec["timings"]["anonymize"] = time.perf_counter() - t0
+        rec.timings["anonymize"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         data = encode_image(img)
         try:
@@ -246,35 +243,45 @@ class Worker:
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(f"no space left on device while writing {dst}") from None
-            rec["status"], rec["reason"] = "error", f"cannot write output: {e.strerror or e}"
+            rec.status, rec.reason = "error", f"cannot write output: {e.strerror or e}"
             return
-        rec["timings"]["encode_write"] = time.perf_counter() - t0
-        rec["output"] = rec["input"]
-        rec["output_sha256"] = hashlib.sha256(data).hexdigest()
+        rec.timings["encode_write"] = time.perf_counter() - t0
+        rec.output = rec.input
+        rec.output_sha256 = hashlib.sha256(data).hexdigest()
         if secrets is not None and self.keys is not None:
-            rec[KEY_RECORD] = key_record(rec, secrets)
+            rec.key_record = key_record(rec, secrets)
 
     @staticmethod
-    def _write_side_images(rec: dict, dst: Path) -> None:
+    def _write_side_images(rec: ImageRecord, dst: Path) -> None:
         """Each face's extra images (``FaceMethod.side_images``) as PNG under OUTPUT/<name>s/, the
         input's path with .face<i>.png, before the output itself: a run that stops in between
         redoes the image and writes them again. The face record keeps their relative paths and sha256."""
-        rel = Path(rec["input"])
+        rel = Path(rec.input)
         root = dst.parents[len(rel.parts) - 1]
-        faces = rec.get("faces", [])
-        pending = [(index, face.pop(SIDE_IMAGES)) for index, face in enumerate(faces) if SIDE_IMAGES in face]
-        for index, images in pending:
-            for name, rgb in images.items():
+        for index, face in enumerate(rec.faces):
+            images, face.side_image_pixels = face.side_image_pixels, None
+            for name, rgb in (images or {}).items():
                 side_rel = Path(f"{name}s") / rel.parent / f"{rel.stem}.face{index}.png"
                 data = encode_png(rgb)
                 write_atomic(root / side_rel, data)
-                faces[index].setdefault("side_images", {})[name] = {"path": side_rel.as_posix(), "sha256": hashlib.sha256(data).hexdigest()}
+                face.side_images = {**(face.side_images or {}), name: {"path": side_rel.as_posix(), "sha256": hashlib.sha256(data).hexdigest()}}
 
 
-KEY_RECORD = "_key_record"  # carried from worker to parent in memory, never journaled
+@dataclass(frozen=True)
+class Placement:
+    """What the second pass of a dataset-level method needs for one image: the first pass's
+    detections (with exact landmarks) and alignment notes, the plan's replacement crop and
+    guarantee per aligned face, and the plan's digest; ``input_sha256`` checks the input is unchanged."""
+
+    input_sha256: str
+    detections: list[dict]
+    alignment_notes: list[str]
+    replacements: list
+    guarantees: list
+    plan: str
 
 
-def key_record(rec: dict, secrets: list[FaceSecret]) -> dict:
+def key_record(rec: ImageRecord, secrets: list[FaceSecret]) -> KeyRecord:
     """The keyfile content for one image: per-face values, warps and escrowed pixels (compressed
     here, in the worker, so that the parent only encrypts)."""
     faces, blobs = [], []
@@ -287,22 +294,22 @@ def key_record(rec: dict, secrets: list[FaceSecret]) -> dict:
             face["escrow"] = {"box": list(s.escrow_box), **desc}
             blobs.append(blob)
         faces.append(face)
-    meta = {"input": rec["input"], "input_sha256": rec["input_sha256"], "faces": faces}  # face ids are re-derived
-    return {"meta": meta, "blobs": blobs}
+    meta = {"input": rec.input, "input_sha256": rec.input_sha256, "faces": faces}  # face ids are re-derived
+    return KeyRecord(meta, blobs)
 
 
-def _done(rec: dict, emit: Callable[[dict], None] | None) -> dict:
+def _done(rec: ImageRecord, emit: Callable[[ImageRecord], None] | None) -> ImageRecord:
     """A finished image's record, timings rounded, handed to ``emit`` at once."""
-    rec["timings"] = {k: round(v, 5) for k, v in rec["timings"].items()}
+    rec.timings = {k: round(v, 5) for k, v in rec.timings.items()}
     if emit is not None:
         emit(rec)
     return rec
 
 
-def _internal_error(rec: dict, stage: str, e: Exception) -> None:
+def _internal_error(rec: ImageRecord, stage: str, e: Exception) -> None:
     """Record an unexpected failure of one image (the traceback goes to the journal, not the user)."""
-    rec["status"], rec["reason"] = "error", f"internal error in {stage}: {type(e).__name__}: {e}"
-    rec["traceback"] = traceback.format_exc(limit=5)
+    rec.status, rec.reason = "error", f"internal error in {stage}: {type(e).__name__}: {e}"
+    rec.traceback = traceback.format_exc(limit=5)
 
 
 _WORKER: Worker | None = None
@@ -360,5 +367,5 @@ def process_in_worker(batch, task: str = "process"):
         raise WorkerStartError(_START_ERROR)
     if task in STREAMED_TASKS and _RESULTS is not None:
         records = getattr(_WORKER, task)(batch, emit=_RESULTS.put)
-        return Streamed(tuple(r["input"] for r in records))
+        return Streamed(tuple(r.input for r in records))
     return getattr(_WORKER, task)(batch)

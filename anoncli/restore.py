@@ -29,7 +29,7 @@ from pathlib import Path
 from . import __version__
 from .io.atomic import write_atomic
 from .io.discover import paths_overlap
-from .io.partial_restores import STAGING_MARK, record_staging, remove_abandoned
+from .io.partial_restores import record_staging, remove_abandoned, remove_dead_same_output, staging_folder
 from .io.stop_signals import stop_signals_interrupt
 from .keys.format import KeyfileMismatch
 from .methods.base import RestoreCapability, RestoreKind
@@ -127,7 +127,9 @@ def check_binding(reader, record: dict, manifest_sha256: str) -> None:
 
 
 def run_restore(anon_dir: Path, keyfile: Path, unlocker, output: Path | None = None, *,
-                weights_dir: str | None = None, progress: bool = True) -> RestoreSummary:
+                weights_dir: str | None = None, progress: bool = True, workers: int = 1) -> RestoreSummary:
+    """Restore ``anon_dir`` into ``output`` (a new folder) with the keyfile; images are restored
+    in this process or, with ``workers`` > 1, on the process pool (``executors.pool``)."""
     from .keys.keyfile import KeyfileReader, read_header
 
     started = time.time()
@@ -144,13 +146,11 @@ def run_restore(anon_dir: Path, keyfile: Path, unlocker, output: Path | None = N
                               f"{record.get('run_id')}: use that run's keyfile")
     reader = KeyfileReader(keyfile, unlocker)
     check_binding(reader, record, manifest_sha256)
-    restorer = _restorer(reader, record, weights_dir)
+    restorer = _restorer(reader.seal, record, weights_dir)
     removed_partial = remove_abandoned(anon_dir)
 
-    stem = f".{output.name[:40]}{STAGING_MARK}"
-    for stale in output.parent.glob(stem + "*") if output.parent.is_dir() else ():
-        shutil.rmtree(stale, ignore_errors=True)  # left by a restore of the same -o that was killed
-    staging = output.with_name(f"{stem}{os.getpid()}")
+    removed_partial += remove_dead_same_output(output)
+    staging = staging_folder(output)
     rows = []
     staging_record = None
     try:
@@ -158,13 +158,24 @@ def run_restore(anon_dir: Path, keyfile: Path, unlocker, output: Path | None = N
             output.parent.mkdir(parents=True, exist_ok=True)
             staging.mkdir(mode=0o700)   # the originals, readable by this user only until renamed
             staging_record = record_staging(anon_dir, staging)
-            iterator = manifest.to_dict("records")
+            manifest_rows = manifest.to_dict("records")
+            tasks = ((row, _key_material(row, reader)) for row in manifest_rows)   # opened one by one, as the work needs them
+            bar = None
             if progress:
                 from tqdm import tqdm
 
-                iterator = tqdm(iterator, unit="img", desc="restoring", dynamic_ncols=True, file=sys.stderr)
-            for row in iterator:
-                rows.append(_restore_one(row, anon_dir, staging, reader, restorer))
+                bar = tqdm(total=len(manifest_rows), unit="img", desc="restoring", dynamic_ncols=True, file=sys.stderr)
+            try:
+                for out in _restore_all(tasks, len(manifest_rows), anon_dir, staging, restorer,
+                                        (reader.seal, record, weights_dir), workers):
+                    rows.append(out)
+                    if bar is not None:
+                        bar.update()
+            finally:
+                if bar is not None:
+                    bar.close()
+            order = {row["input"]: i for i, row in enumerate(manifest_rows)}
+            rows.sort(key=lambda r: order[r["input"]])
             _write_restore_outputs(staging, rows, record, reader, manifest_sha256, restorer, started)
             os.rename(staging, output)
     except BaseException:
@@ -220,10 +231,10 @@ class _Restorer:
         return [f.quality for f in done if f.quality is not None]
 
 
-def _restorer(reader, record: dict, weights_dir: str | None) -> _Restorer:
+def _restorer(seal: dict, record: dict, weights_dir: str | None) -> _Restorer:
+    """What restores this run's faces (escrow, or the method's inverse), from the keyfile's seal."""
     from .methods import build_method, get_method_spec
 
-    seal = reader.seal
     name = seal.get("method")
     capability = run_capability(name, seal.get("params", {}), bool(seal.get("escrow")))
     if seal.get("escrow"):
@@ -261,7 +272,76 @@ def _side_images(row: dict, anon_dir: Path) -> dict[int, dict]:
     return out
 
 
-def _restore_one(row: dict, anon_dir: Path, staging: Path, reader, restorer: _Restorer) -> dict:
+@dataclass(frozen=True)
+class KeyMaterial:
+    """An image's record in the keyfile, opened: the output it was sealed for, its per-face
+    values (``meta``), escrowed pixels (``blobs``) and the keyring its face keys derive from.
+    Lives in memory only (crosses to a restore worker through a pipe, never a file)."""
+
+    output_sha256: str | None
+    meta: dict
+    blobs: bytes
+    keyring: object
+
+
+def _key_material(row: dict, reader) -> KeyMaterial | None:
+    """The keyfile's record of an anonymized image (None when it holds none, or nothing to restore)."""
+    if row["status"] != "ok" or not row.get("output"):
+        return None
+    sealed_for = reader.output_sha256(row["input"])
+    if sealed_for is None:
+        return None
+    return KeyMaterial(sealed_for, *reader.record(row["input"]))
+
+
+_POOL_RESTORER: _Restorer | None = None
+_POOL_PLACES: tuple[Path, Path] | None = None
+
+
+def _restore_all(tasks, n_tasks: int, anon_dir: Path, staging: Path, restorer: _Restorer, restorer_args: tuple,
+                 workers: int):
+    """Each (row, key material) restored, yielding its restore row as it finishes: here, or on
+    ``workers`` pool processes each holding its own restorer (model-based restores one image per
+    task). ``tasks`` is consumed lazily: the pool holds at most two batches per worker."""
+    from contextlib import closing
+    from itertools import islice
+
+    from .executors.pool import pool_results, worker_threads
+
+    if workers <= 1 or n_tasks <= 1:
+        for row, keys in tasks:
+            yield _restore_one(row, anon_dir, staging, keys, restorer)
+        return
+    size = 1 if restorer.source == "model" else 8
+    batches = iter(lambda: list(islice(tasks, size)), [])
+
+    initargs = (*restorer_args, anon_dir, staging, worker_threads(workers))
+    with closing(pool_results(batches, _restore_batch, workers, _init_restore_worker, initargs)) as finished:
+        for outs in finished:
+            yield from outs
+
+
+def _init_restore_worker(seal: dict, record: dict, weights_dir: str | None, anon_dir: Path, staging: Path, threads: int) -> None:
+    import signal
+
+    from .pipeline import _die_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C, and stops its workers
+    _die_with_parent()
+    global _POOL_RESTORER, _POOL_PLACES
+    _POOL_RESTORER, _POOL_PLACES = _restorer(seal, record, weights_dir), (anon_dir, staging)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _restore_batch(batch: list) -> list[dict]:
+    anon_dir, staging = _POOL_PLACES
+    return [_restore_one(row, anon_dir, staging, keys, _POOL_RESTORER) for row, keys in batch]
+
+
+def _restore_one(row: dict, anon_dir: Path, staging: Path, keys: KeyMaterial | None, restorer: _Restorer) -> dict:
     from .io.images import ImageError, encode_image, load_image
 
     rel = row["input"]
@@ -287,10 +367,10 @@ def _restore_one(row: dict, anon_dir: Path, staging: Path, reader, restorer: _Re
         result, out["restored_from"] = data, "copy"
         out["status"] = "copied"
     else:
-        if reader.output_sha256(rel) != expected:
+        if keys is None or keys.output_sha256 != expected:
             out["reason"] = "the keyfile holds no record for this image"
             return out
-        meta, blobs, keyring = reader.record(rel)
+        meta, blobs, keyring = keys.meta, keys.blobs, keys.keyring
         config = restorer.config
         try:
             img = load_image(data, config.get("max_pixels", 178_956_970), keep_metadata=True)

@@ -18,9 +18,10 @@ from .config import RunConfig
 from .executors import ExecutorOptions
 from .io.atomic import remove_stale_temps, write_atomic
 from .io.discover import STATE_DIR, discover, paths_overlap
-from .io.journal import Journal, manifest_frame, manifest_parquet
+from .io.journal import RunJournal, manifest_frame, manifest_parquet
 from .io.stop_signals import stop_signals_interrupt
 from .methods import get_method_spec
+from .records import STATUSES, ImageRecord
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_PARQUET_NAME = "manifest.parquet"   # the same table, for pandas/Arrow/Spark at scale
@@ -102,11 +103,11 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _prepare_state(state: Path, config: RunConfig, overwrite: bool, keys: KeyOptions | None) -> tuple[Journal, str]:
+def _prepare_state(state: Path, config: RunConfig, overwrite: bool, keys: KeyOptions | None) -> tuple[RunJournal, str]:
     """The journal and run id of this output folder's run; a clash with the earlier run
     (configuration, keyfile settings) is a ``RunError`` unless ``overwrite``."""
     state.mkdir(parents=True, exist_ok=True)
-    journal = Journal(state / "journal.jsonl")
+    journal = RunJournal(state / "journal.jsonl")
     config_path = state / "config.json"
     previous = {}
     if config_path.exists():
@@ -156,12 +157,12 @@ def _check_keyfile_place(keyfile: Path, input_dir: Path, output_dir: Path, state
                                       "or remove it if it is no longer needed")
 
 
-def _keys_clash(before: dict | None, now: dict | None, journal: Journal) -> str | None:
+def _keys_clash(before: dict | None, now: dict | None, journal: RunJournal) -> str | None:
     """Why the earlier invocations' keyfile settings forbid resuming with these, or None."""
     if before is None and now is None:
         return None
     if before is None:
-        if any(r.get("status") == "ok" for r in journal.load().values()):
+        if any(r.status == "ok" for r in journal.load().values()):
             return ("images in this output folder were anonymized without a keyfile; their keys cannot be "
                     "added now. Re-run with --overwrite to redo them with --keyfile, or drop --keyfile.")
         return None
@@ -201,28 +202,28 @@ def _keyfile_run_id(path: Path) -> str | None:
         return None
 
 
-def _is_done(rec: dict | None, item_path: Path, out_root: Path, config_hash: str,
+def _is_done(rec: ImageRecord | None, item_path: Path, out_root: Path, config_hash: str,
              keyed: dict[str, str] | None = None) -> bool:
     """Done earlier under this config, input unchanged, output present, and (with a keyfile)
     the image's key record written for exactly that output."""
-    if not rec or rec.get("config_hash") != config_hash or rec.get("status") not in ("ok", "no_face"):
+    if rec is None or rec.config_hash != config_hash or not rec.done:
         return False
-    if keyed is not None and rec["status"] == "ok" and keyed.get(rec["input"]) != rec.get("output_sha256"):
+    if keyed is not None and rec.status == "ok" and keyed.get(rec.input) != rec.output_sha256:
         return False
     try:
         st = os.stat(item_path)
     except OSError:
         return False
-    if (st.st_size, st.st_mtime_ns) != (rec.get("input_size"), rec.get("input_mtime_ns")):
+    if (st.st_size, st.st_mtime_ns) != (rec.input_size, rec.input_mtime_ns):
         return False
-    return rec.get("output") is None or (out_root / rec["output"]).is_file()
+    return rec.output is None or (out_root / rec.output).is_file()
 
 
-def _plan(found, done: dict[str, dict], config: RunConfig, output_dir: Path, keyed: dict[str, str] | None = None):
+def _plan(found, done: dict[str, ImageRecord], config: RunConfig, output_dir: Path, keyed: dict[str, str] | None = None):
     """Records already final (done earlier, or discovery problems) and the (rel, src, dst) still to do."""
     from .pipeline import new_record
 
-    records: dict[str, dict] = {}
+    records: dict[str, ImageRecord] = {}
     todo = []
     resumed = 0
     for item in found.items:
@@ -279,11 +280,11 @@ class PreparedRun:
 
     output_dir: Path
     state: Path
-    journal: Journal
+    journal: RunJournal
     run_id: str
     writer: object | None          # keys.keyfile.KeyfileWriter with --keyfile
     found: object                  # io.discover.Discovery
-    records: dict[str, dict]       # final records so far, by input
+    records: dict[str, ImageRecord]   # final records so far, by input
     todo: list
     resumed: int
 
@@ -294,20 +295,17 @@ class Recorder:
     def __init__(self, run: PreparedRun, bar=None):
         self.run, self.bar = run, bar
 
-    def __call__(self, finished: list[dict]) -> None:
-        from .pipeline import KEY_RECORD
-
+    def __call__(self, finished: list[ImageRecord]) -> None:
         writer = self.run.writer
         if writer is not None:  # keys durable before the journal names an image done
             for rec in finished:
-                kr = rec.pop(KEY_RECORD, None)
-                if kr is not None:
-                    writer.append(rec["input"], rec["output_sha256"], kr["meta"], kr["blobs"])
+                if rec.key_record is not None:
+                    writer.append(rec.input, rec.output_sha256, rec.key_record.meta, rec.key_record.blobs)
             writer.flush()
         for rec in finished:
-            rec.pop(KEY_RECORD, None)
+            rec.key_record = None
             self.run.journal.append(rec)
-            self.run.records[rec["input"]] = rec
+            self.run.records[rec.input] = rec
         if self.bar is not None:
             self.bar.update(len(finished))
 
@@ -410,11 +408,11 @@ def _execute_run(run: PreparedRun, config: RunConfig, executor: ExecutorOptions,
 def _summarise(run: PreparedRun, stopped: str | None, dataset: dict | None, started: float) -> RunSummary:
     ordered = [run.records[i.rel] for i in run.found.items if i.rel in run.records]
     summary = RunSummary(
-        counts={s: sum(1 for r in ordered if r["status"] == s) for s in ("ok", "no_face", "error")},
-        failed=[(r["input"], r.get("reason", "")) for r in ordered if r["status"] == "error"],
+        counts={s: sum(1 for r in ordered if r.status == s) for s in STATUSES},
+        failed=[(r.input, r.reason) for r in ordered if r.status == "error"],
         skipped_dirs=run.found.skipped_dirs, output=run.output_dir, resumed=run.resumed,
         seconds=time.time() - started, stopped=stopped,
-        faces=sum(len(r.get("faces", [])) for r in ordered), run_id=run.run_id, dataset=dataset,
+        faces=sum(len(r.faces) for r in ordered), run_id=run.run_id, dataset=dataset,
     )
     summary.counts["not_done"] = len(run.found.items) - len(ordered)
     return summary
@@ -443,17 +441,17 @@ def _write_and_seal(run: PreparedRun, summary: RunSummary, config: RunConfig, ke
                                f"are kept in {keys.path}.partial: run the same command again.").strip()
 
 
-def _finish_keyfile(writer, keys: KeyOptions, manifest_sha256: str, ordered: list[dict], config: RunConfig) -> dict:
+def _finish_keyfile(writer, keys: KeyOptions, manifest_sha256: str, ordered: list[ImageRecord], config: RunConfig) -> dict:
     """Seal the keyfile to the manifest just written; sizes per face for the summary."""
     from .weights import REGISTRY
 
-    keep = {r["input"]: r["output_sha256"] for r in ordered if r["status"] == "ok" and r.get("output_sha256")}
+    keep = {r.input: r.output_sha256 for r in ordered if r.status == "ok" and r.output_sha256}
     spec = get_method_spec(config.method)
     run_info = {"method": config.method, "params": config.params, "config_hash": config.hash,
                 "escrow": keys.escrow, "detector": {"name": config.detector, "sha256": config.detector_weights_sha256},
                 "method_weights": {w: REGISTRY[w].sha256 for w in spec.weights_needed(config.params)}}
     sizes = writer.finish(manifest_sha256, keep, run_info)
-    faces = sum(len(r.get("faces", [])) for r in ordered if r["input"] in keep)
+    faces = sum(len(r.faces) for r in ordered if r.input in keep)
     sizes["faces"] = faces
     sizes["bytes_per_face"] = sizes["record_bytes"] / faces if faces else 0.0
     sizes["path"] = str(keys.path)
@@ -461,7 +459,7 @@ def _finish_keyfile(writer, keys: KeyOptions, manifest_sha256: str, ordered: lis
     return sizes
 
 
-def _write_outputs(output_dir: Path, ordered: list[dict], config: RunConfig, summary: RunSummary, started: float,
+def _write_outputs(output_dir: Path, ordered: list[ImageRecord], config: RunConfig, summary: RunSummary, started: float,
                    keys: KeyOptions | None = None, input_dir: Path | None = None) -> str:
     """manifest.csv and run.json; returns the manifest's sha256."""
     from .weights import REGISTRY, sha256_of

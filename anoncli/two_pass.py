@@ -25,6 +25,8 @@ from .io.atomic import write_atomic
 from .io.face_store import FaceStore
 from .io.labels import LabelsError, LabelTable, read_labels
 from .methods.base import FaceMethod
+from .pipeline import Placement
+from .records import ImageRecord
 
 PASS1_DIR = "pass1"
 PLAN_ARRAYS = "plan.npy"
@@ -70,12 +72,12 @@ def run_pass1(items, store: FaceStore, execute, on_error, progress: bool) -> Pas
 
     def take(results):
         for rec, crops in results:
-            if rec["status"] == "error":
+            if rec.status == "error":
                 on_error(rec)
             else:
                 crop_sha = [hashlib.sha256(c.tobytes()).hexdigest()[:16] for c in crops]
                 keep = ("input", "input_size", "input_mtime_ns", "input_sha256", "status", "alignment_notes", "detections")
-                store.append({**{k: rec.get(k) for k in keep}, "crop_sha256": crop_sha}, crops)
+                store.append({**{k: getattr(rec, k) for k in keep}, "crop_sha256": crop_sha}, crops)
             if bar is not None:
                 bar.update(1)
 
@@ -201,7 +203,7 @@ def _load_plan(state: Path, digest: str | None):
     return record, np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def placements(items, store_records: dict, plan, digest: str):
+def placements(items, store_records: dict, plan, digest: str) -> dict[str, tuple[Placement | None, str | None]]:
     """Per item to write: (placement, None) or (None, reason it cannot be written). ``plan``: a
     dataset-level method's plan (``excluded``, ``replacement(key)``, ``guarantee(key)``)."""
     out = {}
@@ -220,9 +222,8 @@ def placements(items, store_records: dict, plan, digest: str):
         if problems:
             out[item.rel] = (None, "; ".join(problems))
         else:
-            out[item.rel] = ({"input_sha256": rec["input_sha256"], "detections": rec["detections"],
-                              "alignment_notes": rec["alignment_notes"], "replacements": replacements,
-                              "guarantees": guarantees, "plan": digest}, None)
+            out[item.rel] = (Placement(rec["input_sha256"], rec["detections"], rec["alignment_notes"], replacements,
+                                       guarantees, digest), None)
     return out
 
 
@@ -230,7 +231,7 @@ def _batches(todo: list, size: int) -> list[list]:
     return [todo[i:i + size] for i in range(0, len(todo), size)]
 
 
-def run_two_passes(items, records: dict[str, dict], config: RunConfig, state: Path, output_dir: Path, *,
+def run_two_passes(items, records: dict[str, ImageRecord], config: RunConfig, state: Path, output_dir: Path, *,
                    batch_size: int, execute, take, progress: bool, log, weights_dir: str | None = None) -> dict:
     """Both passes over ``items`` (discovery problems excluded by the caller). ``records`` holds
     the final records so far (done earlier, or failed); outputs of another plan are redone.
@@ -264,7 +265,7 @@ def run_two_passes(items, records: dict[str, dict], config: RunConfig, state: Pa
     finally:
         store.close()
     redone = [rel for rel, rec in records.items()
-              if rel in current and rec.get("status") != "error" and rec.get("dataset_plan") != summary["digest"]]
+              if rel in current and rec.status != "error" and rec.dataset_plan != summary["digest"]]
     for rel in redone:
         del records[rel]
     todo = [i for i in aligned if i.rel not in records]
@@ -289,7 +290,7 @@ def run_two_passes(items, records: dict[str, dict], config: RunConfig, state: Pa
         if bar is not None:
             bar.close()
     pass1_info = {"aligned_now": pass1.aligned_now, "cached": pass1.cached}
-    if all(records.get(i.rel, {}).get("status") in ("ok", "no_face") for i in items):
+    if all(i.rel in records and records[i.rel].done for i in items):
         shutil.rmtree(store.root, ignore_errors=True)  # it holds the original faces; the run no longer needs them
         pass1_info["cache"] = "removed: every image is done"
     else:
@@ -308,6 +309,5 @@ def _finished_under_saved_plan(items, records: dict, state: Path, labels_sha: st
     summary = record["summary"]
     if sorted(i.rel for i in items) != record["inputs"] or (summary.get("labels") or {}).get("sha256", "") != labels_sha:
         return None
-    done = all(records.get(i.rel, {}).get("status") in ("ok", "no_face")
-               and records[i.rel].get("dataset_plan") == record["digest"] for i in items)
+    done = all(i.rel in records and records[i.rel].done and records[i.rel].dataset_plan == record["digest"] for i in items)
     return summary if done else None

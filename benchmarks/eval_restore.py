@@ -66,7 +66,7 @@ def face_regions_exact(src: Path, anon: Path, key: Path, restored: Path) -> tupl
     from anoncli.restore import _restorer
 
     reader = KeyfileReader(key, Passphrase(PASSPHRASE.encode()))
-    restorer = _restorer(reader, json.loads((anon / "run.json").read_text()), None)
+    restorer = _restorer(reader.seal, json.loads((anon / "run.json").read_text()), None)
     equal = total = equal_written = 0
     worst = 0
     for rel in reader.records:

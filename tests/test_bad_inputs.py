@@ -440,7 +440,7 @@ def test_detector_failure_on_one_image_fails_only_that_image(tmp_path):
 
     worker.detector = Fussy()
     batch, out = _worker_batch(tmp_path)
-    records = {r["input"]: r for r in worker.process(batch)}
+    records = {r.input: r.to_dict() for r in worker.process(batch)}
     assert records["img1.png"]["status"] == "error"
     assert "internal error in face detection" in records["img1.png"]["reason"]
     assert "detector cannot handle this one" in records["img1.png"]["reason"]
@@ -465,7 +465,7 @@ def test_unexpected_decoder_failure_fails_only_that_image(tmp_path, monkeypatch)
     monkeypatch.setattr(pipeline, "load_image", load)
     worker = pipeline.Worker(RunConfig(method="blur"), threads=1)
     batch, out = _worker_batch(tmp_path)
-    records = {r["input"]: r for r in worker.process(batch)}
+    records = {r.input: r.to_dict() for r in worker.process(batch)}
     assert records["img0.png"]["status"] == "error"
     assert records["img0.png"]["reason"].startswith("internal error in decoding: error: unpack requires")
     assert [records[n]["status"] for n in ("img1.png", "img2.png")] == ["no_face", "no_face"]

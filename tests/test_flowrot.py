@@ -116,8 +116,8 @@ def test_the_encrypted_latent_image_holds_z_enc_to_its_quantisation():
 def test_output_latent_writes_one_png_per_face_beside_the_output(method, tmp_path):
     from PIL import Image
 
-    from anoncli.faces.stage import SIDE_IMAGES
     from anoncli.pipeline import Worker
+    from anoncli.records import FaceResult, ImageRecord
 
     face = _faces(1)[0]
     fake, none = method.anonymize_with_side_images(face, None, _key(1))
@@ -126,14 +126,15 @@ def test_output_latent_writes_one_png_per_face_beside_the_output(method, tmp_pat
     same_fake, side = with_latent.anonymize_with_side_images(face, None, _key(1))
     np.testing.assert_array_equal(same_fake, fake)
     assert list(side) == ["latent"] and side["latent"].shape == (R, R, 3)
-    rec = {"input": "sub/a.jpg", "faces": [{"box": [0, 0, 1, 1]}, {"box": [1, 1, 2, 2], SIDE_IMAGES: side}]}
+    rec = ImageRecord("sub/a.jpg", "flowrot", {}, "retinaface-onnx", "h",
+                      faces=[FaceResult([0, 0, 1, 1], 0.9, []), FaceResult([1, 1, 2, 2], 0.9, [], side_image_pixels=side)])
     Worker._write_side_images(rec, tmp_path / "sub" / "a.jpg")
-    written = rec["faces"][1]["side_images"]["latent"]
-    assert written["path"] == "latents/sub/a.face1.png" and "side_images" not in rec["faces"][0]
+    written = rec.faces[1].side_images["latent"]
+    assert written["path"] == "latents/sub/a.face1.png" and rec.faces[0].side_images is None
     import hashlib
 
     assert written["sha256"] == hashlib.sha256((tmp_path / written["path"]).read_bytes()).hexdigest()
-    assert SIDE_IMAGES not in rec["faces"][1]
+    assert rec.faces[1].side_image_pixels is None and "side_image_pixels" not in rec.to_dict()["faces"][1]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "latents" / "sub" / "a.face1.png")), side["latent"])
 
 

@@ -92,7 +92,7 @@ def test_jpeg_escrow_restores_face_regions_exactly_and_images_above_40db(tmp_pat
     anon, key, restored = escrow_and_restore(src, tmp_path)
 
     reader = KeyfileReader(key, Passphrase(PASSPHRASE.encode()))
-    restorer = _restorer(reader, json.loads((anon / "run.json").read_text()), None)
+    restorer = _restorer(reader.seal, json.loads((anon / "run.json").read_text()), None)
     worst = float("inf")
     for rel in images_under(src):
         original = decoded(src / rel)

@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from anoncli.io.folder_lock import FolderBusy, FolderLock
 from anoncli.io.partial_restores import RECORDS, STAGING_MARK, record_staging, remove_abandoned
 
-from conftest import EXAMPLES, FAST_KDF, PASSPHRASE, cli
+from conftest import EXAMPLES, FAST_KDF, PASSPHRASE, cli, real_faces
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +97,36 @@ def test_sigterm_to_the_restore_command_exits_non_zero_in_one_line(escrow_run, t
             "from anoncli.cli import main; sys.argv = ['anoncli'] + sys.argv[1:]; main()")
     env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE}
     p = subprocess.run([sys.executable, "-c", code, "restore", str(escrow_run / "anon"), "--keyfile", str(escrow_run / "run.key"),
-                        "-o", str(out), "-q"], capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
+                        "-o", str(out), "-q", "-j", "1"], capture_output=True, text=True, env=env, timeout=300,
+                       stdin=subprocess.DEVNULL)
     assert p.returncode == 130, p.stdout + p.stderr
     assert "Traceback" not in p.stderr and "nothing restored was kept" in (p.stdout + p.stderr)
+    assert not out.exists() and not [q for q in tmp_path.iterdir() if STAGING_MARK in q.name]
+
+
+def test_sigterm_to_a_restore_on_the_pool_leaves_nothing_restored(tmp_path):
+    """The same with two worker processes restoring: the parent stops them before it removes their folder."""
+    anon, key = tmp_path / "anon", tmp_path / "run.key"
+    src = tmp_path / "in"
+    src.mkdir()
+    for f in real_faces(40):
+        (src / f.name).write_bytes(f.read_bytes())
+    r = cli("anonymize", src, "-o", anon, "--method", "blur", "--keyfile", key, "--escrow", *FAST_KDF, "-q")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "restored"
+    env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE}
+    proc = subprocess.Popen([sys.executable, "-m", "anoncli", "restore", str(anon), "--keyfile", str(key), "-o", str(out),
+                             "-q", "-j", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.is_file() for q in tmp_path.iterdir() if STAGING_MARK in q.name
+                                             for p in q.rglob("*.jpg")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    time.sleep(1)   # a worker that outlived the stop would write here now
     assert not out.exists() and not [q for q in tmp_path.iterdir() if STAGING_MARK in q.name]
 
 
@@ -267,3 +295,14 @@ def test_a_slow_method_stops_within_seconds_keeping_every_finished_image(tmp_pat
     r = cli("restore", out, "--keyfile", tmp_path / "run.key", "-o", tmp_path / "back", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{len(written)} approximate" in r.stdout
+
+
+def test_restore_on_the_process_pool_writes_what_the_in_process_restore_writes(escrow_run, tmp_path):
+    outputs = {}
+    for workers in ("1", "2"):
+        back = tmp_path / f"back-{workers}"
+        r = cli("restore", escrow_run / "anon", "--keyfile", escrow_run / "run.key", "-o", back, "-q", "-j", workers)
+        assert r.returncode == 0, r.stdout + r.stderr
+        outputs[workers] = {p.relative_to(back).as_posix(): p.read_bytes() for p in back.rglob("*")
+                            if p.is_file() and p.name != "restore.json"}
+    assert outputs["1"] == outputs["2"] and len(outputs["1"]) >= 6

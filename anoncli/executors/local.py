@@ -60,7 +60,7 @@ class LocalExecutor:
                     rec = results.get(timeout=wait_s) if wait_s else results.get_nowait()
                 except queue_module.Empty:
                     return
-                received.add(rec["input"])
+                received.add(rec.input)
                 take([rec])
 
         spec = self.spec

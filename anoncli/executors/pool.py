@@ -12,6 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
 
 POLL_SECONDS = 0.2   # how often ``poll`` runs while batches are in flight
+TERMINATE_WAIT_SECONDS = 3.0   # a terminated worker is killed if still alive after this
 
 
 def worker_threads(workers: int) -> int:
@@ -45,9 +46,17 @@ def pool_results(batches: Iterable[Any], fn: Callable[[Any], Any], workers: int,
             yield from finished()
         pool.shutdown(wait=True)
     except BaseException:
-        for future in pending:
-            future.cancel()
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
+        # Futures are not cancelled: the pool's manager thread fails the pending ones itself when
+        # it sees its workers gone (and, in Python 3.11, raises on a future already cancelled).
+        call_queue = getattr(pool, "_call_queue", None)
+        if call_queue is not None:   # its feeder may be blocked writing a large batch to a worker being stopped:
+            call_queue.cancel_join_thread()   # never wait for it (neither here nor at exit)
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for process in processes:
             process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:   # gone before the caller cleans up what they were writing into
+            process.join(TERMINATE_WAIT_SECONDS)
+            if process.is_alive():
+                process.kill()
+        pool.shutdown(wait=False)
         raise

@@ -21,12 +21,20 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 1024 ** 2   # rows are paths and records: a sma
 INSTALL_HINT = "pip install 'anoncli[ray]'"
 
 
+def ray_missing_message() -> str | None:
+    """Why --executor ray cannot run here (None: Ray Data is installed)."""
+    from importlib.util import find_spec
+
+    if find_spec("ray") is None or find_spec("ray.data") is None:
+        return f"--executor ray needs Ray Data, which is not installed: {INSTALL_HINT}"
+    return None
+
+
 class RayExecutor:
     def __init__(self, spec: WorkerSpec, options: ExecutorOptions):
-        try:
-            import ray.data  # noqa: F401
-        except ImportError:
-            raise ExecutorUnavailable(f"--executor ray needs Ray Data, which is not installed: {INSTALL_HINT}") from None
+        missing = ray_missing_message()
+        if missing:
+            raise ExecutorUnavailable(missing)
         self.spec, self.workers = spec, max(1, options.workers)
         self.address = options.ray_address or os.environ.get("RAY_ADDRESS") or None
         self.connected_here = False

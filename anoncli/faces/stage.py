@@ -11,12 +11,12 @@ from ..keys.derive import FaceKey
 from ..keys.escrow import changed_box
 from ..io.images import COLOUR_CHANNELS, LoadedImage, from_rgb, rgb8, rgb_view
 from ..methods.base import FaceMethod
+from ..records import FaceResult
 from .align import affine_scale, alignment_matrix, apply_affine
 from .blend import composite, crop_bounds_in_image, warp_crop_to_roi
 from .detection import Detection
 
 
-SIDE_IMAGES = "_side_images"   # a face record's extra images, written by the pipeline and never journaled
 
 
 def _shift(m: np.ndarray, x0: int, y0: int) -> np.ndarray:
@@ -98,7 +98,7 @@ class FaceSecret:
 
 def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceMethod,
                     face_key: Callable[[int], FaceKey] | None = None,
-                    escrow: bool = False) -> tuple[list[dict], list[FaceSecret]]:
+                    escrow: bool = False) -> tuple[list[FaceResult], list[FaceSecret]]:
     """Replace every detected face in ``img.pixels`` (in place); one record per face, and
     one secret per face when the run has a keyfile (``face_key`` gives face i's key).
 
@@ -111,10 +111,9 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
     for index, det in enumerate(detections):
         m = alignment_matrix(det.landmarks, res, method.margin)
         roi = crop_bounds_in_image(m, res, img.height, img.width)
-        record = det.to_record()
-        record["warp"] = [[round(float(v), 6) for v in row] for row in m]
+        record = FaceResult(**det.to_record(), warp=[[round(float(v), 6) for v in row] for row in m])
         if roi is None:
-            record["skipped"] = "crop outside the image"
+            record.skipped = "crop outside the image"
             records.append(record)
             continue
         key = face_key(index) if face_key is not None else None
@@ -122,10 +121,10 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
         crop = extract_crop(img, m, res, roi)
         region = _locate(img, method, roi, m, det.landmarks, landmarks_in_crop)
         if method.compositor is not None:
-            record["region"] = region.source
+            record.region = region.source
         anon, side = method.anonymize_with_side_images(crop, landmarks_in_crop, key)
         if side:
-            record[SIDE_IMAGES] = side
+            record.side_image_pixels = side
         anon_roi, mask_roi = _put_back(img, method, roi, m, anon, region)
         x0, y0, x1, y1 = roi
         if key is not None:
@@ -139,10 +138,8 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
                 secret.escrow_pixels = img.pixels[y0 + by0:y0 + by1, x0 + bx0:x0 + bx1].copy()
             secrets.append(secret)
         _composite_into(img, roi, anon_roi, mask_roi)
-        record["abs_params"] = {k: round(float(v), 3) for k, v in method.absolute_params(affine_scale(m)).items()}
-        guarantee = method.guarantee()
-        if guarantee is not None:
-            record["guarantee"] = guarantee
+        record.abs_params = {k: round(float(v), 3) for k, v in method.absolute_params(affine_scale(m)).items()}
+        record.guarantee = method.guarantee()
         records.append(record)
     return records, secrets
 

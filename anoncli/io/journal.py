@@ -1,4 +1,4 @@
-"""Append-only run journal (JSON lines) and the final manifest table built from it.
+"""Append-only journals in JSON lines (a run's, the first pass's face store's) and the manifest built from a run's.
 
 A record is appended only after its output file is durable, so after a crash every
 journal line names a complete file; a torn last line is dropped on reopening.
@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from ..records import ImageRecord
 
 MANIFEST_COLUMNS = ["input", "input_sha256", "output", "output_sha256", "status", "reason", "n_faces", "faces",
                     "method", "params", "detector", "jpeg_quality", "notes", "timings", "config_hash"]
@@ -70,27 +72,44 @@ class Journal:
             self.path.unlink()
 
 
-def manifest_frame(records: list[dict]):
+class RunJournal(Journal):
+    """A run's journal: one ``ImageRecord`` per line. A line this version cannot read as one is
+    skipped, and its image redone."""
+
+    def load(self) -> dict[str, ImageRecord]:
+        records = {}
+        for rel, d in super().load().items():
+            try:
+                records[rel] = ImageRecord.from_dict(d)
+            except (ValueError, TypeError):
+                continue
+        return records
+
+    def append(self, record: ImageRecord) -> None:
+        super().append(record.to_dict())
+
+
+def manifest_frame(records: list[ImageRecord]):
     import pandas as pd
 
     rows = []
     for r in records:
         rows.append({
-            "input": r["input"],
-            "input_sha256": r.get("input_sha256"),
-            "output": r.get("output"),
-            "output_sha256": r.get("output_sha256"),
-            "status": r["status"],
-            "reason": r.get("reason", ""),
-            "n_faces": len(r.get("faces", [])),
-            "faces": json.dumps(r.get("faces", []), default=json_default, separators=(",", ":")),
-            "method": r.get("method"),
-            "params": json.dumps(r.get("params", {}), sort_keys=True),
-            "detector": r.get("detector"),
-            "jpeg_quality": r.get("jpeg_quality"),
-            "notes": "; ".join(r.get("notes", [])),
-            "timings": json.dumps(r.get("timings", {}), sort_keys=True),
-            "config_hash": r.get("config_hash"),
+            "input": r.input,
+            "input_sha256": r.input_sha256,
+            "output": r.output,
+            "output_sha256": r.output_sha256,
+            "status": r.status,
+            "reason": r.reason,
+            "n_faces": len(r.faces),
+            "faces": json.dumps([f.to_dict() for f in r.faces], default=json_default, separators=(",", ":")),
+            "method": r.method,
+            "params": json.dumps(r.params, sort_keys=True),
+            "detector": r.detector,
+            "jpeg_quality": r.jpeg_quality,
+            "notes": "; ".join(r.notes),
+            "timings": json.dumps(r.timings, sort_keys=True),
+            "config_hash": r.config_hash,
         })
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 

@@ -81,3 +81,37 @@ def remove_abandoned(anon_dir: Path) -> list[Path]:
         finally:
             os.close(fd)
     return removed
+
+
+def staging_folder(output: Path) -> Path:
+    """This process's staging folder for a restore into ``output`` (hidden, beside it)."""
+    return output.with_name(f"{staging_prefix(output)}{os.getpid()}")
+
+
+def staging_prefix(output: Path) -> str:
+    return f".{output.name[:40]}{STAGING_MARK}"
+
+
+def remove_dead_same_output(output: Path) -> list[Path]:
+    """Staging folders of earlier restores into the same ``output`` whose process is gone (the
+    fallback where the anonymized folder was read-only and nothing was recorded); a running
+    restore's folder (its pid alive) is left alone."""
+    removed = []
+    prefix = staging_prefix(output)
+    for stale in output.parent.glob(prefix + "*") if output.parent.is_dir() else ():
+        pid = stale.name[len(prefix):]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+        removed.append(stale)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
