@@ -38,10 +38,13 @@ def get_method_spec(name: str) -> MethodSpec:
 
 
 def build_method(name: str, params: dict, weights_dir=None) -> FaceMethod:
-    """The method with its validated parameters; methods with weights look in ``weights_dir`` first."""
+    """The method with its validated parameters, named as its registry entry (``method.name``);
+    methods with weights look in ``weights_dir`` first."""
     spec = get_method_spec(name)
     extra = {"weights_dir": weights_dir} if spec.weights else {}
-    return spec.load()(**spec.resolve_params(params), **extra)
+    method = spec.load()(**spec.resolve_params(params), **extra)
+    method.name = spec.name
+    return method
 
 
 __all__ = ["FaceMethod", "MethodSpec", "Param", "available_methods", "build_method", "get_method_spec", "register"]

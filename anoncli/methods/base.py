@@ -140,6 +140,7 @@ class FaceMethod:
     keyfile; reversible methods require it and undo their work in ``restore_crop``.
     """
 
+    name: str = ""      # its registry name, set by ``methods.build_method``
     resolution: int = 256
     margin: float = 0.3
     compositor = None   # anoncli.faces.compositing.Compositor | None

@@ -182,7 +182,6 @@ class KSame(FaceMethod):
     """A dataset-level method: ``fit`` plans every face's replacement (two_pass runs it between its
     passes, and saves the plan), then the face stage blends each replacement in (``placing``)."""
 
-    name = "ksame-pixel"
     default_space = "pixel"
 
     def __init__(self, **params):
@@ -266,11 +265,9 @@ class PlacedFaces(FaceMethod):
 
 
 class KSameEigen(KSame):
-    name = "ksame-eigen"
     default_space = "eigen"
 
 
 class KSameSelect(KSame):
     """k-Same inside each partition of --select; ``--space`` says which k-Same."""
 
-    name = "ksame-select"

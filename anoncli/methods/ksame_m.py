@@ -273,7 +273,6 @@ class KSameM(KSame):
     """k-Same-M: ``fit`` plans in the appearance model (``plan_ksame_m``) from every face's 68-point
     landmarks, whose predictor is loaded on first use (workers that only place faces never load it)."""
 
-    name = "ksame-m"
     default_space = "model"
 
     def __init__(self, weights_dir=None, **params):
