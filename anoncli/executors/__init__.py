@@ -45,9 +45,9 @@ class ExecutorUnavailable(RuntimeError):
     """The executor cannot start (Ray not installed, cluster unreachable): said in one line."""
 
 
-_EXECUTORS = {
-    "local": ("anoncli.executors.local", "LocalExecutor", "this machine: one process, or a pool of --workers processes"),
-    "ray": ("anoncli.executors.ray_data", "RayExecutor", "Ray Data on a Ray cluster (--ray-address; a local one by default)"),
+_EXECUTORS = {   # name -> (module, class), imported only when chosen (Ray is an optional install)
+    "local": ("anoncli.executors.local", "LocalExecutor"),
+    "ray": ("anoncli.executors.ray_data", "RayExecutor"),
 }
 
 
@@ -55,12 +55,8 @@ def list_executors() -> list[str]:
     return list(_EXECUTORS)
 
 
-def describe_executor(name: str) -> str:
-    return _EXECUTORS[name][2]
-
-
 def create_executor(options: ExecutorOptions, spec: WorkerSpec) -> Executor:
     if options.name not in _EXECUTORS:
         raise ValueError(f"unknown executor {options.name!r}; available: {', '.join(_EXECUTORS)}")
-    module, cls, _ = _EXECUTORS[options.name]
+    module, cls = _EXECUTORS[options.name]
     return getattr(importlib.import_module(module), cls)(spec, options)

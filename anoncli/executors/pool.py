@@ -1,4 +1,5 @@
-"""The one process pool of anoncli: anonymize (both passes of dataset-level methods too), report.
+"""The one process pool of anoncli: the local executor's (anonymize, both passes of dataset-level
+methods too), report's and restore's.
 
 Batches go to spawned worker processes, at most two queued per worker (bounded memory); each
 batch's result comes back as soon as it is done. On any stop (Ctrl-C, SIGTERM, an error in a
