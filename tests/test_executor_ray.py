@@ -40,7 +40,43 @@ def cluster(tmp_path_factory):
                              capture_output=True, text=True, env=env, timeout=180)
     assert started.returncode == 0, started.stdout + started.stderr
     yield f"127.0.0.1:{port}"
-    subprocess.run([ray_cli, "stop", "--force"], capture_output=True, env=env, timeout=120)
+    _stop_processes_mentioning(str(temp))   # `ray stop` would stop every Ray cluster of this user
+
+
+def _stop_processes_mentioning(text: str) -> None:
+    """SIGTERM, then SIGKILL, the processes whose command line names ``text`` (this cluster's
+    own temp folder: its GCS and raylet) and their descendants (agents and workers, which rename
+    themselves)."""
+    import signal
+    import time
+
+    def matching() -> list[int]:
+        named, parent = set(), {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    named.add(int(entry.name))
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+        found, grew = set(named), True
+        while grew:
+            children = {pid for pid, ppid in parent.items() if ppid in found} - found
+            found |= children
+            grew = bool(children)
+        return sorted(found)
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in matching():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.time() + 10
+        while matching() and time.time() < deadline:
+            time.sleep(0.2)
 
 
 def _manifest(out: Path) -> pd.DataFrame:
