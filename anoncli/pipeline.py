@@ -336,7 +336,7 @@ def init_worker(config_dict: dict, weights_dir: str | None, threads: int, keys: 
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C, and stops its workers
-    _die_with_parent()
+    die_with_parent()
     _RESULTS = results
     try:
         _WORKER = start_worker(RunConfig(**config_dict), weights_dir, threads, keys)
@@ -344,7 +344,7 @@ def init_worker(config_dict: dict, weights_dir: str | None, threads: int, keys: 
         _START_ERROR = str(e)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: the kernel sends this worker SIGTERM when its parent dies, however it dies (SIGKILL
     included), so that no worker outlives the run."""
     if not sys.platform.startswith("linux"):

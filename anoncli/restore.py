@@ -324,10 +324,10 @@ def _restore_all(tasks, n_tasks: int, anon_dir: Path, staging: Path, restorer: _
 def _init_restore_worker(seal: dict, record: dict, weights_dir: str | None, anon_dir: Path, staging: Path, threads: int) -> None:
     import signal
 
-    from .pipeline import _die_with_parent
+    from .pipeline import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C, and stops its workers
-    _die_with_parent()
+    die_with_parent()
     global _POOL_RESTORER, _POOL_PLACES
     _POOL_RESTORER, _POOL_PLACES = _restorer(seal, record, weights_dir), (anon_dir, staging)
     if "torch" in sys.modules:
