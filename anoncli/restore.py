@@ -140,13 +140,14 @@ def run_restore(anon_dir: Path, keyfile: Path, unlocker, output: Path | None = N
     if paths_overlap(anon_dir, output):
         raise RunError(f"output {output} and the anonymized folder {anon_dir} overlap; choose another -o")
     record, manifest, manifest_sha256 = _load_run(anon_dir)
+    workers = max(1, min(workers, len(manifest)))   # no more processes than images
     claimed = read_header(keyfile).get("run_id")  # plain, checked again once authenticated
     if claimed != record.get("run_id"):
         raise KeyfileMismatch(f"the keyfile belongs to run {claimed}, but this folder holds run "
                               f"{record.get('run_id')}: use that run's keyfile")
     reader = KeyfileReader(keyfile, unlocker)
     check_binding(reader, record, manifest_sha256)
-    restorer = _restorer(reader.seal, record, weights_dir)
+    restorer = _restorer(reader.seal, record, weights_dir, load=workers <= 1)
     removed_partial = remove_abandoned(anon_dir)
 
     removed_partial += remove_dead_same_output(output)
@@ -166,7 +167,7 @@ def run_restore(anon_dir: Path, keyfile: Path, unlocker, output: Path | None = N
 
                 bar = tqdm(total=len(manifest_rows), unit="img", desc="restoring", dynamic_ncols=True, file=sys.stderr)
             try:
-                for out in _restore_all(tasks, len(manifest_rows), anon_dir, staging, restorer,
+                for out in _restore_all(tasks, anon_dir, staging, restorer,
                                         (reader.seal, record, weights_dir), workers):
                     rows.append(out)
                     if bar is not None:
@@ -196,8 +197,10 @@ def run_restore(anon_dir: Path, keyfile: Path, unlocker, output: Path | None = N
 class _Restorer:
     """Turns an anonymized image and its key record back into the original pixels."""
 
-    def __init__(self, source: str, capability: RestoreCapability, method=None, config: dict | None = None):
+    def __init__(self, source: str, capability: RestoreCapability, method=None, config: dict | None = None,
+                 quality_measure: str | None = None):
         self.source, self.capability, self.method, self.config = source, capability, method, config or {}
+        self._quality_measure = quality_measure
 
     @property
     def approximate(self) -> bool:
@@ -205,7 +208,7 @@ class _Restorer:
 
     @property
     def quality_measure(self) -> str | None:
-        return self.method.restore_quality_measure if self.approximate and self.method is not None else None
+        return self._quality_measure if self.approximate else None
 
     def restore(self, img, meta: dict, blobs: bytes, keyring, side_images: dict | None = None) -> list[float]:
         """Restores ``img`` in place; returns each face's measured round trip (approximate restores)."""
@@ -231,8 +234,10 @@ class _Restorer:
         return [f.quality for f in done if f.quality is not None]
 
 
-def _restorer(seal: dict, record: dict, weights_dir: str | None) -> _Restorer:
-    """What restores this run's faces (escrow, or the method's inverse), from the keyfile's seal."""
+def _restorer(seal: dict, record: dict, weights_dir: str | None, load: bool = True) -> _Restorer:
+    """What restores this run's faces (escrow, or the method's inverse), from the keyfile's seal;
+    ``load=False``: its weights checked but its network not loaded (the main process of a pool
+    restore, whose workers each load their own)."""
     from .methods import build_method, get_method_spec
 
     name = seal.get("method")
@@ -247,7 +252,8 @@ def _restorer(seal: dict, record: dict, weights_dir: str | None) -> _Restorer:
         if seal.get("method_weights", {}).get(w) not in (None, REGISTRY[w].sha256):
             raise RunError(f"the run used other {w} weights (sha256 {seal['method_weights'][w]}) than the ones "
                            "registered now; model-based restore needs the same network")
-    return _Restorer("model", capability, build_method(name, seal.get("params", {}), weights_dir), record.get("config"))
+    method = build_method(name, seal.get("params", {}), weights_dir) if load else None
+    return _Restorer("model", capability, method, record.get("config"), spec.load().restore_quality_measure)
 
 
 def _side_images(row: dict, anon_dir: Path) -> dict[int, dict]:
@@ -298,7 +304,7 @@ _POOL_RESTORER: _Restorer | None = None
 _POOL_PLACES: tuple[Path, Path] | None = None
 
 
-def _restore_all(tasks, n_tasks: int, anon_dir: Path, staging: Path, restorer: _Restorer, restorer_args: tuple,
+def _restore_all(tasks, anon_dir: Path, staging: Path, restorer: _Restorer, restorer_args: tuple,
                  workers: int):
     """Each (row, key material) restored, yielding its restore row as it finishes: here, or on
     ``workers`` pool processes each holding its own restorer (model-based restores one image per
@@ -308,7 +314,7 @@ def _restore_all(tasks, n_tasks: int, anon_dir: Path, staging: Path, restorer: _
 
     from .executors.pool import pool_results, worker_threads
 
-    if workers <= 1 or n_tasks <= 1:
+    if workers <= 1:
         for row, keys in tasks:
             yield _restore_one(row, anon_dir, staging, keys, restorer)
         return
