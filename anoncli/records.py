@@ -24,9 +24,11 @@ class FaceResult:
     abs_params: dict[str, float] | None = None   # the method's sizes in photo pixels (e.g. blur sigma)
     guarantee: dict[str, Any] | None = None      # the formal guarantee the method states for this face
     side_images: dict[str, dict] | None = None   # name -> {path, sha256} of extra images written (flowrot latents)
+    outcome: dict[str, Any] | None = None        # figures the method measured on this face (FSAP: iterations, final L_I)
     side_image_pixels: dict[str, Any] | None = field(default=None, repr=False)   # before they are written; never journaled
 
-    JOURNALED = ("box", "score", "landmarks", "warp", "skipped", "region", "abs_params", "guarantee", "side_images")
+    JOURNALED = ("box", "score", "landmarks", "warp", "skipped", "region", "abs_params", "guarantee", "side_images",
+                 "outcome")
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.JOURNALED if getattr(self, name) is not None}

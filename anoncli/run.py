@@ -480,7 +480,7 @@ def _write_outputs(output_dir: Path, ordered: list[ImageRecord], config: RunConf
         "config_hash": config.hash,
         "method": {"name": spec.name, "citation": spec.citation, "reversible": spec.reversible,
                    "formal_guarantee": spec.formal_guarantee, "deterministic": spec.deterministic,
-                   "evaluators": list(spec.recognizers)},
+                   "evaluators": list(spec.recognizers_used(spec.resolve_params(config.params)))},
         "detector": {"name": config.detector, "weights": det_weights, "sha256": REGISTRY[det_weights].sha256},
         "libraries": library_versions(),
         "platform": platform.platform(),

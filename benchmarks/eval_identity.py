@@ -7,6 +7,7 @@
                                                                   [--refine-steps K]
     .venv/bin/python benchmarks/eval_identity.py --method flowrot [--temperature 0.5] [--model teacher|student] [--output-latent]
                                                                   [--set crops|wild|utkface]
+    .venv/bin/python benchmarks/eval_identity.py --method fsap|dpimage [--method-flag sigma=0.3 ...]   (issue 22)
 
 Faces are held out from the generator's training: ``crops`` takes CelebA crops of the identities the
 trainer holds out (identity mod 10 = 0, anoncli.train.face_crops), ``wild`` the CelebA photos, whose
@@ -116,7 +117,7 @@ def summarise(report: dict, method: str) -> dict:
     p, u = report["privacy"], report["utility"]
     row = {
         "faces": p.get("dlib", {}).get("pairs"),
-        "protection dlib@0.6" + (" (white-box)" if method in ("identitydp", "idrotate") else ""):
+        "protection dlib@0.6" + (" (white-box)" if method in ("identitydp", "idrotate", "fsap") else ""):
             p.get("dlib", {}).get("protection_rate", {}).get("literature"),
         "protection mobilefacenet@FAR1e-3": p.get("mobilefacenet", {}).get("protection_rate", {}).get("far_1e-3"),
         "rank-1 dlib (originals; chance)": _rank1(p.get("dlib", {})),
@@ -127,6 +128,14 @@ def summarise(report: dict, method: str) -> dict:
         "ssim face": u["ssim"]["face"], "psnr face": u["psnr"]["face"], "ssim outside": u["ssim"]["outside"],
         "ssim whole image": u["ssim"].get("whole"), "psnr whole image": u["psnr"].get("whole"),
     }
+    realism = report.get("realism") or {}
+    for name, kid in (realism.get("kid") or {}).items():
+        if kid.get("available"):
+            row[f"realism KID/floor {name}"] = kid["ratio"]
+    if (realism.get("texture") or {}).get("available"):
+        row["texture (median, anonymized/original)"] = realism["texture"]["median"]
+    if (realism.get("detection") or {}).get("available"):
+        row["detection CenterFace (originals)"] = f"{realism['detection']['anonymized']:.4f} ({realism['detection']['original']:.4f})"
     rec = report.get("recovery")
     far = {e["name"]: e["thresholds"]["far_1e-3"] for e in report.get("evaluators", [])}
     if rec:
@@ -146,7 +155,7 @@ def summarise(report: dict, method: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", required=True, choices=["identitydp", "idrotate", "flowrot"])
+    ap.add_argument("--method", required=True, choices=["identitydp", "idrotate", "flowrot", "fsap", "dpimage"])
     ap.add_argument("--epsilon", type=float, default=6.0)
     ap.add_argument("--sensitivity", default="bound", choices=["bound", "empirical"])
     ap.add_argument("--level", type=int, default=9)
@@ -168,7 +177,7 @@ def main() -> None:
     images, labels = held_out_images(args.set, args.limit, args.offset)
     load_before = os.getloadavg()[0]
     flags = {"identitydp": ["--epsilon", args.epsilon, "--sensitivity", args.sensitivity], "idrotate": ["--level", args.level],
-             "flowrot": ["--temperature", args.temperature, "--model", args.model]}[args.method]
+             "flowrot": ["--temperature", args.temperature, "--model", args.model], "fsap": [], "dpimage": []}[args.method]
     keyed = args.method in ("idrotate", "flowrot")
     if args.output_latent:
         flags += ["--output-latent", "true"]

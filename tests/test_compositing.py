@@ -236,8 +236,10 @@ class _InvertMethod:
     def __init__(self, config):
         self.compositor = Compositor(config)
 
-    def anonymize_with_side_images(self, crop, landmarks_in_crop, key=None):
-        return 255.0 - crop, {}
+    def anonymize_face(self, crop, landmarks_in_crop, key=None):
+        from anoncli.methods.base import AnonymizedFace
+
+        return AnonymizedFace(255.0 - crop)
 
     def restore_crop(self, crop, landmarks_in_crop, key, face_params):
         return 255.0 - crop

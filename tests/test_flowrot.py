@@ -120,10 +120,10 @@ def test_output_latent_writes_one_png_per_face_beside_the_output(method, tmp_pat
     from anoncli.records import FaceResult, ImageRecord
 
     face = _faces(1)[0]
-    fake, none = method.anonymize_with_side_images(face, None, _key(1))
+    fake, none = _crop_and_side(method.anonymize_face(face, None, _key(1)))
     assert none == {}
     with_latent = FlowRotation(flow=method.flow, **get_method_spec("flowrot").resolve_params({"output_latent": "true"}))
-    same_fake, side = with_latent.anonymize_with_side_images(face, None, _key(1))
+    same_fake, side = _crop_and_side(with_latent.anonymize_face(face, None, _key(1)))
     np.testing.assert_array_equal(same_fake, fake)
     assert list(side) == ["latent"] and side["latent"].shape == (R, R, 3)
     rec = ImageRecord("sub/a.jpg", "flowrot", {}, "retinaface-onnx", "h",
@@ -158,7 +158,7 @@ def test_the_student_has_the_teachers_interface_and_its_latent_image_restores_it
     np.testing.assert_allclose(student.decode(eps, 0.5), student.decode([0.5 * e for e in eps], 1.0), atol=1e-4)
 
     method = FlowRotation(flow=student, **get_method_spec("flowrot").resolve_params({"model": "student", "output_latent": "true"}))
-    fake, side = method.anonymize_with_side_images(face, None, _key(4))
+    fake, side = _crop_and_side(method.anonymize_face(face, None, _key(4)))
     restored = method.restore_crop(fake, None, _key(4), {"side_images": side})
     round_trip = student.decode(eps, 1.0)
     assert np.abs(restored - round_trip).mean() < 0.5            # the latent image's 1/32 steps, nothing else
@@ -175,3 +175,7 @@ def test_model_student_needs_the_students_weights_and_names_the_command_that_tra
     assert "anoncli train student" in missing_message(REGISTRY["flow-student-celeba-utk-64"], [])
     with pytest.raises(ValueError, match="--model"):
         spec.resolve_params({"model": "tiny"})
+
+
+def _crop_and_side(face):
+    return face.crop, face.side_images

@@ -78,7 +78,7 @@ def test_the_fake_keeps_the_originals_finest_level_and_restores_exactly():
     face = _face()
     method = _method(flow, keep_levels=1, output_latent="true")
     assert method.temperatures == [1.0, 0.5, 0.5]
-    fake, side = method.anonymize_with_side_images(face, None, _key(1))
+    fake, side = _crop_and_side(method.anonymize_face(face, None, _key(1)))
     assert np.abs(fake - face).mean() > 3
     eps, eps_fake = flow.encode(face), flow.encode(fake)
     # level 0 of the fake is the original's ε (decoded at temperature 1), but where the fake's pixels
@@ -124,7 +124,7 @@ def test_the_working_crop_is_area_averaged_for_the_flow_and_the_fake_enlarged_ba
     flow = _flow()
     method = _method(flow, crop_size="64", output_latent="true")
     big = cv2.resize(np.float32(_face(5)), (64, 64), interpolation=cv2.INTER_CUBIC)
-    fake, side = method.anonymize_with_side_images(big, None, _key(6))
+    fake, side = _crop_and_side(method.anonymize_face(big, None, _key(6)))
     assert fake.shape == (64, 64, 3) and side["latent"].shape == (R, R, 3)
     small = cv2.resize(big, (R, R), interpolation=cv2.INTER_AREA)
     fake_small = method._decode(encrypt_latent(flow.encode(small), face_rotation(_key(6).secret, R)))
@@ -142,3 +142,7 @@ def _flow_of(resolution):
     with torch.no_grad():
         net.encode(torch.rand(2, 3, resolution, resolution) - 0.5)
     return FlowModel.from_network(net, margin=0.2)
+
+
+def _crop_and_side(face):
+    return face.crop, face.side_images

@@ -20,7 +20,8 @@ from anoncli.methods import available_methods
 from conftest import EXAMPLES, FAST_KDF, cli
 
 # Flags that keep a slow method's run short here (the contract, not the method's quality, is tested).
-FAST_FLAGS = {"idrotate": ["--refine-steps", "10"], "identitydp": ["--refine-steps", "10"]}
+FAST_FLAGS = {"idrotate": ["--refine-steps", "10"], "identitydp": ["--refine-steps", "10"], "fsap": ["--iterations", "3"],
+              "dpimage": ["--iterations", "20"]}
 
 
 def _labels(tmp_path: Path) -> Path:

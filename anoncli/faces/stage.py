@@ -122,9 +122,11 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
         region = _locate(img, method, roi, m, det.landmarks, landmarks_in_crop)
         if method.compositor is not None:
             record.region = region.source
-        anon, side = method.anonymize_with_side_images(crop, landmarks_in_crop, key)
-        if side:
-            record.side_image_pixels = side
+        face = method.anonymize_face(crop, landmarks_in_crop, key)
+        anon = face.crop
+        if face.side_images:
+            record.side_image_pixels = face.side_images
+        record.outcome = face.outcome
         anon_roi, mask_roi = _put_back(img, method, roi, m, anon, region)
         x0, y0, x1, y1 = roi
         if key is not None:

@@ -39,9 +39,11 @@ class BackboneSpec:
 
 
 class LatentBackbone:
-    """f_E and f_D of one backbone, frozen, in eval mode."""
+    """f_E and f_D of one backbone, frozen, in eval mode. ``margin``: the alignment of the crops it
+    reads (``faces.align.template_points``), from its weights."""
 
     spec: BackboneSpec
+    margin: float
 
     def encode(self, images):
         """N x 3 x R x R in [-1, 1] -> N x latent_shape."""

@@ -12,6 +12,7 @@ class GlowBackbone(LatentBackbone):
 
         self.flow = flow or FlowModel(weights_dir, name=spec.weights[0])
         self.net = self.flow.net
+        self.margin = self.flow.margin
         self.shapes = [tuple(s) for s in self.flow.shapes]
         size = sum(c * h * w for c, h, w in self.shapes)
         if flow is None and (self.flow.resolution, (size,)) != (spec.resolution, spec.latent_shape):

@@ -5,6 +5,7 @@ from .base import FaceMethod, MethodSpec, Param
 from .flow_specs import FLOWROT_SPEC
 from .identity_specs import IDENTITY_SPECS
 from .ksame_specs import KSAME_SPECS
+from .latent_specs import DPIMAGE_SPEC, FSAP_SPEC
 from .obfuscation_specs import DPPIX_SPEC, OBFUSCATION_SPECS
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -18,7 +19,7 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-for _spec in (*OBFUSCATION_SPECS, DPPIX_SPEC, *KSAME_SPECS, *IDENTITY_SPECS, FLOWROT_SPEC):
+for _spec in (*OBFUSCATION_SPECS, DPPIX_SPEC, *KSAME_SPECS, *IDENTITY_SPECS, FLOWROT_SPEC, FSAP_SPEC, DPIMAGE_SPEC):
     register(_spec)
 
 
@@ -41,7 +42,7 @@ def build_method(name: str, params: dict, weights_dir=None) -> FaceMethod:
     """The method with its validated parameters, named as its registry entry (``method.name``);
     methods with weights look in ``weights_dir`` first."""
     spec = get_method_spec(name)
-    extra = {"weights_dir": weights_dir} if spec.weights else {}
+    extra = {"weights_dir": weights_dir} if spec.weights or spec.param_weights else {}
     method = spec.load()(**spec.resolve_params(params), **extra)
     method.name = spec.name
     return method

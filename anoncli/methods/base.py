@@ -25,7 +25,10 @@ class Param:
         return "--" + self.name.replace("_", "-")
 
     def parse(self, raw: Any) -> Any:
-        """Convert and validate a raw value (string from the command line, or a typed value)."""
+        """Convert and validate a raw value (string from the command line, or a typed value); None
+        stays None for a parameter whose default is None ("not given")."""
+        if raw is None and self.default is None:
+            return None
         try:
             if self.type is bool and isinstance(raw, str):
                 low = raw.lower()
@@ -97,6 +100,12 @@ class MethodSpec:
     advisory: Callable[[object], str | None] | None = None   # (weights_dir) -> a warning to show before a run, or None
     param_weights: Callable[[dict], tuple[str, ...]] | None = None   # weights some parameter values need besides ``weights``
     restore: Callable[[dict], RestoreCapability] | None = None   # (resolved params) -> what the inverse recovers; None: exact
+    param_recognizers: Callable[[dict], tuple[str, ...]] | None = None   # recognizers some parameter values use besides ``recognizers``
+
+    def recognizers_used(self, params: dict) -> tuple[str, ...]:
+        """The report evaluators (``metrics.evaluators``) a run with these (resolved) parameters
+        optimised against: white-box in its report."""
+        return self.recognizers + (self.param_recognizers(params) if self.param_recognizers else ())
 
     def weights_needed(self, params: dict) -> tuple[str, ...]:
         """Registry names of the files a run with these (resolved) parameters loads."""
@@ -126,6 +135,17 @@ class MethodSpec:
         if self.check is not None:
             self.check(resolved)
         return resolved
+
+
+@dataclass
+class AnonymizedFace:
+    """One face's result: the crop, extra images (name -> uint8 RGB, written under
+    OUTPUT/<name>s/), and figures the method measured on this face (e.g. FSAP's iterations and final
+    identity loss), recorded in the manifest as the face's ``outcome``."""
+
+    crop: np.ndarray
+    side_images: dict[str, np.ndarray] = field(default_factory=dict)
+    outcome: dict[str, Any] | None = None
 
 
 class FaceMethod:
@@ -164,12 +184,11 @@ class FaceMethod:
         alone (the original is not at hand), as described by ``restore_quality_measure``."""
         raise NotImplementedError(f"{type(self).__name__} measures no restore quality")
 
-    def anonymize_with_side_images(self, crop: np.ndarray, landmarks_in_crop: np.ndarray,
-                                   key=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``anonymize_crop`` and the extra per-face images the run writes under OUTPUT/<name>s/
-        (name -> uint8 RGB); none by default. A method with extra images overrides this, so that
-        both come from one pass."""
-        return self.anonymize_crop(crop, landmarks_in_crop, key), {}
+    def anonymize_face(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key=None) -> "AnonymizedFace":
+        """``anonymize_crop`` with what else one pass gives: the extra per-face images the run writes
+        under OUTPUT/<name>s/ and the per-face figures the manifest records (``AnonymizedFace``).
+        A method with either overrides this, so that all come from one pass."""
+        return AnonymizedFace(self.anonymize_crop(crop, landmarks_in_crop, key))
 
     def key_params(self, key) -> dict:
         """Per-face values the keyfile keeps for restore (e.g. a rotation angle); never the key itself."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..flow.rotation import haar_orthogonal, latent_matrix, rotate_latent, split_latents, unrotate_latent
 from ..keys.derive import hkdf_sha256, key_rng
-from .base import FaceMethod
+from .base import AnonymizedFace, FaceMethod
 
 ROTATION_INFO = b"anoncli/flowrot/rotation/v1"
 LATENT_LEVELS_PER_UNIT = 32.0   # the latent image: pixel = 128 + 32·z, so z in [−4, 3.97] in steps of 1/32
@@ -137,12 +137,12 @@ class FlowRotation(FaceMethod):
         return face_rotation(key.secret, self.flow.resolution)
 
     def anonymize_crop(self, crop, landmarks_in_crop, key=None):
-        return self.anonymize_with_side_images(crop, landmarks_in_crop, key)[0]
+        return self.anonymize_face(crop, landmarks_in_crop, key).crop
 
-    def anonymize_with_side_images(self, crop, landmarks_in_crop, key=None):
+    def anonymize_face(self, crop, landmarks_in_crop, key=None):
         encrypted = encrypt_latent(self.flow.encode(self._to_flow(crop)), self._rotation(key), self.keep_levels)
         side = {"latent": latent_image(encrypted, self.flow.resolution)} if self.params["output_latent"] else {}
-        return self._from_flow(self._decode(encrypted), np.shape(crop)[0]), side
+        return AnonymizedFace(self._from_flow(self._decode(encrypted), np.shape(crop)[0]), side)
 
     restore_quality_measure = ("PSNR in dB of the flow's own encode-decode round trip on the restored face, inside the blend "
                                "mask (higher is better); it cannot see detail lost before, so it reads above the restore's "

@@ -1,0 +1,129 @@
+"""Parameters of the latent-space methods (thesis ch. 4-5; METHODS.md §8-9): FSAP and DP-Image
+move a face's code in a latent backbone (``anoncli.latent``) and decode it. Importable without torch."""
+from __future__ import annotations
+
+from ..devices import DEVICE_HELP, check_device_name
+from ..faces.compositing_config import CompositingConfig
+from ..latent import get_backbone_spec, list_backbones
+from .base import MethodSpec, Param
+from .compositing_specs import compositing_params, compositing_weights
+
+_THESIS = "Xue, PhD thesis (seed 003)"
+ENCODER_EVALUATORS = {"dlib-resnet": "dlib", "arcface-ir-se50": "arcface"}
+"""Identity encoders (``identity.encoders``) -> the report evaluator that is the same network."""
+
+
+def backbone_params(crop_size: int, compositing: CompositingConfig) -> tuple[Param, ...]:
+    return (
+        Param("backbone", str, "glow", "Latent backbone f_E / f_D (`anoncli backbones`): glow, the project's 64 px Glow (exact "
+              "inverse, offline).", choices=tuple(b.name for b in list_backbones())),
+        Param("device", str, "auto", f"Where the networks run: {DEVICE_HELP}."),
+        Param("crop_size", int, crop_size, "Side in pixels of the aligned crop the method works in and composites from; the "
+              "backbone sees it area-averaged to its own resolution.", minimum=16, maximum=2048),
+        *compositing_params(compositing),
+    )
+
+
+def _check_backbone(params: dict) -> None:
+    if check_device_name(params["device"]).startswith("cuda"):
+        from ..devices import resolve_device   # imports torch: only when a GPU is asked for
+
+        resolve_device(params["device"])
+    spec = get_backbone_spec(params["backbone"])
+    if params["crop_size"] < spec.resolution:
+        raise ValueError(f"--crop-size {params['crop_size']} is below the {spec.name} backbone's {spec.resolution} px")
+
+
+def _backbone_weights(params: dict) -> tuple[str, ...]:
+    return get_backbone_spec(params["backbone"]).weights + compositing_weights(params)
+
+
+def _load_fsap():
+    from .fsap import FSAP
+
+    return FSAP
+
+
+def _fsap_weights(params: dict) -> tuple[str, ...]:
+    from ..identity.encoders import get_encoder_spec
+
+    return _backbone_weights(params) + get_encoder_spec(params["recognizer"]).weights
+
+
+FSAP_SPEC = MethodSpec(
+    name="fsap",
+    summary="FSAP: the face's latent code moved by signed-gradient steps that raise a recognizer's identity loss and "
+            "keep MSE, LPIPS and SSIM to the original low, until the identity loss passes τ; the photo gets the decoded "
+            "perturbation (its own detail kept), composited into the 68-point face region. White-box against --recognizer.",
+    citation=_THESIS + ", ch. 5: Algorithm 7, eq. 5.3-5.8, settings §5.5.1.2; METHODS.md §9 (errata: ascend identity "
+             "loss, descend attribute loss)",
+    params=(
+        *backbone_params(256, CompositingConfig(colour="none", detail_sigma=0.0)),
+        Param("iterations", int, 100, "N: the most outer iterations (one identity step and --attribute-steps attribute steps each).",
+              minimum=1, maximum=100000),
+        Param("attribute_steps", int, 1, "k: attribute steps after each identity step. The thesis uses 6 (StyleGAN2 W+); on the Glow, whose decoder is a bijection so that every attribute step pulls straight back toward W, 6 steps left faces at dlib distance 0.14 after 20 iterations against 0.73 with 1 (README, FSAP): 1 is the default here.", minimum=0, maximum=1000),
+        Param("tau", float, 0.8, "τ: stop once the identity loss 1 − cos(f_I(x), f_I(x̂)) passes this (thesis 0.8).",
+              minimum=0.0, maximum=2.0),
+        Param("lambda_identity", float, 0.02, "λ_I: size of each identity step, per latent coordinate (eq. 5.6).",
+              minimum=1e-6, maximum=10.0),
+        Param("lambda_attribute", float, 0.008, "λ_P: size of each attribute step, per latent coordinate and loss (eq. 5.8).",
+              minimum=0.0, maximum=10.0),
+        Param("recognizer", str, "dlib-resnet", "f_I, the recognizer the identity loss reads (identity-encoder registry): "
+              "dlib-resnet (offline) or arcface-ir-se50 (`anoncli weights fetch facexlib-arcface-ir-se50`). Reports mark it "
+              "white-box.", choices=tuple(ENCODER_EVALUATORS)),
+        Param("perceptual", str, "auto", "L_l: auto uses LPIPS v0.1 (AlexNet) when its weights are present and otherwise "
+              "the offline dlib-perceptual term (LPIPS's form on dlib's first residual blocks); offline always uses the "
+              "latter. The manifest names the one used.", choices=("auto", "offline")),
+    ),
+    load=_load_fsap,
+    weights=(),
+    param_weights=_fsap_weights,
+    param_recognizers=lambda params: (ENCODER_EVALUATORS[params["recognizer"]],),
+    check=_check_backbone,
+)
+
+
+def _load_dpimage():
+    from .dpimage import DPImage
+
+    return DPImage
+
+
+def _check_dpimage(params: dict) -> None:
+    """Everything decidable before a network loads: the flags and the T that --epsilon needs."""
+    _check_backbone(params)
+    from .dpimage import dpimage_settings
+
+    spec = get_backbone_spec(params["backbone"])
+    dpimage_settings(params, spec.latent_size, spec.clip)
+
+
+DPIMAGE_SPEC = MethodSpec(
+    name="dpimage",
+    summary="DP-Image: the face's latent code clipped to ±c and given Gaussian noise T times (cryptographic noise, never "
+            "stored), decoded and composited into the 68-point face region. (ε, δ)-DP of the latent code against any other "
+            "face, proved on the Glow (exact inverse), assumed on encoder + generator backbones; ε is written per face.",
+    citation=_THESIS + ", ch. 4: Algorithm 6, Theorem 4.4.1, settings §4.5; METHODS.md §8 (decision for exact backbones, "
+             "errata: no pure DP)",
+    params=(
+        *backbone_params(256, CompositingConfig(colour="none", detail_sigma=0.0)),
+        Param("sigma", float, 0.2, "σ: standard deviation of the Gaussian noise of every step (thesis 0.2, 0.4, 0.6).",
+              minimum=1e-9),
+        Param("iterations", int, None, "T: noisy steps (thesis 1 to 10^5). Default 1000, or with --epsilon the smallest T "
+              "that reaches it at --sigma.", minimum=1, maximum=10_000_000),
+        Param("clip", float, 0.5, "c: every step clips the code to ±c (thesis ±20 on W+); Δf = 2c√d. The Glow's real codes "
+              "lie 99.86 % within ±3, but at ±3 the noise soon leaves what the Glow decodes as a face (README, DP-Image).",
+              minimum=1e-6),
+        Param("delta", float, 1e-8, "δ of the (ε, δ) guarantee (thesis 1e-8).", minimum=1e-300, maximum=0.5),
+        Param("epsilon", float, None, "Target ε at --delta: T is solved for (needs T·σ² = Δf²/(2ρ)); refused, with the "
+              "numbers, when it needs more than --max-iterations.", minimum=1e-9),
+        Param("max_iterations", int, 1_000_000, "Largest T --epsilon may ask for (each step draws d Gaussian values).",
+              minimum=1),
+    ),
+    load=_load_dpimage,
+    formal_guarantee="(epsilon, delta)-DP of the face's latent code against any other face, by Theorem 4.4.1 "
+                     "(proved on exact backbones, assumed otherwise); written per face",
+    deterministic=False,
+    param_weights=_backbone_weights,
+    check=_check_dpimage,
+)
