@@ -561,10 +561,18 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     from .weights import locate
 
     specs = available_methods()
+
+    def default_weights(spec) -> tuple[str, ...]:
+        """The files a run with the method's defaults loads."""
+        try:
+            return spec.weights_needed(spec.resolve_params({}))
+        except ValueError:   # a method with a required flag: what it always loads
+            return spec.weights
+
     if as_json:
         data = [{"name": s.name, "summary": s.summary, "citation": s.citation, "reversible": s.reversible,
                  "formal_guarantee": s.formal_guarantee, "deterministic": s.deterministic,
-                 "weights": {w: locate(w)[0] is not None for w in s.weights},
+                 "weights": {w: locate(w)[0] is not None for w in default_weights(s)},
                  "params": [{"flag": p.flag, "type": p.type.__name__, "default": p.default, "help": p.help,
                              "choices": p.choices, "min": p.minimum, "max": p.maximum} for p in s.params]} for s in specs]
         out.print_json(json.dumps(data))
@@ -578,7 +586,7 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Machine-readable
             extra = f" One of: {', '.join(p.choices)}." if p.choices else ""
             table.add_row(p.flag, str(p.default), p.help + extra)
         out.print(table)
-        weights = ", ".join(f"{w} ({'present' if locate(w)[0] else 'missing'})" for w in s.weights) or "none"
+        weights = ", ".join(f"{w} ({'present' if locate(w)[0] else 'missing'})" for w in default_weights(s)) or "none"
         out.print(f"  source: {s.citation}\n  reversible: {'yes' if s.reversible else 'no'}; "
                   f"formal guarantee: {s.formal_guarantee or 'none'}; deterministic: {'yes' if s.deterministic else 'no'}; "
                   f"weights: {weights}\n")

@@ -165,6 +165,33 @@ REGISTRY: dict[str, WeightsEntry] = {
             train_command="anoncli train student --data ../shared/data/celeba-crops --data ../shared/data/utkface "
                           "--work ~/student-work --export weights/flow_student_celeba_utk_64.safetensors",
         ),
+        # Neither project publishes a digest; these are the ones independent public copies pin. pSp: a Git LFS
+        # pointer (1,201,515,631 bytes) and three projects' asset tables, one naming the official repository as
+        # its source (another gives 1,201,489,451 bytes). e4e: a Git LFS pointer (1,201,649,680 bytes) and a
+        # deployment manifest that downloads this Drive id. Not checked against the Drive files themselves (no
+        # download was possible here); the networks' float32 tensors account for both sizes to within 0.4 MB.
+        WeightsEntry(
+            name="psp-ffhq-encode",
+            filename="psp_ffhq_encode.pt",
+            url="https://drive.usercontent.google.com/download?id=1bMTNWkh5LArlaWSc_wa8VKyq2V42T2z0&export=download&confirm=t",
+            sha256="f786ac5cf18fcdbc5c57c9f3f12cbedca69381fbdf5694dd132294e3133749d7",
+            licence="MIT (pSp code and encoder); the StyleGAN2 decoder inside is NVIDIA's FFHQ config-f under the NVIDIA "
+                    "Source Code License-NC (non-commercial use only); FFHQ: CC BY-NC-SA 4.0",
+            what="pSp FFHQ StyleGAN inversion (eladrich/pixel2style2pixel README, 'StyleGAN Inversion', Drive "
+                 "1bMTNWkh5LArlaWSc_wa8VKyq2V42T2z0): GradualStyleEncoder IR-SE50 + StyleGAN2 1024 px decoder + "
+                 "latent_avg; the stylegan2-psp backbone",
+        ),
+        WeightsEntry(
+            name="e4e-ffhq-encode",
+            filename="e4e_ffhq_encode.pt",
+            url="https://drive.usercontent.google.com/download?id=1cUv_reLE6k3604or78EranS7XzuVMWeO&export=download&confirm=t",
+            sha256="2ace1d9a8c05c10a399bcd500b8dda118f759ff1aac89dbdab7435f2136a0999",
+            licence="MIT (e4e code and encoder); the StyleGAN2 decoder inside is NVIDIA's FFHQ config-f under the NVIDIA "
+                    "Source Code License-NC (non-commercial use only); FFHQ: CC BY-NC-SA 4.0",
+            what="e4e FFHQ inversion (omertov/encoder4editing README, 'FFHQ Inversion', Drive "
+                 "1cUv_reLE6k3604or78EranS7XzuVMWeO): Encoder4Editing IR-SE50 + StyleGAN2 1024 px decoder + "
+                 "latent_avg; the stylegan2-e4e backbone",
+        ),
     )
 }
 

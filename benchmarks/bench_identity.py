@@ -1,4 +1,5 @@
-"""Speed of the identity methods against blur, same images, same cores, same run (issue 6 point 4; flowrot, issue 7).
+"""Speed of the identity and latent-space methods against blur, same images, same cores, same run (issue 6
+point 4; flowrot, issue 7; fsap and dpimage, issue 22 point 2).
 
     .venv/bin/python benchmarks/bench_identity.py [--data DIR] [--limit N] [--workers W] [--only TOOL ...]
 
@@ -32,6 +33,8 @@ ROWS = (
     ("idrotate 30 refine steps", ["--method", "idrotate", "--level", "9", "--refine-steps", "30", "--keyfile", KEY]),
     ("idrotate no refine", ["--method", "idrotate", "--level", "9", "--refine-steps", "0", "--keyfile", KEY]),
     ("flowrot", ["--method", "flowrot", "--keyfile", KEY]),
+    ("fsap (defaults: N 100, k 1, tau 0.8)", ["--method", "fsap"]),
+    ("dpimage (defaults: T 1000, sigma 0.2)", ["--method", "dpimage"]),
 )
 
 

@@ -70,6 +70,8 @@ def _small_fsap(**params):
     recognizer = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 128))
 
     class Perceptual(torch.nn.Module):
+        name = "test mse"
+
         def forward(self, x, y):
             return ((x - y) ** 2).mean((1, 2, 3))
 
@@ -99,7 +101,7 @@ def test_fsap_runs_end_to_end_and_records_each_faces_search(tmp_path):
 
     rows = pd.read_csv(tmp_path / "out" / "manifest.csv", keep_default_na=False)
     outcomes = [f["outcome"] for faces in rows["faces"] for f in json.loads(faces) if "warp" in f]
-    assert outcomes and all(set(o) == {"iterations", "identity_loss", "tau_reached"} for o in outcomes)
+    assert outcomes and all(set(o) == {"iterations", "identity_loss", "tau_reached", "perceptual"} for o in outcomes)
     assert all(0 <= o["iterations"] <= 2 for o in outcomes)
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["method"]["evaluators"] == ["dlib"]    # white-box against the recognizer it optimised

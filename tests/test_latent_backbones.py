@@ -11,10 +11,10 @@ from anoncli.models.glow import Glow, GlowConfig
 
 
 def test_the_registry_lists_the_glow_as_an_exact_backbone():
-    assert [s.name for s in list_backbones()] == ["glow"]
+    assert [s.name for s in list_backbones()] == ["glow", "stylegan2-psp", "stylegan2-e4e"]
     spec = get_backbone_spec("glow")
     assert spec.exact_inverse and spec.resolution == 64 and spec.latent_size == 64 * 64 * 3 and spec.clip > 0
-    with pytest.raises(KeyError, match="unknown backbone 'stylegan9'; available: glow"):
+    with pytest.raises(KeyError, match="unknown backbone 'stylegan9'; available: glow, stylegan2-psp, stylegan2-e4e"):
         get_backbone_spec("stylegan9")
 
 

@@ -72,6 +72,26 @@ _register(BackboneSpec(
     resolution=64, latent_shape=(64 * 64 * 3,), clip=3.0, exact_inverse=True,
     weights=("glow-celeba-utk-64",), module="anoncli.latent.glow", cls="GlowBackbone",
 ))
+_register(BackboneSpec(
+    name="stylegan2-psp",
+    summary="StyleGAN2 FFHQ 1024 px (config-f) with pSp's encoder: W+ codes, 18 x 512, decoded and pooled to 256 px; "
+            "an encoder trained to invert the generator, so f_E(f_D(w)) ≈ w only; the thesis' backbone (needs the "
+            "1.2 GB pSp checkpoint: `anoncli weights fetch psp-ffhq-encode`)",
+    citation="Karras et al., StyleGAN2, CVPR 2020; Richardson et al., pSp (Encoding in Style), CVPR 2021; "
+             "Xue, PhD thesis (seed 003), ch. 4-5 (pSp + StyleGAN2, W+ within ±20, §4.5.1.3)",
+    resolution=256, latent_shape=(18, 512), clip=20.0, exact_inverse=False,
+    weights=("psp-ffhq-encode",), module="anoncli.latent.stylegan2", cls="StyleGAN2Backbone",
+))
+_register(BackboneSpec(
+    name="stylegan2-e4e",
+    summary="StyleGAN2 FFHQ 1024 px (config-f) with e4e's encoder: one w plus per-style deltas, codes that stay near "
+            "W (easier to edit, slightly worse reconstruction than pSp); 18 x 512, pooled to 256 px; approximate "
+            "inverse (needs the 1.2 GB e4e checkpoint: `anoncli weights fetch e4e-ffhq-encode`)",
+    citation="Karras et al., StyleGAN2, CVPR 2020; Tov et al., Designing an Encoder for StyleGAN Image Manipulation "
+             "(e4e), SIGGRAPH 2021; Xue, PhD thesis (seed 003), ch. 4-5",
+    resolution=256, latent_shape=(18, 512), clip=20.0, exact_inverse=False,
+    weights=("e4e-ffhq-encode",), module="anoncli.latent.stylegan2", cls="StyleGAN2Backbone",
+))
 
 
 def list_backbones() -> list[BackboneSpec]:

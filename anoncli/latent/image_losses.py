@@ -74,7 +74,7 @@ class PerceptualLoss(torch.nn.Module):
             from ..models.perceptual import DlibPerceptual
 
             self.net = DlibPerceptual(load_identity_encoder("dlib-resnet", weights_dir), resolution, margin)
-            self.name = "dlib-perceptual (offline stand-in for LPIPS: LPIPS's form on dlib's first 4 residual blocks)"
+            self.name = "dlib-perceptual"   # the offline stand-in for LPIPS
             self._scale = 0.5          # DlibPerceptual reads [-0.5, 0.5]
         self.net.eval().requires_grad_(False)
 

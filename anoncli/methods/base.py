@@ -109,7 +109,7 @@ class MethodSpec:
 
     def weights_needed(self, params: dict) -> tuple[str, ...]:
         """Registry names of the files a run with these (resolved) parameters loads."""
-        return self.weights + (self.param_weights(params) if self.param_weights else ())
+        return tuple(dict.fromkeys(self.weights + (self.param_weights(params) if self.param_weights else ())))
 
     def restore_capability(self, params: dict, escrow: bool) -> RestoreCapability:
         """What `anoncli restore` can recover of a run with these (resolved) parameters, with or

@@ -11,13 +11,22 @@ import numpy as np
 from .latent_face import LatentFaceMethod
 
 
-def dpimage_settings(params: dict, latent_size: int, backbone_clip: float):
-    """The run's ``DpImageSettings``: --iterations as given, or with --epsilon the smallest T that
-    reaches (ε, δ) at σ (ValueError with the numbers when it exceeds --max-iterations)."""
+DEFAULT_ITERATIONS = 1000
+DEFAULT_CLIPS = {"glow": 0.5}
+"""--clip when not given, per backbone; any other backbone: its ``BackboneSpec.clip``, the range of
+real codes (thesis ±20 on W+). On the Glow, clip 3 (its range) decoded to no face within 10 steps
+at σ = 0.2 (README, DP-Image)."""
+
+
+def dpimage_settings(params: dict, backbone):
+    """The run's ``DpImageSettings`` on ``backbone`` (a ``BackboneSpec``): --iterations as given, or
+    with --epsilon the smallest T that reaches (ε, δ) at σ (ValueError with the numbers when it
+    exceeds --max-iterations)."""
     from ..latent.dpimage import DpImageSettings
     from ..privacy.accountant import dp_image_iterations_for_epsilon
 
-    clip = params["clip"] if params["clip"] is not None else backbone_clip
+    latent_size = backbone.latent_size
+    clip = params["clip"] if params["clip"] is not None else DEFAULT_CLIPS.get(backbone.name, backbone.clip)
     iterations = params["iterations"]
     if params["epsilon"] is not None:
         if iterations is not None:
@@ -29,16 +38,13 @@ def dpimage_settings(params: dict, latent_size: int, backbone_clip: float):
     return DpImageSettings(params["sigma"], int(iterations), float(clip), params["delta"])
 
 
-DEFAULT_ITERATIONS = 1000
-
-
 class DPImage(LatentFaceMethod):
     def __init__(self, weights_dir=None, backbone_model=None, **params):
         super().__init__(weights_dir, backbone_model, **params)
         from ..latent.dpimage import dp_image_account
 
         spec = self.backbone.spec
-        self.settings = dpimage_settings(self.params, spec.latent_size, spec.clip)
+        self.settings = dpimage_settings(self.params, spec)
         self.account = dp_image_account(self.settings, spec.latent_size)
 
     def _reencode(self, z: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..faces.compositing_config import CompositingConfig
 from .base import MethodSpec, Param, RestoreCapability, RestoreKind
-from .compositing_specs import compositing_params
+from .compositing_specs import compositing_params, compositing_weights
 
 _FLOW = "glow-celeba-utk-64"
 _STUDENT = "flow-student-celeba-utk-64"
@@ -67,7 +67,7 @@ FLOWROT_SPEC = MethodSpec(
     load=_load,
     reversible=True,
     weights=(_FLOW,),
-    param_weights=lambda params: (_STUDENT,) if params.get("model") == "student" else (),
+    param_weights=lambda params: ((_STUDENT,) if params.get("model") == "student" else ()) + compositing_weights(params),
     restore=_restore_capability,
     aliases=("ffem",),
 )

@@ -93,5 +93,5 @@ class FSAP(LatentFaceMethod):
         with torch.no_grad():
             out = self.to_crop(released(result.decoded))
         outcome = {"iterations": result.iterations[0], "identity_loss": round(result.identity_loss[0], 4),
-                   "tau_reached": result.reached[0]}
+                   "tau_reached": result.reached[0], "perceptual": self.perceptual.name}
         return AnonymizedFace(out, outcome=outcome)

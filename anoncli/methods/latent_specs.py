@@ -15,8 +15,9 @@ ENCODER_EVALUATORS = {"dlib-resnet": "dlib", "arcface-ir-se50": "arcface"}
 
 def backbone_params(crop_size: int, compositing: CompositingConfig) -> tuple[Param, ...]:
     return (
-        Param("backbone", str, "glow", "Latent backbone f_E / f_D (`anoncli backbones`): glow, the project's 64 px Glow (exact "
-              "inverse, offline).", choices=tuple(b.name for b in list_backbones())),
+        Param("backbone", str, "glow", "Latent backbone f_E / f_D (README, Latent backbones): " + "; ".join(
+              f"{b.name}, {b.resolution} px, {'exact' if b.exact_inverse else 'approximate'} inverse, weights "
+              f"{', '.join(b.weights)}" for b in list_backbones()) + ".", choices=tuple(b.name for b in list_backbones())),
         Param("device", str, "auto", f"Where the networks run: {DEVICE_HELP}."),
         Param("crop_size", int, crop_size, "Side in pixels of the aligned crop the method works in and composites from; the "
               "backbone sees it area-averaged to its own resolution.", minimum=16, maximum=2048),
@@ -95,7 +96,7 @@ def _check_dpimage(params: dict) -> None:
     from .dpimage import dpimage_settings
 
     spec = get_backbone_spec(params["backbone"])
-    dpimage_settings(params, spec.latent_size, spec.clip)
+    dpimage_settings(params, spec)
 
 
 DPIMAGE_SPEC = MethodSpec(
@@ -111,9 +112,9 @@ DPIMAGE_SPEC = MethodSpec(
               minimum=1e-9),
         Param("iterations", int, None, "T: noisy steps (thesis 1 to 10^5). Default 1000, or with --epsilon the smallest T "
               "that reaches it at --sigma.", minimum=1, maximum=10_000_000),
-        Param("clip", float, 0.5, "c: every step clips the code to ±c (thesis ±20 on W+); Δf = 2c√d. The Glow's real codes "
-              "lie 99.86 % within ±3, but at ±3 the noise soon leaves what the Glow decodes as a face (README, DP-Image).",
-              minimum=1e-6),
+        Param("clip", float, None, "c: every step clips the code to ±c; Δf = 2c√d. Default: 0.5 on glow (its real codes lie "
+              "99.86 % within ±3, but at ±3 the noise soon leaves what the Glow decodes as a face: README, DP-Image), the "
+              "backbone's range elsewhere (±20 on StyleGAN2's W+, thesis §4.5.1.3).", minimum=1e-6),
         Param("delta", float, 1e-8, "δ of the (ε, δ) guarantee (thesis 1e-8).", minimum=1e-300, maximum=0.5),
         Param("epsilon", float, None, "Target ε at --delta: T is solved for (needs T·σ² = Δf²/(2ρ)); refused, with the "
               "numbers, when it needs more than --max-iterations.", minimum=1e-9),
