@@ -33,8 +33,8 @@ ROWS = (
     ("idrotate 30 refine steps", ["--method", "idrotate", "--level", "9", "--refine-steps", "30", "--keyfile", KEY]),
     ("idrotate no refine", ["--method", "idrotate", "--level", "9", "--refine-steps", "0", "--keyfile", KEY]),
     ("flowrot", ["--method", "flowrot", "--keyfile", KEY]),
-    ("fsap (defaults: N 100, k 1, tau 0.8)", ["--method", "fsap"]),
-    ("dpimage (defaults: T 1000, sigma 0.2)", ["--method", "dpimage"]),
+    ("fsap", ["--method", "fsap"]),
+    ("dpimage", ["--method", "dpimage"]),
 )
 
 
