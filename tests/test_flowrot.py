@@ -170,8 +170,10 @@ def test_model_student_needs_the_students_weights_and_names_the_command_that_tra
     from anoncli.weights import REGISTRY, missing_message
 
     spec = get_method_spec("flowrot")
-    assert spec.weights_needed(spec.resolve_params({})) == ("glow-celeba-utk-64",)
-    assert spec.weights_needed(spec.resolve_params({"model": "student"})) == ("glow-celeba-utk-64", "flow-student-celeba-utk-64")
+    predictor = "dlib-shape-predictor-68"   # the compositing's 68-point region (--shape landmarks, the default)
+    assert spec.weights_needed(spec.resolve_params({})) == ("glow-celeba-utk-64", predictor)
+    assert spec.weights_needed(spec.resolve_params({"model": "student"})) == ("glow-celeba-utk-64", "flow-student-celeba-utk-64", predictor)
+    assert spec.weights_needed(spec.resolve_params({"shape": "ellipse"})) == ("glow-celeba-utk-64",)
     assert "anoncli train student" in missing_message(REGISTRY["flow-student-celeba-utk-64"], [])
     with pytest.raises(ValueError, match="--model"):
         spec.resolve_params({"model": "tiny"})
