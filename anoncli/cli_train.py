@@ -160,8 +160,19 @@ def _card(trainer, command: str, data: list[Path], result: dict, notes: list[str
 
     return {"data": [d.name for d in data], "held_out_eval": result, "config": trainer.config.to_dict(),
             "train_faces": int(len(trainer.train_idx)), "held_out_faces": int(len(trainer.eval_idx)),
-            "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
+            "machine": _machine(trainer),
             "command": shlex.join(["anoncli", "train", command, *_without_card_notes(sys.argv[3:])]), "notes": list(notes)}
+
+
+def _machine(trainer) -> str:
+    import os
+
+    import torch
+
+    device = getattr(trainer, "device", None)
+    if device is not None and device.type == "cuda":
+        return f"one {torch.cuda.get_device_name(device)} GPU ({os.cpu_count()} CPU cores), torch {torch.__version__}"
+    return f"{os.cpu_count()} CPU cores, torch {torch.__version__}"
 
 
 def _without_card_notes(args: list[str]) -> list[str]:
@@ -180,7 +191,8 @@ def _without_card_notes(args: list[str]) -> list[str]:
 def _card_after_export(card: dict, trainer) -> dict:
     import dataclasses
 
-    return {**card, "steps": trainer.step, "train_seconds": trainer.elapsed, "settings": dataclasses.asdict(trainer.settings)}
+    return {**card, "steps": trainer.step, "train_seconds": trainer.elapsed, "settings": dataclasses.asdict(trainer.settings),
+            "history": getattr(trainer, "history", [])}
 
 
 def _export_with_card(trainer, command: str, data: list[Path], result: dict, notes: list[str], export: Path, write_card,
@@ -297,3 +309,59 @@ def train_student(
         from .train.model_card import write_student_model_card
 
         _export_with_card(trainer, "student", data, result, card_note, export, write_student_model_card)
+
+
+@train_app.command("diffae")
+def train_diffae(
+    data: list[Path] = DATA,
+    work: Path = WORK,
+    steps: int = typer.Option(100000, "--steps", min=1, help="Train until this many steps in total."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Faces per step."),
+    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Adam learning rate (the official DiffAE autoencoders: 1e-4)."),
+    ema_decay: float = typer.Option(0.999, "--ema-decay", min=0.0, max=1.0, help="Decay of the weights' moving average that is evaluated and exported "
+                                    "(official: 0.9999 over millions of faces; 0.999 suits a CPU run of thousands of steps)."),
+    resolution: int = typer.Option(64, "--resolution", help="Face side in pixels; the aligned 128 px crops are area-resized."),
+    width: int = typer.Option(0, "--width", min=0, help="Base channels of the UNet and the semantic encoder (0: the committed network's)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="In a work folder without a checkpoint, start from this earlier "
+                                             "export (same network): its weights, step count and training time; Adam's moments start afresh."),
+    evaluation_ddim_steps: int = typer.Option(20, "--evaluation-ddim-steps", min=1, help="DDIM steps of the held-out reconstruction in the log."),
+    margin: float = MARGIN,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    evaluate_every: int = EVALUATE_EVERY,
+    threads: int = THREADS,
+    device: str = DEVICE,
+    seed: int = SEED,
+    export: Optional[Path] = typer.Option(None, "--export", help="When done (or interrupted), write the EMA network here as fp16 safetensors."),
+    export_half: bool = typer.Option(True, "--export-half/--export-float", help="fp16 or float32 export."),
+    card_note: list[str] = CARD_NOTE,
+    progress: bool = PROGRESS,
+):
+    """Train the diffusion autoencoder of `--method diffusion` (thesis §6.4; Preechakul et al. 2022): a
+    semantic encoder to a 512-d code and a conditional DDIM UNet, on DDPM's noise-prediction loss."""
+    _check_folders(data)
+    from .train.diffae import DiffAETrainer, DiffAETrainSettings, network_config
+    from .train.face_crops import prepare
+
+    config = {"image_size": resolution}
+    if width % 32:
+        _fail(f"--width must be a multiple of 32 (the network's GroupNorm takes 32 groups), got {width}")
+    if width:
+        config["model_channels"] = width
+    settings = DiffAETrainSettings(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
+                                   evaluation_ddim_steps=evaluation_ddim_steps, checkpoint_every=checkpoint_every,
+                                   evaluate_every=evaluate_every, threads=threads, seed=seed, device=_device(device),
+                                   margin=margin, config=config, init_from=str(init_from) if init_from else "")
+    try:
+        from .diffusion.ddim import DEFAULT_TRAINING_STEPS, ddim_timesteps
+
+        ddim_timesteps(DEFAULT_TRAINING_STEPS, evaluation_ddim_steps)
+        network_config(config)   # refuses shapes the network cannot take
+        crops = prepare(list(data), work / "data", 128, margin, progress)
+        trainer = DiffAETrainer(crops, settings, work, log=lambda m: console.print(m))
+    except ValueError as e:
+        _fail(str(e))
+    result = _train_and_measure(trainer, steps, progress, 64, exporting=export is not None)
+    if export is not None:
+        from .train.model_card import write_diffae_model_card
+
+        _export_with_card(trainer, "diffae", data, result, card_note, export, write_diffae_model_card, half=export_half)

@@ -192,6 +192,22 @@ REGISTRY: dict[str, WeightsEntry] = {
                  "1cUv_reLE6k3604or78EranS7XzuVMWeO): Encoder4Editing IR-SE50 + StyleGAN2 1024 px decoder + "
                  "latent_avg; the stylegan2-e4e backbone",
         ),
+        # The authors publish no digest. This is the one an independent public project pins for the file it
+        # downloaded from the folder below (2,722,085,968 bytes, global step 1,563,562, 168,492,291 parameters
+        # per network). The size is what anoncli.models.diffae's FFHQ256_AUTOENC accounts for: 168,492,291
+        # float32 parameters x 4 (model, ema_model, Adam's two moments) + the 32 x 3 x 256 x 256 x_T buffer
+        # leave 1.04 MB of archive overhead. Not checked against the Drive file (no download was possible here).
+        WeightsEntry(
+            name="diffae-ffhq256-autoenc",
+            filename="diffae_ffhq256_autoenc.ckpt",
+            url="https://drive.google.com/drive/folders/1hTP9QbYXwv_Nl5sgcZNH0yKprJx7ivC5?usp=sharing",
+            sha256="9bd2ba9e4c22afde8f18958026a4e8e625ef67d2c3ee76bb3aa72f3e67d3b9ca",
+            licence="MIT (phizaz/diffae code; the checkpoints state no licence of their own); trained on FFHQ: "
+                    "CC BY-NC-SA 4.0 (non-commercial)",
+            what="Diffusion Autoencoder FFHQ 256 px, autoencoding only (phizaz/diffae README, 'DiffAE (autoencoding "
+                 "only): FFHQ256', the Drive folder's ffhq256_autoenc/last.ckpt, a PyTorch Lightning checkpoint: "
+                 "model.* and ema_model.*); anoncli.models.diffae.load_official reads its EMA network",
+        ),
     )
 }
 

@@ -95,6 +95,8 @@ def prepare(sources: list[Path], work: Path, resolution: int, margin: float, pro
         identity = identities[src].get(path.name)
         index.append({"source": src.name, "image": path.name, "identity": identity,
                       "held_out": is_held_out(src.name, path.name, identity)})
+    if not crops:
+        raise ValueError(f"no face found in the images of {', '.join(str(s) for s in sources)}")
     crops_arr = np.stack(crops)
     descriptors = embed_crops(crops_arr, resolution, margin, progress)
     _save_npy(work / "crops.npy", crops_arr)

@@ -106,6 +106,47 @@ def student_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) 
     return _with_licence_and_notes(lines, card)
 
 
+def diffae_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> str:
+    ev = card.get("held_out_eval", {})
+    s = card.get("settings", {})
+    history = card.get("history", [])
+    earlier = sum(run["steps"] for run in history)
+    lines = [
+        f"# {weights.name}",
+        "",
+        "The diffusion autoencoder of `--method diffusion` (thesis ch. 6, §6.4; Preechakul et al., CVPR 2022): a",
+        "semantic encoder to a 512-d code z̄ and a conditional DDIM UNet ε_θ(x_t, t, z̄), the official design made small.",
+        "",
+        f"- file: `{weights.name}`, {size_bytes / 2 ** 20:.1f} MiB, sha256 `{sha256}`",
+        f"- network: `{json.dumps(card.get('config', {}))}`",
+        f"- data: {', '.join(card.get('data', []))} from `../shared/data` ({card.get('train_faces')} training faces, "
+        f"{card.get('held_out_faces')} held out: CelebA identities with identity mod 10 = 0, UTKFace files by name hash), "
+        f"aligned with margin {s.get('margin')}, area-resized, mirrored at random",
+        f"- training: L_simple on the linear schedule (β 1e-4 to 0.02, T = 1000), Adam lr {s.get('lr')}, gradient norm clipped "
+        f"to {s.get('max_grad_norm')}, EMA decay {s.get('ema_decay')} (the exported weights); {card.get('steps')} steps in all, "
+        f"{card.get('train_seconds', 0) / 3600:.2f} h:",
+    ] + [f"  - {run['steps']} steps at batch {run['batch_size']} in {run['train_seconds'] / 3600:.2f} h on {run['machine']}: "
+         f"`{run['command']}`" for run in history] + [
+        f"  - {card.get('steps', 0) - earlier} steps at batch {s.get('batch_size')} on {card.get('machine', 'this machine')}: "
+        f"`{card.get('command', '')}` (run again with the same --work folder to resume)",
+        "",
+        f"## Held-out measurement ({ev.get('faces')} faces, {ev.get('ddim_steps')} DDIM steps)",
+        "",
+        "| reconstruction from (z̄, inverted x_T): PSNR | SSIM | from z̄ alone (random x_T): PSNR | SSIM |",
+        "| --- | --- | --- | --- |",
+        f"| {ev.get('inverted_psnr')} dB | {ev.get('inverted_ssim')} | {ev.get('semantic_only_psnr')} dB | {ev.get('semantic_only_ssim')} |",
+    ]
+    return _with_licence_and_notes(lines, card)
+
+
+def write_diffae_model_card(weights: Path, card: dict) -> Path:
+    from ..weights import sha256_of
+
+    path = weights.with_suffix(".md")
+    write_atomic(path, diffae_model_card(weights, card, sha256_of(weights), weights.stat().st_size).encode())
+    return path
+
+
 def write_student_model_card(weights: Path, card: dict) -> Path:
     from ..weights import sha256_of
 

@@ -1,0 +1,32 @@
+"""The project's own diffusion-autoencoder files (``anoncli train diffae --export``): safetensors with
+format ``anoncli-diffae-v1``, the network's configuration, margin and model card in the metadata."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT = "anoncli-diffae-v1"
+
+
+@dataclass(frozen=True)
+class AutoencoderFile:
+    model: object       # models.diffae.DiffAE in eval mode, float32
+    margin: float       # border of the aligned crops it was trained on (train.face_crops)
+    card: dict          # what the export recorded: steps, training time, settings, held-out figures
+
+
+def load_autoencoder(path: str | Path, device: str = "cpu") -> AutoencoderFile:
+    """Read an export strictly; refuses files of another format or with missing or extra tensors."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from ..models.diffae import DiffAE, DiffAEConfig
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an anoncli diffusion autoencoder (format {meta.get('format')!r}, expected {FORMAT!r})")
+    model = DiffAE(DiffAEConfig.from_dict(json.loads(meta["config"])))
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
+    return AutoencoderFile(model.to(device).eval(), float(meta["margin"]), json.loads(meta.get("card", "{}")))
