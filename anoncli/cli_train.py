@@ -365,3 +365,47 @@ def train_diffae(
         from .train.model_card import write_diffae_model_card
 
         _export_with_card(trainer, "diffae", data, result, card_note, export, write_diffae_model_card, half=export_half)
+
+
+@train_app.command("attributes")
+def train_attributes(
+    data: list[Path] = DATA,
+    work: Path = WORK,
+    steps: int = typer.Option(4000, "--steps", min=1, help="Train until this many steps in total."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Faces per step."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="AdamW learning rate."),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay", min=0.0, help="AdamW weight decay."),
+    resolution: int = typer.Option(64, "--resolution", help="Face side in pixels (a multiple of 16); the aligned 128 px crops are area-resized."),
+    margin: float = MARGIN,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    evaluate_every: int = EVALUATE_EVERY,
+    threads: int = THREADS,
+    device: str = DEVICE,
+    seed: int = SEED,
+    export: Optional[Path] = typer.Option(None, "--export", help="When done (or interrupted), write the network here as fp16 safetensors, and its model card (.md) beside it."),
+    card_note: list[str] = CARD_NOTE,
+    progress: bool = PROGRESS,
+):
+    """Train the CelebA attribute classifier of `--method diffusion`'s pairing and attribute measure (thesis
+    §6.5-6.6; FaRL's ViT there): 40 binary attributes, binary cross-entropy, on the faces with labels.csv attributes."""
+    _check_folders(data)
+    from .train.attributes import AttributeTrainer, AttributeTrainSettings, attribute_labels
+    from .train.face_crops import prepare
+
+    settings = AttributeTrainSettings(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, resolution=resolution,
+                                      margin=margin, checkpoint_every=checkpoint_every, evaluate_every=evaluate_every,
+                                      threads=threads, seed=seed, device=_device(device))
+    try:
+        from .models.attributes import AttributeNetConfig
+
+        AttributeNetConfig(resolution=resolution)
+        crops = prepare(list(data), work / "data", 128, margin, progress)
+        trainer = AttributeTrainer(crops, attribute_labels(crops.index, list(data)), settings, work,
+                                   log=lambda m: console.print(m))
+    except ValueError as e:
+        _fail(str(e))
+    result = _train_and_measure(trainer, steps, progress, 1_000_000, exporting=export is not None)
+    if export is not None:
+        from .train.model_card import write_attributes_model_card
+
+        _export_with_card(trainer, "attributes", data, result, card_note, export, write_attributes_model_card)

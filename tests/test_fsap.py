@@ -92,6 +92,16 @@ def test_the_released_crop_is_the_original_plus_the_decoded_perturbation():
     assert np.abs(back - change).mean() < 0.35 * np.abs(change).mean()
 
 
+def test_the_released_change_keeps_within_the_perturbation_limits():
+    """--max-change bounds every pixel's change (before the bicubic enlargement, whose overshoot is small);
+    with every limit off the search is free to go further."""
+    crop = np.float32(np.random.default_rng(1).uniform(40, 215, (64, 64, 3)))
+    bounded = _small_fsap(iterations="3", tau="2", max_change="0.005").anonymize_face(crop, None).crop - crop
+    free = _small_fsap(iterations="3", tau="2", max_change="0", low_sigma="0").anonymize_face(crop, None).crop - crop
+    assert np.abs(bounded).max() <= 0.005 * 127.5 * 1.25
+    assert np.abs(free).max() > 2 * np.abs(bounded).max()
+
+
 def test_fsap_runs_end_to_end_and_records_each_faces_search(tmp_path):
     r = cli("anonymize", EXAMPLES, "-o", tmp_path / "out", "--method", "fsap", "--iterations", "2", "-q", "-j", "1")
     if r.returncode == 3:

@@ -8,6 +8,9 @@ decoded perturbation f_D(W′) − f_D(W), enlarged from the backbone's resoluti
 exact backbone f_D(W) = x, so at the backbone's resolution this is f_D(W′) itself, and the photo
 keeps every detail the perturbation does not touch. L_I is measured on that released crop (what a
 recognizer sees), the attribute losses at the backbone's resolution (the thesis' x and x̂).
+Not in the thesis (which releases a StyleGAN2 face): the perturbation passes through
+``latent.perturbation.limit_perturbation`` (low band grey and bounded, every pixel bounded) inside the
+search, so τ is reached with what is released and a 64 px perturbation does not stain a wild photo.
 The crop goes into the photo through ``anoncli.faces.compositing`` (68-point region, multi-band).
 """
 from __future__ import annotations
@@ -39,8 +42,10 @@ class FSAP(LatentFaceMethod):
         from ..identity.encoders import get_encoder_spec, load_identity_encoder
         from ..latent.fsap import FsapSettings
         from ..latent.image_losses import PerceptualLoss
+        from ..latent.perturbation import PerturbationLimits
 
         self.torch = torch
+        self.limits = PerturbationLimits(self.params["low_sigma"], self.params["low_luminance"], self.params["max_change"])
         self.settings = FsapSettings(self.params["iterations"], self.params["attribute_steps"], self.params["tau"],
                                      self.params["lambda_identity"], self.params["lambda_attribute"])
         encoder_spec = get_encoder_spec(self.params["recognizer"])
@@ -73,6 +78,7 @@ class FSAP(LatentFaceMethod):
     def anonymize_face(self, crop, landmarks_in_crop, key=None):
         from ..latent.fsap import fsap_search
         from ..latent.image_losses import cosine_distance, mse_loss, ssim_loss
+        from ..latent.perturbation import limit_perturbation
 
         torch = self.torch
         crop_t = self.crop_tensor(crop)
@@ -83,7 +89,7 @@ class FSAP(LatentFaceMethod):
             reference = self.embed(crop_t)
 
         def released(decoded):
-            return crop_t + self.enlarge(decoded - reconstruction)
+            return crop_t + self.enlarge(limit_perturbation(decoded - reconstruction, self.limits))
 
         result = fsap_search(
             w, self.backbone.decode,

@@ -73,6 +73,14 @@ FSAP_SPEC = MethodSpec(
         Param("lambda_attribute", float, 0.004, "λ_P: size of each attribute step, per latent coordinate and loss (eq. 5.8). "
               "Thesis 0.008; at τ = 1.6 on the Glow 0.004 kept face SSIM at 0.89 and reached MobileFaceNet protection 0.95 "
               "against 0.78 at 0.008 (README, FSAP).", minimum=0.0, maximum=10.0),
+        Param("low_sigma", float, 3.0, "Perturbation limit (not in the thesis; README, FSAP): σ in backbone pixels of the "
+              "low band whose colour is dropped and whose luminance is bounded, so that broad shading and colour casts of "
+              "the decoded perturbation do not stain the photo; 0 turns the band rule off.", minimum=0.0, maximum=64.0),
+        Param("low_luminance", float, 0.1, "Perturbation limit: largest luminance change of the low band, images in "
+              "[-1, 1] (0.1: about 13 grey levels; soft bound L·tanh(x/L)); 0: unbounded.", minimum=0.0, maximum=2.0),
+        Param("max_change", float, 0.6, "Perturbation limit: largest change of any pixel and channel, images in [-1, 1] "
+              "(0.6: about 77 grey levels; soft bound); 0: unbounded. Tighter limits protect less (README, FSAP).",
+              minimum=0.0, maximum=2.0),
         Param("recognizer", str, "dlib-resnet", "f_I, the recognizer the identity loss reads (identity-encoder registry): "
               "dlib-resnet (offline) or arcface-ir-se50 (`anoncli weights fetch facexlib-arcface-ir-se50`). Reports mark it "
               "white-box.", choices=tuple(ENCODER_EVALUATORS)),

@@ -15,6 +15,18 @@ def _with_licence_and_notes(lines: list[str], card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _file_network_and_aligned_data(weights: Path, card: dict, sha256: str, size_bytes: int) -> list[str]:
+    """The card lines of a network trained on the aligned, resized, mirrored crops of train.face_crops."""
+    s = card.get("settings", {})
+    return [
+        f"- file: `{weights.name}`, {size_bytes / 2 ** 20:.1f} MiB, sha256 `{sha256}`",
+        f"- network: `{json.dumps(card.get('config', {}))}`",
+        f"- data: {', '.join(card.get('data', []))} from `../shared/data` ({card.get('train_faces')} training faces, "
+        f"{card.get('held_out_faces')} held out: CelebA identities with identity mod 10 = 0, UTKFace files by name hash), "
+        f"aligned with margin {s.get('margin')}, area-resized, mirrored at random",
+    ]
+
+
 def aei_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> str:
     ev = card.get("held_out_eval", {})
     s = card.get("settings", {})
@@ -54,11 +66,7 @@ def glow_model_card(weights: Path, card: dict, sha256: str, size_bytes: int, sam
         "The flow of `--method flowrot` (FFEM, seed 001; METHODS.md §7): Glow with actnorm, LU-decomposed",
         "invertible 1x1 convolutions, affine couplings and learned priors, trained by bits per dimension.",
         "",
-        f"- file: `{weights.name}`, {size_bytes / 2 ** 20:.1f} MiB, sha256 `{sha256}`",
-        f"- network: `{json.dumps(card.get('config', {}))}`",
-        f"- data: {', '.join(card.get('data', []))} from `../shared/data` ({card.get('train_faces')} training faces, "
-        f"{card.get('held_out_faces')} held out: CelebA identities with identity mod 10 = 0, UTKFace files by name hash), "
-        f"aligned with margin {s.get('margin')}, area-resized, mirrored at random",
+        *_file_network_and_aligned_data(weights, card, sha256, size_bytes),
         f"- steps: {card.get('steps')} at batch {s.get('batch_size')}, Adam lr {s.get('lr')} after {s.get('warmup_steps')} "
         f"warm-up steps, {card.get('train_seconds', 0) / 3600:.2f} h of training on {card.get('machine', 'this machine')}",
         f"- command: `{card.get('command', '')}` (run again with the same --work folder to resume)",
@@ -114,14 +122,10 @@ def diffae_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -
     lines = [
         f"# {weights.name}",
         "",
-        "The diffusion autoencoder of `--method diffusion` (thesis ch. 6, §6.4; Preechakul et al., CVPR 2022): a",
+        "The diffusion autoencoder for `--method diffusion` (not built yet; thesis ch. 6, §6.4; Preechakul et al., CVPR 2022): a",
         "semantic encoder to a 512-d code z̄ and a conditional DDIM UNet ε_θ(x_t, t, z̄), the official design made small.",
         "",
-        f"- file: `{weights.name}`, {size_bytes / 2 ** 20:.1f} MiB, sha256 `{sha256}`",
-        f"- network: `{json.dumps(card.get('config', {}))}`",
-        f"- data: {', '.join(card.get('data', []))} from `../shared/data` ({card.get('train_faces')} training faces, "
-        f"{card.get('held_out_faces')} held out: CelebA identities with identity mod 10 = 0, UTKFace files by name hash), "
-        f"aligned with margin {s.get('margin')}, area-resized, mirrored at random",
+        *_file_network_and_aligned_data(weights, card, sha256, size_bytes),
         f"- training: L_simple on the linear schedule (β 1e-4 to 0.02, T = 1000), Adam lr {s.get('lr')}, gradient norm clipped "
         f"to {s.get('max_grad_norm')}, EMA decay {s.get('ema_decay')} (the exported weights); {card.get('steps')} steps in all, "
         f"{card.get('train_seconds', 0) / 3600:.2f} h:",
@@ -137,6 +141,40 @@ def diffae_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -
         f"| {ev.get('inverted_psnr')} dB | {ev.get('inverted_ssim')} | {ev.get('semantic_only_psnr')} dB | {ev.get('semantic_only_ssim')} |",
     ]
     return _with_licence_and_notes(lines, card)
+
+
+def attributes_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> str:
+    ev = card.get("held_out_eval", {})
+    s = card.get("settings", {})
+    lines = [
+        f"# {weights.name}",
+        "",
+        "The offline attribute classifier for `--method diffusion` (not built yet; thesis §6.5-6.6, where FaRL's ViT",
+        "pairs faces and measures attribute preservation): a small CNN reading CelebA's 40 binary attributes.",
+        "",
+        *_file_network_and_aligned_data(weights, card, sha256, size_bytes),
+        "- labels: CelebA's 40 attributes from `labels.csv` (faces without them, UTKFace, do not train)",
+        f"- training: binary cross-entropy, AdamW lr {s.get('lr')}, weight decay {s.get('weight_decay')}, {card.get('steps')} "
+        f"steps at batch {s.get('batch_size')}, {card.get('train_seconds', 0) / 3600:.2f} h on {card.get('machine', 'this machine')}",
+        f"- command: `{card.get('command', '')}` (run again with the same --work folder to resume)",
+        "",
+        f"## Held-out measurement ({ev.get('faces')} CelebA faces of held-out identities)",
+        "",
+        f"Mean accuracy **{ev.get('mean_accuracy')}** (always answering each attribute's training majority: "
+        f"{ev.get('majority_mean_accuracy')}).",
+        "",
+        "| attribute | accuracy | majority answer |",
+        "| --- | --- | --- |",
+    ] + [f"| {name} | {a} | {b} |" for name, (a, b) in ev.get("per_attribute", {}).items()]
+    return _with_licence_and_notes(lines, card)
+
+
+def write_attributes_model_card(weights: Path, card: dict) -> Path:
+    from ..weights import sha256_of
+
+    path = weights.with_suffix(".md")
+    write_atomic(path, attributes_model_card(weights, card, sha256_of(weights), weights.stat().st_size).encode())
+    return path
 
 
 def write_diffae_model_card(weights: Path, card: dict) -> Path:
