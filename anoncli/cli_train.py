@@ -152,11 +152,8 @@ def _train_and_measure(trainer, steps: int, progress: bool, held_out_faces: int,
 
 def _card(trainer, command: str, data: list[Path], result: dict, notes: list[str]) -> dict:
     """What a model card states of a training run: data, network, faces, machine, command, notes."""
-    import os
     import shlex
     import sys
-
-    import torch
 
     return {"data": [d.name for d in data], "held_out_eval": result, "config": trainer.config.to_dict(),
             "train_faces": int(len(trainer.train_idx)), "held_out_faces": int(len(trainer.eval_idx)),

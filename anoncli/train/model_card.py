@@ -15,6 +15,15 @@ def _with_licence_and_notes(lines: list[str], card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write_card(weights: Path, card: dict, render) -> Path:
+    """``render(weights, card, sha256, size)`` written atomically as the .md beside the weights."""
+    from ..weights import sha256_of
+
+    path = weights.with_suffix(".md")
+    write_atomic(path, render(weights, card, sha256_of(weights), weights.stat().st_size).encode())
+    return path
+
+
 def _file_network_and_aligned_data(weights: Path, card: dict, sha256: str, size_bytes: int) -> list[str]:
     """The card lines of a network trained on the aligned, resized, mirrored crops of train.face_crops."""
     s = card.get("settings", {})
@@ -170,46 +179,26 @@ def attributes_model_card(weights: Path, card: dict, sha256: str, size_bytes: in
 
 
 def write_attributes_model_card(weights: Path, card: dict) -> Path:
-    from ..weights import sha256_of
-
-    path = weights.with_suffix(".md")
-    write_atomic(path, attributes_model_card(weights, card, sha256_of(weights), weights.stat().st_size).encode())
-    return path
+    return _write_card(weights, card, attributes_model_card)
 
 
 def write_diffae_model_card(weights: Path, card: dict) -> Path:
-    from ..weights import sha256_of
-
-    path = weights.with_suffix(".md")
-    write_atomic(path, diffae_model_card(weights, card, sha256_of(weights), weights.stat().st_size).encode())
-    return path
+    return _write_card(weights, card, diffae_model_card)
 
 
 def write_student_model_card(weights: Path, card: dict) -> Path:
-    from ..weights import sha256_of
-
-    path = weights.with_suffix(".md")
-    write_atomic(path, student_model_card(weights, card, sha256_of(weights), weights.stat().st_size).encode())
-    return path
+    return _write_card(weights, card, student_model_card)
 
 
 def write_aei_model_card(weights: Path, card: dict) -> Path:
-    from ..weights import sha256_of
-
-    path = weights.with_suffix(".md")
-    write_atomic(path, aei_model_card(weights, card, sha256_of(weights), weights.stat().st_size).encode())
-    return path
+    return _write_card(weights, card, aei_model_card)
 
 
 def write_glow_model_card(weights: Path, card: dict, sample_grids: dict[float, Path]) -> Path:
     """The card and, beside the weights, a copy of each sample grid (``<stem>-samples-t<T>.png``)."""
-    from ..weights import sha256_of
-
     names = {}
     for t, grid in sample_grids.items():
         name = f"{weights.stem}-samples-t{t}.png"
         write_atomic(weights.parent / name, Path(grid).read_bytes())
         names[t] = name
-    path = weights.with_suffix(".md")
-    write_atomic(path, glow_model_card(weights, card, sha256_of(weights), weights.stat().st_size, names).encode())
-    return path
+    return _write_card(weights, card, lambda w, c, sha256, size: glow_model_card(w, c, sha256, size, names))
