@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,9 @@ from conftest import EXAMPLES, FAST_KDF, cli, kill_halfway, real_faces
 
 pytest.importorskip("ray.data", reason="the Ray executor's tests need Ray Data: pip install 'anoncli[ray]'")
 
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}   # the head's token in ~/.ray/auth_token, as Ray sets up
+# Token authentication, as Ray sets up by default, with this module's own token: the machine may have no
+# ~/.ray/auth_token, and the tests must not write one into the user's home.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
 VOLATILE = ["timings"]   # seconds measured per image: the one column that differs between two runs
 
 
