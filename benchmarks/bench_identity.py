@@ -34,6 +34,7 @@ ROWS = (
     ("idrotate no refine", ["--method", "idrotate", "--level", "9", "--refine-steps", "0", "--keyfile", KEY]),
     ("flowrot", ["--method", "flowrot", "--keyfile", KEY]),
     ("fsap", ["--method", "fsap"]),
+    ("fsap flow-student", ["--method", "fsap", "--backbone", "flow-student"]),
     ("dpimage", ["--method", "dpimage"]),
 )
 

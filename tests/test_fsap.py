@@ -40,6 +40,31 @@ def test_attribute_steps_descend_each_loss_by_its_own_sign():
     np.testing.assert_allclose(result.decoded, [[2 * (0.1 - 0.06), 1.0 - 0.12, -1.0 + 0.12]], atol=1e-6)
 
 
+def test_steps_follow_the_identity_loss_and_stopping_reads_the_identity_test():
+    """Steps ascend L_I = Σ w (λ_I·d per iteration) while the test reads 2·Σ w: with τ = 0.8 the test
+    passes once Σ w > 0.4, after 3 iterations instead of the 5 that L_I alone would need."""
+    d, lam = 4, 0.05
+    result = fsap_search(torch.zeros(1, d), lambda w: w, lambda x: x.sum(1), [], FsapSettings(100, 0, 0.8, lam, 0.0),
+                         identity_test=lambda x: 2 * x.sum(1))
+    assert result.iterations == [3] and result.reached == [True]
+    np.testing.assert_allclose(result.identity_loss, [2 * 3 * d * lam], atol=1e-6)
+
+
+def test_input_diversity_zooms_and_shifts_the_chip_within_its_amount_and_repeats_with_its_seed():
+    from anoncli.methods.fsap import diverse_theta
+
+    theta = torch.tensor([[[0.8, 0.0, 0.1], [0.0, 0.8, -0.2]]]).expand(500, 2, 3)
+    same = diverse_theta(theta, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(same, theta)
+    out = diverse_theta(theta, 0.1, torch.Generator().manual_seed(0))
+    zoom = out[:, 0, 0] / 0.8
+    assert torch.allclose(out[:, 1, 1] / 0.8, zoom) and torch.all(out[:, 0, 1] == 0)   # one zoom, no rotation
+    assert zoom.min() >= 0.9 and zoom.max() <= 1.1 and zoom.max() - zoom.min() > 0.15
+    shift = out[:, :, 2] - theta[:, :, 2]
+    assert shift.abs().max() <= 0.1 + 1e-6 and shift.abs().max() > 0.09
+    assert torch.equal(out, diverse_theta(theta, 0.1, torch.Generator().manual_seed(0)))
+
+
 def test_the_settings_refuse_what_algorithm_7_cannot_run():
     with pytest.raises(ValueError):
         FsapSettings(iterations=0)
@@ -75,6 +100,9 @@ def _small_fsap(**params):
         def forward(self, x, y):
             return ((x - y) ** 2).mean((1, 2, 3))
 
+        def against(self, x):
+            return lambda y: self(x, y)
+
     resolved = get_method_spec("fsap").resolve_params({"crop_size": "64", "device": "cpu", "shape": "ellipse", **params})
     return FSAP(backbone_model=backbone, recognizer_model=recognizer, perceptual_loss=Perceptual(), **resolved)
 
@@ -96,10 +124,19 @@ def test_the_released_change_keeps_within_the_perturbation_limits():
     """--max-change bounds every pixel's change (before the bicubic enlargement, whose overshoot is small);
     with every limit off the search is free to go further."""
     crop = np.float32(np.random.default_rng(1).uniform(40, 215, (64, 64, 3)))
-    bounded = _small_fsap(iterations="3", tau="2", max_change="0.005").anonymize_face(crop, None).crop - crop
-    free = _small_fsap(iterations="3", tau="2", max_change="0", low_sigma="0").anonymize_face(crop, None).crop - crop
+    common = {"iterations": "3", "tau": "2", "input_diversity": "0"}
+    bounded = _small_fsap(**common, max_change="0.005").anonymize_face(crop, None).crop - crop
+    free = _small_fsap(**common, max_change="0", low_sigma="0").anonymize_face(crop, None).crop - crop
     assert np.abs(bounded).max() <= 0.005 * 127.5 * 1.25
     assert np.abs(free).max() > 2 * np.abs(bounded).max()
+
+
+def test_input_diversity_changes_the_search_and_repeats_for_the_same_photo():
+    crop = np.float32(np.random.default_rng(1).uniform(40, 215, (64, 64, 3)))
+    plain = _small_fsap(iterations="3", tau="2").anonymize_face(crop, None).crop
+    diverse = _small_fsap(iterations="3", tau="2", input_diversity="0.2")
+    first, again = diverse.anonymize_face(crop, None).crop, diverse.anonymize_face(crop, None).crop
+    assert np.array_equal(first, again) and not np.array_equal(first, plain)
 
 
 def test_fsap_runs_end_to_end_and_records_each_faces_search(tmp_path):

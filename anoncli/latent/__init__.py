@@ -53,7 +53,9 @@ class LatentBackbone:
         """N x latent_shape -> N x 3 x R x R in [-1, 1] (not clamped: the caller decides)."""
         raise NotImplementedError
 
-    def to(self, device) -> "LatentBackbone":
+    def to(self, device, memory_format=None) -> "LatentBackbone":
+        """Its networks on ``device``; with ``memory_format`` (``torch.channels_last``) their 4-D weights
+        in that layout too (faster convolutions on the CPU for a search that runs them many times)."""
         raise NotImplementedError
 
 
@@ -71,6 +73,14 @@ _register(BackboneSpec(
     citation="Kingma & Dhariwal, Glow, NeurIPS 2018; trained here (`anoncli train glow`, model card beside the weights)",
     resolution=64, latent_shape=(64 * 64 * 3,), clip=3.0, exact_inverse=True,
     weights=("glow-celeba-utk-64",), module="anoncli.latent.glow", cls="GlowBackbone",
+))
+_register(BackboneSpec(
+    name="flow-student",
+    summary="flowrot's distilled student of that Glow (weights/flow_student_celeba_utk_64): a CNN encoder and decoder on "
+            "the same ε, about nine times cheaper than the Glow but lossy, so f_E(f_D(z)) ≈ z only; offline",
+    citation="seed 000 (MCKD distillation; METHODS.md §7); trained here (`anoncli train student`, model card beside the weights)",
+    resolution=64, latent_shape=(64 * 64 * 3,), clip=3.0, exact_inverse=False,
+    weights=("flow-student-celeba-utk-64",), module="anoncli.latent.flow_student", cls="FlowStudentBackbone",
 ))
 _register(BackboneSpec(
     name="stylegan2-psp",

@@ -59,10 +59,13 @@ def _sign_gradients(latent: torch.Tensor, decode: Callable,
 
 
 def fsap_search(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor], identity_loss: Loss,
-                attribute_losses: Sequence[Loss], settings: FsapSettings = FsapSettings()) -> FsapResult:
+                attribute_losses: Sequence[Loss], settings: FsapSettings = FsapSettings(),
+                identity_test: Loss | None = None) -> FsapResult:
     """Algorithm 7 from W = f_E(x) (``latent``: N faces at once; a face that has passed τ stops
     moving while the others go on). ``identity_loss`` and ``attribute_losses`` compare a decoded
-    batch with the originals they were built for.
+    batch with the originals they were built for. ``identity_test``, when given, is the L_I that the
+    stopping test and the result read (the identity steps still follow ``identity_loss``): for an
+    identity loss that reads a randomly transformed view, the plain view of what is released.
 
     The test of iteration n reads L_I of the decode that the identity step of iteration n + 1
     differentiates anyway (the same W′), so each iteration decodes 1 + k times, not 2 + k; a face
@@ -76,6 +79,8 @@ def fsap_search(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Ten
     with torch.no_grad():
         for n in range(settings.iterations + 1):
             decoded, (loss,), (ascent,) = _sign_gradients(w, decode, [identity_loss])
+            if identity_test is not None:
+                loss = identity_test(decoded)
             passed = active & (loss > settings.tau)
             if released is None:
                 released, final_loss = decoded.clone(), loss.clone()

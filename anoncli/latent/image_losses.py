@@ -81,6 +81,13 @@ class PerceptualLoss(torch.nn.Module):
     def forward(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         return self.net(x * self._scale, x_hat * self._scale)
 
+    def against(self, x: torch.Tensor):
+        """L_l(x, ·) as a function of x̂, with x's features computed once (a search compares many x̂
+        with one x)."""
+        with torch.no_grad():
+            reference = self.net.reference_features(x * self._scale)
+        return lambda x_hat: self.net.distance_to(reference, x_hat * self._scale)
+
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """1 − cos(a, b) per row (thesis eq. 5.3)."""

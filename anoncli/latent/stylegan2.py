@@ -170,9 +170,11 @@ class StyleGAN2Backbone(LatentBackbone):
         r = self.config.resolution
         return images if images.shape[-1] == r else F.adaptive_avg_pool2d(images, (r, r))
 
-    def to(self, device) -> "StyleGAN2Backbone":
-        self.encoder.to(device)
-        self.generator.to(device)
+    def to(self, device, memory_format=None) -> "StyleGAN2Backbone":
+        for net in (self.encoder, self.generator):
+            net.to(device)
+            if memory_format is not None:
+                net.to(memory_format=memory_format)
         if self.latent_avg is not None:
             self.latent_avg = self.latent_avg.to(device)
         return self

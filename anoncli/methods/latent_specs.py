@@ -65,8 +65,9 @@ FSAP_SPEC = MethodSpec(
         Param("attribute_steps", int, 1, "k: attribute steps after each identity step. Thesis 6 (on StyleGAN2's W+); on the Glow, "
               "whose decoder is a bijection so that every attribute step pulls straight back toward W, 6 steps left faces at dlib "
               "distance 0.14 after 20 iterations, 1 step at 0.73 (README, FSAP).", minimum=0, maximum=1000),
-        Param("tau", float, 1.6, "τ: stop once the identity loss 1 − cos(f_I(x), f_I(x̂)) passes this. Thesis 0.8 (ArcFace, "
-              "white-box); with dlib's centred vectors 0.8 fooled dlib but not MobileFaceNet (2 % protected, README, FSAP).",
+        Param("tau", float, 1.4, "τ: stop once the identity loss 1 − cos(f_I(x), f_I(x̂)) passes this. Thesis 0.8 (ArcFace, "
+              "white-box); with dlib's centred vectors 0.8 fooled dlib but not MobileFaceNet (2 % protected); 1.4 with "
+              "--input-diversity 0.1 protected as well as 1.6 without it, with a cleaner face (README, FSAP).",
               minimum=0.0, maximum=2.0),
         Param("lambda_identity", float, 0.02, "λ_I: size of each identity step, per latent coordinate (eq. 5.6; thesis 0.02).",
               minimum=1e-6, maximum=10.0),
@@ -81,6 +82,10 @@ FSAP_SPEC = MethodSpec(
         Param("max_change", float, 0.6, "Perturbation limit: largest change of any pixel and channel, images in [-1, 1] "
               "(0.6: about 77 grey levels; soft bound); 0: unbounded. Tighter limits protect less (README, FSAP).",
               minimum=0.0, maximum=2.0),
+        Param("input_diversity", float, 0.1, "Transfer aid (not in the thesis; Xie et al., CVPR 2019): each identity step "
+              "reads the recognizer's chip with a random zoom within ±D and a shift within ±D of half the crop, so that the "
+              "perturbation fools more than one exact view of --recognizer and transfers better to recognizers it never saw "
+              "(MobileFaceNet); the stopping test reads the plain chip. 0: off (README, FSAP).", minimum=0.0, maximum=0.5),
         Param("recognizer", str, "dlib-resnet", "f_I, the recognizer the identity loss reads (identity-encoder registry): "
               "dlib-resnet (offline) or arcface-ir-se50 (`anoncli weights fetch facexlib-arcface-ir-se50`). Reports mark it "
               "white-box.", choices=tuple(ENCODER_EVALUATORS)),

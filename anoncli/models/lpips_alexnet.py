@@ -67,8 +67,15 @@ class LPIPSAlexNet(nn.Module):
             out.append(x)
         return out
 
-    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros(x0.shape[0], device=x0.device)
-        for head, a, b in zip(self.linear.values(), self.layer_features(x0), self.layer_features(x1)):
-            total = total + head((unit_channels(a) - unit_channels(b)) ** 2).mean((1, 2, 3))
+    def reference_features(self, x0: torch.Tensor) -> list[torch.Tensor]:
+        """x0's unit-normalised features, computed once for many ``distance_to`` calls."""
+        return [unit_channels(a) for a in self.layer_features(x0)]
+
+    def distance_to(self, reference: list[torch.Tensor], x1: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(x1.shape[0], device=x1.device)
+        for head, a, b in zip(self.linear.values(), reference, self.layer_features(x1)):
+            total = total + head((a - unit_channels(b)) ** 2).mean((1, 2, 3))
         return total
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        return self.distance_to(self.reference_features(x0), x1)

@@ -28,6 +28,14 @@ class DlibPerceptual(nn.Module):
         chips = self.representation.chips(2.0 * x)     # the representation's crops are in [−1, 1]
         return [F.normalize(f, dim=1, eps=1e-10) for f in self.representation.encoder.block_features(chips, self.blocks)]
 
+    def reference_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x's features, computed once for many ``distance_to`` calls."""
+        return self._features(x)
+
+    def distance_to(self, reference: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """Per-sample distances, N, from x's ``reference_features``."""
+        return sum(((a - b) ** 2).sum(1).mean((1, 2)) for a, b in zip(reference, self._features(y)))
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample distances, N."""
-        return sum(((a - b) ** 2).sum(1).mean((1, 2)) for a, b in zip(self._features(x), self._features(y)))
+        return self.distance_to(self.reference_features(x), y)
