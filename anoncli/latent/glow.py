@@ -34,7 +34,6 @@ class GlowBackbone(LatentBackbone):
         return self
 
 
-
 def flatten_levels(eps):
     """Per-level N x C x H x W tensors -> N x d, level by level."""
     import torch
