@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import write_atomic
-from .glow import _save_grid, face_batch
+from .glow import face_batch, save_grid
 from .loop import atomic_torch_save, load_checkpoint
 
 CHECKPOINT = "diffae-checkpoint.pt"
@@ -145,7 +145,7 @@ class DiffAETrainer:
     def evaluate(self, n: int = 16) -> dict:
         faces = self._faces(self.eval_idx[:n])
         result = evaluate_autoencoder(self.ema, self.schedule, faces, self.settings.evaluation_ddim_steps)
-        _save_grid(result.pop("grid"), reconstruction_grid_path(self.work, self.step))
+        save_grid(result.pop("grid"), reconstruction_grid_path(self.work, self.step))
         return result
 
     def run(self, progress: bool = True) -> None:

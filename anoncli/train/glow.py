@@ -168,7 +168,7 @@ def evaluate_flow(model, images_01, work: Path | None = None, step: int = 0, bat
             g = torch.Generator().manual_seed(0)
             for t in (0.5, 1.0):
                 eps = [torch.randn(16, *s, generator=g).to(images_01.device) for s in shapes]
-                _save_grid(model.decode(eps, temperature=t) + 0.5, sample_grid_path(work, step, t))
+                save_grid(model.decode(eps, temperature=t) + 0.5, sample_grid_path(work, step, t))
     model.train()
     return {"faces": len(images_01), "bits_per_dim": round(float(np.mean(bpd)), 4), "round_trip_max_abs": err}
 
@@ -177,7 +177,7 @@ def sample_grid_path(work: Path, step: int, temperature: float) -> Path:
     return work / f"glow-samples-step{step:06d}-t{temperature}.png"
 
 
-def _save_grid(images, path: Path, columns: int = 8) -> None:
+def save_grid(images, path: Path, columns: int = 8) -> None:
     import io
 
     from PIL import Image
