@@ -35,6 +35,7 @@ ROWS = (
     ("flowrot", ["--method", "flowrot", "--keyfile", KEY]),
     ("fsap", ["--method", "fsap"]),
     ("fsap flow-student", ["--method", "fsap", "--backbone", "flow-student"]),
+    ("fsap lambda-identity 0.04", ["--method", "fsap", "--lambda-identity", "0.04", "--lambda-attribute", "0.008"]),
     ("dpimage", ["--method", "dpimage"]),
 )
 

@@ -101,3 +101,18 @@ def test_default_config_matches_ffem():
     assert (c.resolution, c.levels, c.steps) == (128, 5, 32)
     with pytest.raises(ValueError):
         GlowConfig(resolution=100, levels=5).check()
+
+
+def test_frozen_flow_computes_the_same_codes_and_faces():
+    model, x = _model()
+    eps, log_p = model.encode(x)
+    faces = model.decode(eps)
+    model.freeze()
+    assert not any(p.requires_grad for p in model.parameters())
+    frozen_eps, frozen_log_p = model.encode(x)
+    for a, b in zip(eps, frozen_eps):
+        assert torch.allclose(a, b, atol=1e-10)
+    assert torch.allclose(log_p, frozen_log_p, atol=1e-8)
+    assert torch.allclose(model.decode(frozen_eps), faces, atol=1e-10)
+    assert torch.allclose(faces, x, atol=1e-8)
+    assert "frozen_inverse" not in "".join(model.state_dict())   # the weights file keeps its layout

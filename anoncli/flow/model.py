@@ -52,7 +52,7 @@ class FlowModel:
         self.config = GlowConfig(**file.config)
         self.net = Glow(self.config)
         self.net.load_state_dict(file.tensors, strict=True)
-        self.net.eval().requires_grad_(False)
+        self.net.freeze()
         self.resolution = self.config.resolution
         self.margin = file.margin
         self.card = file.card
@@ -64,7 +64,7 @@ class FlowModel:
         import torch
 
         model = cls.__new__(cls)
-        model.torch, model.net, model.config = torch, net.eval().requires_grad_(False), net.config
+        model.torch, model.net, model.config = torch, net.freeze(), net.config
         model.resolution, model.margin, model.card, model.sha256 = net.config.resolution, margin, {}, ""
         model.shapes = net.latent_shapes()
         return model

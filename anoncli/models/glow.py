@@ -105,13 +105,22 @@ class InvConv2dLU(nn.Module):
         upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
         return self.p @ lower @ upper
 
+    def inverse(self) -> torch.Tensor:
+        return torch.linalg.inv(self.weight().double()).to(self.lower.dtype)
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Compute W and W⁻¹ once (frozen inference: each decode otherwise inverts every step's W)."""
+        self.register_buffer("frozen_weight", self.weight(), persistent=False)
+        self.register_buffer("frozen_inverse", self.inverse(), persistent=False)
+
     def forward(self, x):
-        w = self.weight()
-        return F.conv2d(x, w[:, :, None, None]), x.shape[2] * x.shape[3] * self.log_s.sum()
+        w = self.frozen_weight if hasattr(self, "frozen_weight") else self.weight()
+        return F.conv2d(x, w[:, :, None, None].to(x.dtype)), x.shape[2] * x.shape[3] * self.log_s.sum()
 
     def reverse(self, y):
-        w_inv = torch.linalg.inv(self.weight().double()).to(y.dtype)
-        return F.conv2d(y, w_inv[:, :, None, None])
+        w_inv = self.frozen_inverse if hasattr(self, "frozen_inverse") else self.inverse()
+        return F.conv2d(y, w_inv[:, :, None, None].to(y.dtype))
 
 
 class ZeroConv2d(nn.Module):
@@ -189,6 +198,15 @@ class Glow(nn.Module):
             else:
                 self.priors.append(ZeroConv2d(c, 2 * c))       # learned top prior, from zeros
         self.top_shape = (c, size, size)
+
+    def freeze(self) -> "Glow":
+        """Inference only from here on: no gradients for the parameters, every 1 x 1 convolution's
+        W and W⁻¹ computed once."""
+        self.eval().requires_grad_(False)
+        for module in self.modules():
+            if isinstance(module, InvConv2dLU):
+                module.freeze()
+        return self
 
     def latent_shapes(self) -> list[tuple[int, int, int]]:
         shapes, c, size = [], 3, self.config.resolution
