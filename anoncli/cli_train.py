@@ -322,6 +322,9 @@ def train_diffae(
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="In a work folder without a checkpoint, start from this earlier "
                                              "export (same network): its weights, step count and training time; Adam's moments start afresh."),
     evaluation_ddim_steps: int = typer.Option(20, "--evaluation-ddim-steps", min=1, help="DDIM steps of the held-out reconstruction in the log."),
+    loss_weighting: str = typer.Option("simple", "--loss-weighting", help="simple: L_simple, as the official autoencoders train; "
+                                       "truncated-snr (not in the thesis): each face's loss times max(1, 1/SNR_t), i.e. the larger "
+                                       "of the noise and the image errors, which forces the decoder to read z̄ at large t."),
     margin: float = MARGIN,
     checkpoint_every: int = CHECKPOINT_EVERY,
     evaluate_every: int = EVALUATE_EVERY,
@@ -347,9 +350,13 @@ def train_diffae(
     settings = DiffAETrainSettings(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
                                    evaluation_ddim_steps=evaluation_ddim_steps, checkpoint_every=checkpoint_every,
                                    evaluate_every=evaluate_every, threads=threads, seed=seed, device=_device(device),
-                                   margin=margin, config=config, init_from=str(init_from) if init_from else "")
+                                   margin=margin, config=config, init_from=str(init_from) if init_from else "",
+                                   loss_weighting=loss_weighting)
     try:
-        from .diffusion.ddim import DEFAULT_TRAINING_STEPS, ddim_timesteps
+        from .diffusion.ddim import DEFAULT_TRAINING_STEPS, LOSS_WEIGHTINGS, ddim_timesteps
+
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"--loss-weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {loss_weighting!r}")
 
         ddim_timesteps(DEFAULT_TRAINING_STEPS, evaluation_ddim_steps)
         network_config(config)   # refuses shapes the network cannot take

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from anoncli.diffusion.ddim import (NoiseSchedule, ddim_decode, ddim_invert, ddim_timesteps, denoising_loss,
-                                    linear_schedule, q_sample)
+from anoncli.diffusion.ddim import (NoiseSchedule, _predicted_x0, ddim_decode, ddim_invert, ddim_timesteps,
+                                    denoising_loss, linear_schedule, loss_weights, q_sample)
 
 MU, S = 0.3, 0.5
 
@@ -84,3 +84,21 @@ def test_clipping_keeps_every_step_inside_the_image_range():
     unclipped = ddim_decode(biased, schedule, x_T, None, 20, clip_denoised=False)
     assert float(clipped.abs().max()) <= 1.0 + 1e-9
     assert float(unclipped.abs().max()) > 1.1
+
+
+def test_truncated_snr_weighting_is_the_larger_of_the_noise_and_the_image_errors():
+    schedule = linear_schedule()
+    t = torch.tensor([0, 100, 300, 600, 999])
+    a = torch.as_tensor(schedule.alphas_cumprod[t.numpy()], dtype=torch.float64)
+    assert loss_weights(schedule, t, "simple").tolist() == [1.0] * 5
+    weights = loss_weights(schedule, t, "truncated-snr")
+    torch.testing.assert_close(weights.double(), torch.maximum(torch.ones(5, dtype=torch.float64), (1 - a) / a), rtol=1e-6, atol=0)
+    assert weights[0] == 1 and weights[-1] > 1000   # x_0 counts from where SNR falls below 1
+    x0, noise = torch.rand(5, 3, 8, 8) * 2 - 1, torch.randn(5, 3, 8, 8)
+    x_t = q_sample(schedule, x0, t, noise)
+    wrong_eps = noise + 0.1 * torch.randn(5, 3, 8, 8)
+    eps_error = denoising_loss(lambda x, t_, c: wrong_eps, schedule, x0, None, t, noise)
+    x0_error = (_predicted_x0(x_t, wrong_eps, a.float().view(-1, 1, 1, 1)) - x0).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(eps_error * weights, torch.maximum(eps_error, x0_error), rtol=2e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown loss weighting"):
+        loss_weights(schedule, t, "p2")

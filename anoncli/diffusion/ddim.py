@@ -66,6 +66,27 @@ def denoising_loss(model, schedule: NoiseSchedule, x0, cond, t, noise):
     return (eps - noise).pow(2).flatten(1).mean(1)
 
 
+LOSS_WEIGHTINGS = ("simple", "truncated-snr")
+
+
+def loss_weights(schedule: NoiseSchedule, t, weighting: str):
+    """Per-face weights of the ε-prediction loss at timesteps ``t``.
+
+    "simple": 1 (DDPM's L_simple, what the official DiffAE trains with). "truncated-snr":
+    max(1, 1/SNR_t) with SNR_t = ᾱ_t / (1 − ᾱ_t) (Salimans & Ho, Progressive Distillation, ICLR 2022,
+    §4), so a face's loss is max(‖ε − ε̂‖², ‖x_0 − x̂_0‖²): at large t, where x_t has almost no trace
+    of x_0 and L_simple almost no gradient, the network is asked for the image itself, which only
+    z̄ can give it."""
+    import torch
+
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(f"unknown loss weighting {weighting!r}; one of {', '.join(LOSS_WEIGHTINGS)}")
+    a = torch.as_tensor(schedule.alphas_cumprod, dtype=torch.float64)[t.cpu()]
+    if weighting == "simple":
+        return torch.ones(len(t), dtype=torch.float32, device=t.device)
+    return torch.clamp((1 - a) / a, min=1.0).to(torch.float32).to(t.device)
+
+
 def _predicted_x0(x, eps, a):
     return (x - (1 - a) ** 0.5 * eps) / a ** 0.5
 

@@ -3,7 +3,9 @@ Preechakul et al., Diffusion Autoencoders, CVPR 2022).
 
 The semantic encoder and the conditional ε-network train together on DDPM's L_simple,
 ‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t, Enc(x_0))‖² with t uniform over the T = 1000 steps of the
-linear schedule (``anoncli.diffusion.ddim``), as the official code trains its autoencoders. The
+linear schedule (``anoncli.diffusion.ddim``), as the official code trains its autoencoders, or
+(``--loss-weighting truncated-snr``, not in the thesis) with each face's loss weighted by
+max(1, 1/SNR_t), which asks for x_0 itself at large t and so for the use of z̄. The
 faces are the aligned crops of ``anoncli.train.face_crops`` area-resized to the network's side,
 in [−1, 1], every other one mirrored. Adam, gradients clipped to norm 1, and an exponential
 moving average of the weights (what is evaluated and exported, as the official ``ema_model``).
@@ -44,6 +46,7 @@ class DiffAETrainSettings:
     margin: float = 0.2
     config: dict = field(default_factory=dict)    # DiffAEConfig overrides of ANONCLI_64
     init_from: str = ""                           # an earlier export to start a new work folder from
+    loss_weighting: str = "simple"                # ``diffusion.ddim.loss_weights``: simple (official) or truncated-snr
 
     def shape_key(self) -> dict:
         return {"config": self.config, "margin": self.margin}
@@ -121,7 +124,7 @@ class DiffAETrainer:
                            "torch_rng": self.torch.get_rng_state(), "history": self.history}, self.work / CHECKPOINT)
 
     def train_step(self) -> dict:
-        from ..diffusion.ddim import denoising_loss
+        from ..diffusion.ddim import denoising_loss, loss_weights
 
         torch, s = self.torch, self.settings
         idx = self.rng.choice(self.train_idx, s.batch_size)
@@ -129,7 +132,8 @@ class DiffAETrainer:
         t = torch.randint(0, self.schedule.steps, (s.batch_size,), device=self.device)
         noise = torch.randn_like(x0)
         self.model.train()
-        loss = denoising_loss(self.model, self.schedule, x0, self.model.encode(x0), t, noise).mean()
+        per_face = denoising_loss(self.model, self.schedule, x0, self.model.encode(x0), t, noise)
+        loss = (per_face * loss_weights(self.schedule, t, s.loss_weighting)).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
@@ -140,7 +144,7 @@ class DiffAETrainer:
             for e, b in zip(self.ema.buffers(), self.model.buffers()):
                 e.copy_(b)
         self.step += 1
-        return {"eps_mse": float(loss.detach())}
+        return {"eps_mse": float(per_face.detach().mean()), "loss": float(loss.detach())}
 
     def evaluate(self, n: int = 16) -> dict:
         faces = self._faces(self.eval_idx[:n])
