@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,6 +65,7 @@ def main() -> None:
 
     from anoncli.diffusion.ddim import ddim_decode, ddim_invert, linear_schedule
     from anoncli.diffusion.deid import SemanticCodeSettings, fit_code_prior, nearest_fakes, optimise_semantic_code
+    from anoncli.diffusion.fake_set import build_fake_set, decoded_fakes
     from anoncli.identity.centres import descriptor_centre
     from anoncli.identity.encoders import load_identity_encoder
     from anoncli.identity.representation import crop_to_chip_matrix, sampling_theta
@@ -106,10 +108,11 @@ def main() -> None:
         prior_codes = torch.cat([model.encode(face_batch(crops, chunk, size, "cpu") * 2 - 1)
                                  for chunk in np.array_split(rng.choice(train_idx, 512, replace=False), 8)])
         prior = fit_code_prior(prior_codes.numpy(), shrinkage=0.01)
-        fake_codes = torch.as_tensor(prior.sample(args.fakes, rng))
-        fakes = torch.cat([ddim_decode(model, schedule, torch.randn(len(c), 3, size, size, generator=torch.Generator().manual_seed(i)),
-                                       c, args.ddim_steps) for i, c in enumerate(fake_codes.split(16))])
-        paired, _ = nearest_fakes(pooled(real).numpy(), pooled(fakes).numpy())
+        with tempfile.TemporaryDirectory() as folder:
+            fake_set = build_fake_set(Path(folder), args.fakes, 16, decoded_fakes(model, schedule, prior, args.ddim_steps, pooled))
+        fake_codes = torch.as_tensor(fake_set.codes)
+        fakes = torch.as_tensor(fake_set.images).permute(0, 3, 1, 2).float() / 127.5 - 1
+        paired, _ = nearest_fakes(pooled(real).numpy(), fake_set.features)
         real_code = model.encode(real)
         x_T = ddim_invert(model, schedule, real, real_code, args.ddim_steps)
         reconstruction = ddim_decode(model, schedule, x_T, real_code, args.ddim_steps)

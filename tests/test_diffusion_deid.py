@@ -1,4 +1,5 @@
-"""Diffusion de-identification's procedures (thesis §6.5) against closed forms and brute force."""
+"""Diffusion de-identification's procedures (thesis §6.5) against closed forms and brute force, and its
+fake set's resumable build."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 from anoncli.diffusion.deid import (SemanticCodeSettings, attribute_loss, fit_code_prior, identity_loss,  # noqa: E402
                                     nearest_fakes, optimise_semantic_code)
+from anoncli.diffusion.fake_set import FakeChunk, build_fake_set, decoded_fakes  # noqa: E402
 
 
 def test_code_prior_recovers_the_gaussian_it_was_fitted_to():
@@ -79,3 +81,51 @@ def test_the_semantic_code_moves_away_from_the_identity_and_keeps_the_attributes
     np.testing.assert_array_equal(none.code, start.numpy())
     with pytest.raises(ValueError):
         SemanticCodeSettings(lr=0)
+
+
+def _counting_maker(calls):
+    def make(index, n):
+        calls.append(index)
+        rng = np.random.default_rng([7, index])
+        return FakeChunk(rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, 255, (n, 2, 2, 3), dtype=np.uint8),
+                         rng.normal(size=(n, 3)).astype(np.float32))
+    return make
+
+
+def test_an_interrupted_fake_set_resumes_without_making_a_chunk_again(tmp_path):
+    whole = build_fake_set(tmp_path / "once", 10, 4, _counting_maker([]))
+    assert [len(whole.codes), len(whole.images), len(whole.features)] == [10, 10, 10]
+
+    calls = []
+    def stop_at_chunk_2(index, n):
+        if index == 2:
+            raise KeyboardInterrupt
+        return _counting_maker(calls)(index, n)
+    with pytest.raises(KeyboardInterrupt):
+        build_fake_set(tmp_path / "run", 10, 4, stop_at_chunk_2)
+    assert calls == [0, 1] and sorted(p.name for p in (tmp_path / "run").iterdir()) == ["fakes-00000.npz", "fakes-00001.npz"]
+    (tmp_path / "run" / "fakes-00001.npz").write_bytes(b"truncated")   # a damaged chunk is made again
+    calls.clear()
+    finished = []
+    resumed = build_fake_set(tmp_path / "run", 10, 4, _counting_maker(calls), progress=finished.append)
+    assert calls == [1, 2] and finished == [4, 8, 10]
+    for name in ("codes", "images", "features"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name))
+    assert oct((tmp_path / "run" / "fakes-00000.npz").stat().st_mode & 0o777) == "0o600"
+
+
+def test_decoded_fakes_are_seeded_by_chunk():
+    from anoncli.diffusion.ddim import linear_schedule
+    from anoncli.models.diffae import DiffAE, DiffAEConfig
+
+    torch.manual_seed(0)
+    model = DiffAE(DiffAEConfig(image_size=16, model_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                                attention_resolutions=(8,), num_heads=2, embed_channels=16, enc_out_channels=16,
+                                enc_channel_mult=(1, 2, 2), enc_num_res_block=1, dropout=0.0)).eval()
+    prior = fit_code_prior(np.random.default_rng(0).normal(size=(64, 16)), shrinkage=0.1)
+    make = decoded_fakes(model, linear_schedule(), prior, 5, lambda faces: faces.mean((2, 3)), seed=3)
+    first, again, other = make(0, 3), make(0, 3), make(1, 3)
+    assert first.images.shape == (3, 16, 16, 3) and first.images.dtype == np.uint8 and first.features.shape == (3, 3)
+    np.testing.assert_array_equal(first.codes, again.codes)
+    np.testing.assert_array_equal(first.images, again.images)
+    assert not np.array_equal(first.codes, other.codes)

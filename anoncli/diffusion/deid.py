@@ -3,7 +3,7 @@ diffusion autoencoder and any encoders, which come in as functions:
 
 - §6.5.2 fake set: new semantic codes z̄ from a prior fitted to the training faces' codes
   (``CodePrior``; the thesis trains a latent DDIM on the normalised codes instead), each decoded
-  from a fresh x_T ~ N(0, I);
+  from a fresh x_T ~ N(0, I) (``diffusion.fake_set``, built in resumable chunks);
 - §6.5.3 pairing: each real face's nearest fake by Euclidean distance in an attribute feature
   space (``nearest_fakes``; the thesis uses FaRL's ViT class token and a 1-NN classifier);
 - §6.5.4 anonymization: z̄_A, started at the paired fake's code with the real face's inverted x_T
