@@ -12,7 +12,7 @@ the attribute classifier's pooled features, then its z̄ is optimised from the f
 port as E_A, its vectors centred as FSAP's, the classifier's last feature map as E_I). Prints, per face and on average, dlib's
 distance to the original (0.6: dlib's own threshold) and the PSNR of the decode from (paired fake's z̄,
 the face's x_T) and after optimisation; writes a grid (original | reconstruction | start | result)
-and benchmarks/results/diffusion-probe-DATE.json.
+and benchmarks/results/diffusion-probe-stepsN-DATE.json (N: the autoencoder's training steps).
 """
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def main() -> None:
     for k, v in row.items():
         print(f"{k:40s} {v}")
     print("grid (original | reconstruction | paired fake | start | result):", args.grid)
-    write_json("diffusion-probe", [row], machine_record("benchmarks/probe_diffusion_deid.py", load_before))
+    write_json(f"diffusion-probe-steps{trained_steps}", [row], machine_record("benchmarks/probe_diffusion_deid.py", load_before))
 
 
 if __name__ == "__main__":
