@@ -5,6 +5,7 @@ that never stopped."""
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -62,7 +63,7 @@ def _read(path: Path, n: int) -> FakeChunk | None:
     try:
         with np.load(path) as data:
             chunk = FakeChunk(data["codes"], data["images"], data["features"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     return chunk if len(chunk.codes) == n else None
 
