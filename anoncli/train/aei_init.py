@@ -84,11 +84,13 @@ def grow_from(old_state: dict, old_config, net, seed: int = 0) -> GrowReport:
 
     state, copied, grown, fresh = grow_state(old_state, net)
     net.load_state_dict(state)
+    device = next(net.parameters()).device
     old = AEINet(old_config)
     old.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in old_state.items()})
+    old.to(device)
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(2, 3, net.config.resolution, net.config.resolution, generator=g) * 2 - 1
-    identity = F.normalize(torch.randn(2, net.config.id_dim, generator=g), dim=1)
+    x = (torch.rand(2, 3, net.config.resolution, net.config.resolution, generator=g) * 2 - 1).to(device)
+    identity = F.normalize(torch.randn(2, net.config.id_dim, generator=g), dim=1).to(device)
     was_training = net.training
     net.eval()
     old.eval()

@@ -89,7 +89,7 @@ class DiffAETrainer:
             self.step, self.elapsed = state["step"], state["elapsed"]
             self.history = state.get("history", [])
             self.rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
+            torch.set_rng_state(state["torch_rng"].cpu())   # map_location moved it to the device
             log(f"resumed at step {self.step}")
         elif settings.init_from:
             self._init_from_export(Path(settings.init_from))

@@ -98,7 +98,7 @@ class StudentTrainer:
             self.opt_enc.load_state_dict(state["opt_enc"])
             self.step, self.elapsed = state["step"], state["elapsed"]
             self.rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
+            torch.set_rng_state(state["torch_rng"].cpu())   # map_location moved it to the device
             log(f"resumed at step {self.step}")
         elif settings.init_from:
             self._init_from_export(Path(settings.init_from))

@@ -90,7 +90,7 @@ class GlowTrainer:
             self.opt.load_state_dict(state["opt"])
             self.step, self.elapsed = state["step"], state["elapsed"]
             self.rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
+            torch.set_rng_state(state["torch_rng"].cpu())   # map_location moved it to the device
             log(f"resumed at step {self.step}")
         else:
             self._initialize_actnorm()
