@@ -6,7 +6,7 @@ terms, ‖x_0 − x̂_0‖² = (1 − ᾱ_t)/ᾱ_t · ‖ε − ε̂‖² (issue
 
 ``--autoencoder`` and ``--crops-work`` as in probe_diffusion_deid.py. An autoencoder that uses z̄ has a
 clearly larger error with another face's code than with its own where x_t keeps little of the face
-(large t). Writes benchmarks/results/diffae-code-use-DATE.json.
+(large t). Writes benchmarks/results/diffae-code-use-stepsN[-M...]-DATE.json (the autoencoders' training steps).
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def main() -> None:
         for k, v in row.items():
             print(f"{k:40s} {v}")
         print()
-    write_json("diffae-code-use", rows, machine_record("benchmarks/diffae_code_use.py", load_before))
+    steps = "-".join(str(row["trained_steps"]) for row in rows)
+    write_json(f"diffae-code-use-steps{steps}", rows, machine_record("benchmarks/diffae_code_use.py", load_before))
 
 
 if __name__ == "__main__":
