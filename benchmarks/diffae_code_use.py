@@ -33,7 +33,7 @@ def main() -> None:
 
     from anoncli.diffusion.ddim import linear_schedule, q_sample
     from anoncli.train.face_crops import prepare
-    from anoncli.train.glow import face_batch
+    from anoncli.train.training_faces import face_batch
 
     torch.set_num_threads(args.threads)
     data = args.data or [REPO.parent / "shared" / "data" / "celeba-crops", REPO.parent / "shared" / "data" / "utkface"]

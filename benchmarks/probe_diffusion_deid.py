@@ -72,7 +72,8 @@ def main() -> None:
     from anoncli.metrics.image_quality import psnr
     from anoncli.models.attributes import load_attribute_net
     from anoncli.train.face_crops import prepare
-    from anoncli.train.glow import face_batch, save_grid
+    from anoncli.train.glow import save_grid
+    from anoncli.train.training_faces import face_batch
 
     torch.set_num_threads(args.threads)
     model, margin, trained_steps = load_network(args.autoencoder)

@@ -47,6 +47,19 @@ def test_training_resumes_and_exports_what_it_trained(tmp_path):
         assert torch.equal(loaded.model.state_dict()[k], v.float())
 
 
+def test_a_bfloat16_step_computes_the_float32_loss_and_trains_float32_weights(tmp_path):
+    crops = crop_set()
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        trainer = DiffAETrainer(crops, settings(steps=1, precision=precision), tmp_path / precision, log=lambda m: None)
+        before = [p.detach().clone() for p in trainer.ema.parameters()]
+        losses[precision] = trainer.train_step()["loss"]
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(before, trainer.ema.parameters()))
+    assert np.isfinite(losses["bfloat16"])
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.05)
+
+
 def test_init_from_an_export_keeps_weights_steps_and_history(tmp_path):
     crops = crop_set()
     first = DiffAETrainer(crops, settings(steps=1), tmp_path / "a", log=lambda m: None)
@@ -93,6 +106,7 @@ def test_committed_autoencoder_inverts_and_reconstructs_a_face():
     (["--evaluation-ddim-steps", "7"], "DDIM steps must divide"),
     (["--width", "48"], "multiple of 32"),
     (["--device", "tpu"], "--device must be"),
+    (["--precision", "float16"], "--precision must be one of"),
 ])
 def test_bad_settings_are_refused_in_one_line(tmp_path, args, says):
     from conftest import cli

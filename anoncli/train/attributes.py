@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import write_atomic
-from .glow import face_batch
+from .training_faces import ResidentFaces
 from .loop import atomic_torch_save, load_checkpoint
 
 CHECKPOINT = "attributes-checkpoint.pt"
@@ -90,6 +90,7 @@ class AttributeTrainer:
             raise ValueError("need attribute-labelled faces (a CelebA folder with labels.csv) both to train and to hold out")
         self.config = AttributeNetConfig(resolution=settings.resolution)
         self.device = torch.device(settings.device)
+        self.faces = ResidentFaces(crops, settings.resolution, self.device)
         torch.manual_seed(settings.seed)
         self.net = AttributeNet(self.config).to(self.device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -104,7 +105,7 @@ class AttributeTrainer:
             log(f"resumed at step {self.step}")
 
     def _faces(self, idx: np.ndarray, flips=None):
-        return face_batch(self.crops, idx, self.settings.resolution, self.device, flips) * 2 - 1
+        return self.faces.batch(idx, flips) * 2 - 1
 
     def save_checkpoint(self) -> None:
         atomic_torch_save({"shape_key": self.settings.shape_key(), "step": self.step, "elapsed": self.elapsed,

@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import write_atomic
-from .glow import face_batch, save_grid
+from .glow import save_grid
 from .loop import atomic_torch_save, load_checkpoint
+from .training_faces import ResidentFaces
 
 CHECKPOINT = "diffae-checkpoint.pt"
+PRECISIONS = ("float32", "bfloat16")
 LOG = "diffae-train-log.jsonl"
 
 
@@ -47,6 +49,7 @@ class DiffAETrainSettings:
     config: dict = field(default_factory=dict)    # DiffAEConfig overrides of ANONCLI_64
     init_from: str = ""                           # an earlier export to start a new work folder from
     loss_weighting: str = "simple"                # ``diffusion.ddim.loss_weights``: simple (official) or truncated-snr
+    precision: str = "float32"                    # the forward pass in float32 or under bfloat16 autocast (weights stay float32)
 
     def shape_key(self) -> dict:
         return {"config": self.config, "margin": self.margin}
@@ -74,6 +77,7 @@ class DiffAETrainer:
         self.config = network_config(settings.config)
         self.schedule = linear_schedule()
         self.device = torch.device(settings.device)
+        self.faces = ResidentFaces(crops, self.config.image_size, self.device)
         torch.manual_seed(settings.seed)
         self.model = DiffAE(self.config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
@@ -115,7 +119,7 @@ class DiffAETrainer:
 
     def _faces(self, indices: np.ndarray, flips: np.ndarray | None = None):
         """N x 3 x R x R faces in [−1, 1]."""
-        return face_batch(self.crops, indices, self.config.image_size, self.device, flips) * 2 - 1
+        return self.faces.batch(indices, flips) * 2 - 1
 
     def save_checkpoint(self) -> None:
         atomic_torch_save({"shape_key": self.settings.shape_key(), "settings": asdict(self.settings), "step": self.step,
@@ -132,15 +136,15 @@ class DiffAETrainer:
         t = torch.randint(0, self.schedule.steps, (s.batch_size,), device=self.device)
         noise = torch.randn_like(x0)
         self.model.train()
-        per_face = denoising_loss(self.model, self.schedule, x0, self.model.encode(x0), t, noise)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=s.precision == "bfloat16"):
+            per_face = denoising_loss(self.model, self.schedule, x0, self.model.encode(x0), t, noise).float()
         loss = (per_face * loss_weights(self.schedule, t, s.loss_weighting)).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
         self.opt.step()
         with torch.no_grad():
-            for e, p in zip(self.ema.parameters(), self.model.parameters()):
-                e.lerp_(p, 1 - s.ema_decay)
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - s.ema_decay)
             for e, b in zip(self.ema.buffers(), self.model.buffers()):
                 e.copy_(b)
         self.step += 1

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import write_atomic
-from .glow import face_batch
+from .training_faces import ResidentFaces
 from .loop import atomic_torch_save, load_checkpoint
 
 CHECKPOINT = "student-checkpoint.pt"
@@ -84,6 +84,7 @@ class StudentTrainer:
         self.device = torch.device(settings.device)
         self.teacher = teacher.to(self.device).eval().requires_grad_(False)
         self.config = StudentConfig.for_teacher(teacher, tuple(settings.widths) or None)
+        self.faces = ResidentFaces(crops, self.config.resolution, self.device)
         torch.manual_seed(settings.seed)
         self.student = FlowStudent(self.config).to(self.device)
         self.perceptual = DlibPerceptual(load_identity_encoder("dlib-resnet"), self.config.resolution, margin).to(self.device)
@@ -125,7 +126,7 @@ class StudentTrainer:
         self.step, self.elapsed = int(card.get("steps", 0)), float(card.get("train_seconds", 0.0))
 
     def _faces(self, indices, flips=None):
-        return face_batch(self.crops, indices, self.config.resolution, self.device, flips) - 0.5
+        return self.faces.batch(indices, flips) - 0.5
 
     def _latent_samples(self, n: int) -> list:
         torch = self.torch

@@ -22,6 +22,7 @@ import numpy as np
 from ..flow.model import FORMAT
 from ..io.atomic import write_atomic
 from .loop import atomic_torch_save, load_checkpoint
+from .training_faces import ResidentFaces
 
 CHECKPOINT = "glow-checkpoint.pt"
 LOG = "glow-train-log.jsonl"
@@ -46,25 +47,6 @@ class GlowTrainSettings:
         return {"config": self.config, "margin": self.margin}
 
 
-def resize_faces(crops: np.ndarray, resolution: int) -> np.ndarray:
-    """uint8 N x R x R x 3 crops at ``resolution`` (area-averaged when smaller)."""
-    import cv2
-
-    if crops.shape[1] == resolution:
-        return np.asarray(crops)
-    return np.stack([cv2.resize(np.asarray(c), (resolution, resolution), interpolation=cv2.INTER_AREA) for c in crops])
-
-
-def face_batch(crops, indices: np.ndarray, resolution: int, device, flips: np.ndarray | None = None):
-    """N x 3 x R x R float faces in [0, 1] of a CropSet, resized, the ``flips`` ones mirrored."""
-    import torch
-
-    faces = resize_faces(crops.crops[indices], resolution)
-    if flips is not None:
-        faces = np.stack([f[:, ::-1] if flip else f for f, flip in zip(faces, flips)])
-    return (torch.from_numpy(np.ascontiguousarray(faces, dtype=np.float32)).permute(0, 3, 1, 2) / 255.0).to(device)
-
-
 class GlowTrainer:
     def __init__(self, crops, settings: GlowTrainSettings, work: Path, log=print):
         import torch
@@ -79,6 +61,7 @@ class GlowTrainer:
         self.eval_idx = crops.split(held_out=True)
         self.config = GlowConfig(**{**GlowConfig().to_dict(), **settings.config})
         self.device = torch.device(settings.device)
+        self.faces = ResidentFaces(crops, self.config.resolution, self.device)
         torch.manual_seed(settings.seed)
         self.model = Glow(self.config, seed=settings.seed).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
@@ -96,7 +79,7 @@ class GlowTrainer:
             self._initialize_actnorm()
 
     def _images(self, indices: np.ndarray, flips: np.ndarray | None = None):
-        return face_batch(self.crops, indices, self.config.resolution, self.device, flips)
+        return self.faces.batch(indices, flips)
 
     def _initialize_actnorm(self) -> None:
         """Glow's data-dependent initialisation on one batch (larger than a step's when there are faces for it)."""

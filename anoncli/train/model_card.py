@@ -137,7 +137,7 @@ def diffae_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -
         *_file_network_and_aligned_data(weights, card, sha256, size_bytes),
         f"- training: the noise-prediction loss on the linear schedule (β 1e-4 to 0.02, T = 1000), L_simple, or per face "
         f"max(1, 1/SNR_t) times it where a run's command says `--loss-weighting truncated-snr` (this run: "
-        f"{s.get('loss_weighting', 'simple')}); Adam lr {s.get('lr')}, gradient norm clipped "
+        f"{s.get('loss_weighting', 'simple')}, forward pass in {s.get('precision', 'float32')}); Adam lr {s.get('lr')}, gradient norm clipped "
         f"to {s.get('max_grad_norm')}, EMA decay {s.get('ema_decay')} (the exported weights); {card.get('steps')} steps in all, "
         f"{card.get('train_seconds', 0) / 3600:.2f} h:",
     ] + [f"  - {run['steps']} steps at batch {run['batch_size']} in {run['train_seconds'] / 3600:.2f} h on {run['machine']}: "
