@@ -189,7 +189,7 @@ def _card_after_export(card: dict, trainer) -> dict:
     import dataclasses
 
     return {**card, "steps": trainer.step, "train_seconds": trainer.elapsed, "settings": dataclasses.asdict(trainer.settings),
-            "history": getattr(trainer, "history", [])}
+            "history": getattr(trainer, "history", []), **getattr(trainer, "card_extras", {})}
 
 
 def _export_with_card(trainer, command: str, data: list[Path], result: dict, notes: list[str], export: Path, write_card,

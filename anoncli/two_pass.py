@@ -1,6 +1,6 @@
 """Dataset-level methods (the k-Same family; any method whose spec says ``dataset_level``):
 every face is needed before any output. The method brings ``fit(rows, crops, labels, log,
-progress) -> (plan, summary)`` and ``load_plan(record, arrays)``; its plan brings ``excluded``,
+progress, work) -> (plan, summary)`` and ``load_plan(record, arrays)``; its plan brings ``excluded``,
 ``replacement(key)``, ``guarantee(key)`` and ``saved()``. Nothing here names a method.
 
 Pass 1 detects and aligns every face and appends its crop to an on-disk cache (``FaceStore``),
@@ -29,6 +29,7 @@ from .pipeline import Placement
 from .records import ImageRecord
 
 PASS1_DIR = "pass1"
+FIT_DIR = "fit"   # a method's own resumable work while it plans (per plan digest); derived from the faces, so 0700
 PLAN_ARRAYS = "plan.npy"
 PLAN_RECORD = "plan.json"
 PLAN_FORMAT = 2   # the saved plan's layout (2: the method's own record under "plan"); older plans are refitted
@@ -169,7 +170,10 @@ def build_plan(rows, store: FaceStore, config: RunConfig, state: Path, inputs: l
         record, arrays = saved
         return method.load_plan(record["plan"], arrays), {**record["summary"], "reused": True}
     try:
-        plan, summary = method.fit(rows, store.crops(), labels_info, log, progress)
+        work = state / FIT_DIR / digest
+        work.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (state / FIT_DIR).chmod(0o700)
+        plan, summary = method.fit(rows, store.crops(), labels_info, log, progress, work)
     except LandmarksUnavailable as e:
         raise PlanError(str(e)) from None
     summary = {"digest": digest, **summary, "reused": False}
@@ -292,6 +296,7 @@ def run_two_passes(items, records: dict[str, ImageRecord], config: RunConfig, st
     pass1_info = {"aligned_now": pass1.aligned_now, "cached": pass1.cached}
     if all(i.rel in records and records[i.rel].done for i in items):
         shutil.rmtree(store.root, ignore_errors=True)  # it holds the original faces; the run no longer needs them
+        shutil.rmtree(state / FIT_DIR, ignore_errors=True)   # so does a method's planning work
         pass1_info["cache"] = "removed: every image is done"
     else:
         pass1_info["cache"] = (f"kept in {store.root} until every image is done: it holds the ORIGINAL aligned faces, "

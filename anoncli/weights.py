@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import shutil
 import tempfile
@@ -154,6 +155,28 @@ REGISTRY: dict[str, WeightsEntry] = {
             train_command="anoncli train glow --data ../shared/data/celeba-crops --data ../shared/data/utkface "
                           "--work ~/glow-work --resolution 64 --levels 4 --flow-steps 8 --hidden 128 "
                           "--export weights/glow_celeba_utk_64.safetensors",
+        ),
+        WeightsEntry(
+            name="diffae-celeba-utk-64",
+            filename="diffae_celeba_utk_64.safetensors",
+            url="weights/diffae_celeba_utk_64.md (trained by this project; no download)",
+            sha256="4fcf4982f79abb4aab2eeab0ff63f36920dbe0b27e9118e07a64acfc83743a46",
+            licence="MIT (code); trained on CelebA and UTKFace, whose terms allow non-commercial research only",
+            what="--method diffusion's diffusion autoencoder (thesis §6.4, the official DiffAE made small, 64 px) with "
+                 "its code prior; model card next to the file",
+            train_command="anoncli train diffae --data ../shared/data/celeba-crops --data ../shared/data/utkface "
+                          "--work ~/diffae-work --loss-weighting truncated-snr --export weights/diffae_celeba_utk_64.safetensors",
+        ),
+        WeightsEntry(
+            name="attributes-celeba-64",
+            filename="attributes_celeba_64.safetensors",
+            url="weights/attributes_celeba_64.md (trained by this project; no download)",
+            sha256="4458ea51e91a6e25e8e8845ffc64a218c8eca7ba12f1f7fa2bb01f7a30596c8b",
+            licence="MIT (code); trained on CelebA's attribute labels, whose terms allow non-commercial research only",
+            what="--method diffusion's attribute feature space (standing in for FaRL): a small CNN on CelebA's 40 "
+                 "attributes at 64 px; model card next to the file",
+            train_command="anoncli train attributes --data ../shared/data/celeba-crops --data ../shared/data/utkface "
+                          "--work ~/attributes-work --steps 1000 --export weights/attributes_celeba_64.safetensors",
         ),
         WeightsEntry(
             name="flow-student-celeba-utk-64",
@@ -370,6 +393,18 @@ def fetch(name: str, dest_dir: Path | None = None, timeout: float = 60.0) -> Pat
         raise WeightsMissing(f"could not download {entry.url}: {e}. Copy the file from a machine that has it and "
                              f"run `anoncli weights import DIR`.") from None
     return _install_file(data, entry, dest_dir or user_cache_dir())
+
+
+def model_card(name: str, weights_dir=None) -> tuple[Path, dict] | None:
+    """(path, the model card in its metadata) of a project-trained safetensors file, reading only the
+    metadata; None when the file is not here."""
+    from safetensors import safe_open
+
+    found, _ = locate(name, weights_dir)
+    if found is None or found.path is None:
+        return None
+    with safe_open(str(found.path), framework="numpy") as fh:
+        return found.path, json.loads((fh.metadata() or {}).get("card", "{}"))
 
 
 def weights_available(names, weights_dir=None) -> tuple[bool, str | None]:

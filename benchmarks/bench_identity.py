@@ -1,5 +1,5 @@
 """Speed of the identity and latent-space methods against blur, same images, same cores, same run (issue 6
-point 4; flowrot, issue 7; fsap and dpimage, issue 22 point 2).
+point 4; flowrot, issue 7; fsap and dpimage, issue 22 point 2; diffusion, issue 23 point 5).
 
     .venv/bin/python benchmarks/bench_identity.py [--data DIR] [--limit N] [--workers W] [--only TOOL ...]
 
@@ -37,6 +37,7 @@ ROWS = (
     ("fsap flow-student", ["--method", "fsap", "--backbone", "flow-student"]),
     ("fsap lambda-identity 0.04", ["--method", "fsap", "--lambda-identity", "0.04", "--lambda-attribute", "0.008"]),
     ("dpimage", ["--method", "dpimage"]),
+    ("diffusion", ["--method", "diffusion"]),
 )
 
 

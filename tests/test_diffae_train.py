@@ -43,6 +43,11 @@ def test_training_resumes_and_exports_what_it_trained(tmp_path):
     resumed.export(tmp_path / "d.safetensors", {"machine": "test", "command": "c"}, half=False)
     loaded = load_autoencoder(tmp_path / "d.safetensors")
     assert loaded.card["steps"] == 3 and loaded.margin == pytest.approx(0.2)
+    assert loaded.card["code_prior"] == {"faces": 9, "shrinkage": 0.01}
+    assert loaded.prior.mean.shape == (64,) and np.allclose(loaded.prior.cholesky, np.tril(loaded.prior.cholesky))
+    with torch.no_grad():
+        codes = resumed.ema.encode(resumed._faces(resumed.train_idx)).numpy()
+    assert np.allclose(loaded.prior.mean, codes.mean(0), atol=1e-5)
     for k, v in resumed.ema.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[k], v.float())
 

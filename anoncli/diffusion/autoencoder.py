@@ -1,5 +1,7 @@
 """The project's own diffusion-autoencoder files (``anoncli train diffae --export``): safetensors with
-format ``anoncli-diffae-v1``, the network's configuration, margin and model card in the metadata."""
+format ``anoncli-diffae-v1``, the network's configuration, margin and model card in the metadata, and
+(exports since the code prior) the Gaussian prior over z̄ fitted to training faces' codes, from which
+`--method diffusion` draws its fake set (thesis §6.5.2; ``deid.CodePrior``), as ``code_prior.*``."""
 from __future__ import annotations
 
 import json
@@ -14,6 +16,10 @@ class AutoencoderFile:
     model: object       # models.diffae.DiffAE in eval mode, float32
     margin: float       # border of the aligned crops it was trained on (train.face_crops)
     card: dict          # what the export recorded: steps, training time, settings, held-out figures
+    prior: object = None  # deid.CodePrior of the training faces' z̄, or None in files written before it
+
+
+PRIOR_PREFIX = "code_prior."
 
 
 def load_autoencoder(path: str | Path, device: str = "cpu") -> AutoencoderFile:
@@ -27,6 +33,11 @@ def load_autoencoder(path: str | Path, device: str = "cpu") -> AutoencoderFile:
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an anoncli diffusion autoencoder (format {meta.get('format')!r}, expected {FORMAT!r})")
+    from .deid import CodePrior
+
+    tensors = load_file(str(path))
+    prior_tensors = {k[len(PRIOR_PREFIX):]: tensors.pop(k).double().numpy() for k in list(tensors) if k.startswith(PRIOR_PREFIX)}
     model = DiffAE(DiffAEConfig.from_dict(json.loads(meta["config"])))
-    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
-    return AutoencoderFile(model.to(device).eval(), float(meta["margin"]), json.loads(meta.get("card", "{}")))
+    model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    prior = CodePrior(prior_tensors["mean"], prior_tensors["cholesky"]) if prior_tensors else None
+    return AutoencoderFile(model.to(device).eval(), float(meta["margin"]), json.loads(meta.get("card", "{}")), prior)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .base import FaceMethod, MethodSpec, Param
+from .diffusion_specs import DIFFUSION_SPEC
 from .flow_specs import FLOWROT_SPEC
 from .identity_specs import IDENTITY_SPECS
 from .ksame_specs import KSAME_SPECS
@@ -19,7 +20,7 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-for _spec in (*OBFUSCATION_SPECS, DPPIX_SPEC, *KSAME_SPECS, *IDENTITY_SPECS, FLOWROT_SPEC, FSAP_SPEC, DPIMAGE_SPEC):
+for _spec in (*OBFUSCATION_SPECS, DPPIX_SPEC, *KSAME_SPECS, *IDENTITY_SPECS, FLOWROT_SPEC, FSAP_SPEC, DPIMAGE_SPEC, DIFFUSION_SPEC):
     register(_spec)
 
 

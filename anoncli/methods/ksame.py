@@ -25,6 +25,7 @@ from ..faces.blend import face_mask
 from .base import FaceMethod
 from .eigenfaces import fit_eigenfaces, project, reconstruct
 from .microaggregation import centred_gram, mdav_groups
+from .placed import PlacedFaces
 
 SPACES = ("pixel", "eigen")
 UNLABELLED = "(faces without a labels row)"
@@ -203,10 +204,11 @@ class KSame(FaceMethod):
     def space(self) -> str:
         return self.params.get("space", self.default_space)
 
-    def fit(self, rows, crops: np.ndarray, labels_info, log, progress: bool = False) -> tuple[KSamePlan, dict]:
+    def fit(self, rows, crops: np.ndarray, labels_info, log, progress: bool = False, work=None) -> tuple[KSamePlan, dict]:
         """The plan of these faces and what run.json says of it. ``rows``: (image, face index, crop
         slot, is the image's main face) per aligned face; ``crops``: the first pass's crops by slot;
-        ``labels_info``: ``two_pass.resolve_labels``."""
+        ``labels_info``: ``two_pass.resolve_labels``; ``work``: a folder for resumable work (unused:
+        grouping is quick)."""
         from pathlib import Path
 
         labels, identity, select, labels_sha = labels_info
@@ -233,35 +235,8 @@ class KSame(FaceMethod):
     def load_plan(record: dict, arrays: np.ndarray) -> KSamePlan:
         return KSamePlan.from_saved(record, arrays)
 
-    def placing(self, replacements: list[np.ndarray], guarantees: list[dict]) -> "PlacedFaces":
+    def placing(self, replacements: list[np.ndarray], guarantees: list[dict]) -> PlacedFaces:
         return PlacedFaces(self, replacements, guarantees)
-
-
-class PlacedFaces(FaceMethod):
-    """One image's precomputed replacements, handed out in face order (faces whose crop lies
-    outside the image are skipped in both passes alike)."""
-
-    def __init__(self, base: KSame, replacements: list[np.ndarray], guarantees: list[dict]):
-        super().__init__(**base.params)
-        self.resolution, self.margin, self._base = base.resolution, base.margin, base
-        self.compositor = base.compositor
-        self._queue = list(zip(replacements, guarantees))
-        self._current: dict | None = None
-
-    def blend_mask(self, landmarks_in_crop):
-        return self._base.blend_mask(landmarks_in_crop)
-
-    def anonymize_crop(self, crop, landmarks_in_crop, key=None):
-        if not self._queue:
-            raise RuntimeError("more faces to place than the first pass aligned")
-        replacement, self._current = self._queue.pop(0)
-        return replacement
-
-    def guarantee(self) -> dict | None:
-        return self._current
-
-    def exhausted(self) -> bool:
-        return not self._queue
 
 
 class KSameEigen(KSame):

@@ -49,6 +49,8 @@ class DiffAETrainSettings:
     config: dict = field(default_factory=dict)    # DiffAEConfig overrides of ANONCLI_64
     init_from: str = ""                           # an earlier export to start a new work folder from
     loss_weighting: str = "simple"                # ``diffusion.ddim.loss_weights``: simple (official) or truncated-snr
+    prior_faces: int = 2048                       # training faces whose z̄ the exported code prior is fitted to
+    prior_shrinkage: float = 0.01                 # that prior's covariance pulled toward its diagonal (deid.fit_code_prior)
     precision: str = "float32"                    # the forward pass in float32 or under bfloat16 autocast (weights stay float32)
 
     def shape_key(self) -> dict:
@@ -163,18 +165,37 @@ class DiffAETrainer:
         run_resumable(self, s.steps, self.work / LOG, checkpoint_every=s.checkpoint_every,
                       evaluate_every=s.evaluate_every, desc="train diffae", progress=progress)
 
+    def code_prior(self):
+        """§6.5.2's sampler for new z̄, the simpler one the issue allows: a Gaussian fitted to the EMA
+        encoder's codes of up to ``prior_faces`` training faces (the first of a fixed shuffle)."""
+        from ..diffusion.deid import fit_code_prior
+
+        s = self.settings
+        chosen = np.random.default_rng(s.seed).permutation(self.train_idx)[: s.prior_faces]
+        self.ema.eval()
+        with self.torch.no_grad():
+            codes = self.torch.cat([self.ema.encode(self._faces(chosen[i:i + 128])).float().cpu()
+                                    for i in range(0, len(chosen), 128)])
+        return fit_code_prior(codes.numpy(), s.prior_shrinkage), len(chosen)
+
     def export(self, path: Path, card: dict, half: bool = True) -> None:
-        """The EMA network as safetensors (fp16 unless ``half`` is False), its config and card in the metadata."""
+        """The EMA network as safetensors (fp16 unless ``half`` is False) with its code prior (float32),
+        its config and card in the metadata."""
         from safetensors.torch import save
+
+        from ..diffusion.autoencoder import FORMAT, PRIOR_PREFIX
 
         dtype = self.torch.float16 if half else self.torch.float32
         tensors = {k: v.detach().cpu().to(dtype if v.is_floating_point() else v.dtype).contiguous()
                    for k, v in self.ema.state_dict().items()}
-        from ..diffusion.autoencoder import FORMAT
-
+        prior, prior_faces = self.code_prior()
+        self.card_extras = {"code_prior": {"faces": prior_faces, "shrinkage": self.settings.prior_shrinkage}}
+        tensors[PRIOR_PREFIX + "mean"] = self.torch.as_tensor(prior.mean, dtype=self.torch.float32)
+        tensors[PRIOR_PREFIX + "cholesky"] = self.torch.as_tensor(prior.cholesky, dtype=self.torch.float32).contiguous()
         meta = {"format": FORMAT, "config": json.dumps(self.config.to_dict()), "margin": repr(float(self.settings.margin)),
                 "card": json.dumps({**card, "steps": self.step, "train_seconds": round(self.elapsed),
-                                    "settings": asdict(self.settings), "history": self.history})}
+                                    "settings": asdict(self.settings), "history": self.history,
+                                    **self.card_extras})}
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, save(tensors, metadata=meta))
 

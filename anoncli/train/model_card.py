@@ -131,7 +131,7 @@ def diffae_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -
     lines = [
         f"# {weights.name}",
         "",
-        "The diffusion autoencoder for `--method diffusion` (not built yet; thesis ch. 6, §6.4; Preechakul et al., CVPR 2022): a",
+        "The diffusion autoencoder of `--method diffusion` (thesis ch. 6, §6.4; Preechakul et al., CVPR 2022): a",
         "semantic encoder to a 512-d code z̄ and a conditional DDIM UNet ε_θ(x_t, t, z̄), the official design made small.",
         "",
         *_file_network_and_aligned_data(weights, card, sha256, size_bytes),
@@ -144,6 +144,10 @@ def diffae_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -
          f"`{run['command']}`" for run in history] + [
         f"  - {card.get('steps', 0) - earlier} steps at batch {s.get('batch_size')} on {card.get('machine', 'this machine')}: "
         f"`{card.get('command', '')}` (run again with the same --work folder to resume)",
+        *([f"- code prior (in the file, `code_prior.*`, float32): a Gaussian over z̄ fitted to the codes of "
+           f"{card['code_prior']['faces']} training faces, its covariance shrunk by {card['code_prior']['shrinkage']} toward "
+           "its diagonal's mean; `--method diffusion` draws its fake set's codes from it (thesis §6.5.2 trains a latent "
+           "DDIM instead)"] if card.get("code_prior") else []),
         "",
         f"## Held-out measurement ({ev.get('faces')} faces, {ev.get('ddim_steps')} DDIM steps)",
         "",
@@ -160,7 +164,7 @@ def attributes_model_card(weights: Path, card: dict, sha256: str, size_bytes: in
     lines = [
         f"# {weights.name}",
         "",
-        "The offline attribute classifier for `--method diffusion` (not built yet; thesis §6.5-6.6, where FaRL's ViT",
+        "The offline attribute classifier of `--method diffusion` (thesis §6.5-6.6, where FaRL's ViT",
         "pairs faces and measures attribute preservation): a small CNN reading CelebA's 40 binary attributes.",
         "",
         *_file_network_and_aligned_data(weights, card, sha256, size_bytes),
