@@ -61,14 +61,13 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     import torch
-    import torch.nn.functional as F
 
     from anoncli.diffusion.ddim import ddim_decode, ddim_invert, linear_schedule
     from anoncli.diffusion.deid import SemanticCodeSettings, fit_code_prior, nearest_fakes, optimise_semantic_code
+    from anoncli.diffusion.deidentify import deid_encoders
     from anoncli.diffusion.fake_set import build_fake_set, decoded_fakes
     from anoncli.identity.centres import descriptor_centre
     from anoncli.identity.encoders import load_identity_encoder
-    from anoncli.identity.representation import crop_to_chip_matrix, sampling_theta
     from anoncli.metrics.image_quality import psnr
     from anoncli.models.attributes import load_attribute_net
     from anoncli.train.face_crops import prepare
@@ -88,21 +87,9 @@ def main() -> None:
     attributes, attribute_margin, _ = load_attribute_net(REPO / "weights" / "attributes_celeba_64.safetensors")
     if abs(attribute_margin - margin) > 1e-6 or attributes.config.resolution != size:
         raise SystemExit("the attribute classifier reads other crops than the autoencoder makes")
-    attributes.requires_grad_(False)
-    dlib = load_identity_encoder("dlib-resnet")
-    centre = torch.tensor(descriptor_centre("dlib-resnet"), dtype=torch.float32)[None]   # strangers' cosine ~0, as FSAP's L_I
-    theta = torch.tensor(sampling_theta(crop_to_chip_matrix(size, margin, 150), size, 150), dtype=torch.float32)[None]
-
-    def identity_of(faces):
-        grid = F.affine_grid(theta.expand(len(faces), 2, 3), (len(faces), 3, 150, 150), align_corners=False)
-        chips = F.grid_sample((faces.clamp(-1, 1) + 1) * 127.5, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return dlib(chips) - centre
-
-    def pooled(faces):
-        return attributes.features(faces)
-
-    def feature_map(faces):
-        return attributes.blocks(faces)
+    encoders = deid_encoders(attributes.requires_grad_(False), load_identity_encoder("dlib-resnet"), size, margin,
+                             descriptor_centre("dlib-resnet"))   # dlib's vectors centred: strangers' cosine ~0, as FSAP's L_I
+    identity_of, pooled, feature_map = encoders.identity, encoders.pairing, encoders.attributes
 
     t0 = time.perf_counter()
     with torch.no_grad():
