@@ -149,3 +149,16 @@ def test_a_run_killed_while_planning_resumes_from_the_batches_on_disk(tmp_path):
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert len(manifest) == 6 and manifest.input.is_unique and set(manifest.status) == {"ok"}
     assert not (out / ".anoncli" / "fit").exists() and not (out / ".anoncli" / "pass1").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--ddim-steps", "7"], "--ddim-steps: DDIM steps must divide"),
+    (["--fake-ratio", "1"], "--fake-ratio must be >= 1.0001"),
+    (["--crop-size", "32"], "--crop-size must be >= 64"),
+])
+def test_bad_flags_are_refused_in_one_line_before_anything_is_written(tmp_path, args, says):
+    from conftest import EXAMPLES, cli
+
+    r = cli("anonymize", EXAMPLES, "-o", tmp_path / "out", "--method", "diffusion", *args, "-q")
+    assert r.returncode == 2 and says in r.stderr + r.stdout and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()

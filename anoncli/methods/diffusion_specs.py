@@ -42,7 +42,10 @@ def _autoencoder_advisory(weights_dir) -> str | None:
 def _check(params: dict) -> None:
     from ..diffusion.ddim import DEFAULT_TRAINING_STEPS, ddim_timesteps
 
-    ddim_timesteps(DEFAULT_TRAINING_STEPS, params["ddim_steps"])
+    try:
+        ddim_timesteps(DEFAULT_TRAINING_STEPS, params["ddim_steps"])
+    except ValueError as e:
+        raise ValueError(f"--ddim-steps: {e}") from None
 
 
 DIFFUSION_SPEC = MethodSpec(
