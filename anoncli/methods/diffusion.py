@@ -100,9 +100,9 @@ class DiffusionDeid(FaceMethod):
         from ..diffusion.deidentify import deidentify
 
         side = self.side
-        small = np.stack([cv2.resize(np.asarray(crops[slot]), (side, side), interpolation=cv2.INTER_AREA)
-                          if crops[slot].shape[0] != side else np.asarray(crops[slot]) for _, _, slot, _ in rows]) \
-            if rows else np.zeros((0, side, side, 3), np.uint8)
+        small = np.zeros((len(rows), side, side, 3), np.uint8)   # each aligned face area-averaged to the autoencoder's side
+        for row, (_, _, slot, _) in enumerate(rows):
+            small[row] = cv2.resize(np.asarray(crops[slot], np.uint8), (side, side), interpolation=cv2.INTER_AREA)
         fakes = self.settings.fake_count(len(rows)) if rows else 0
         log(f"diffusion: {len(rows)} faces, {fakes} fakes from the autoencoder's code prior, "
             f"{self.settings.code.steps} optimisation steps of {self.settings.ddim_steps} DDIM steps each")
