@@ -325,6 +325,10 @@ def train_diffae(
     loss_weighting: str = typer.Option("simple", "--loss-weighting", help="simple: L_simple, as the official autoencoders train; "
                                        "truncated-snr (not in the thesis): each face's loss times max(1, 1/SNR_t), i.e. the larger "
                                        "of the noise and the image errors, which forces the decoder to read z̄ at large t."),
+    prior_faces: int = typer.Option(2048, "--prior-faces", min=2, help="Training faces whose z̄ the exported code prior (the "
+                                    "Gaussian `--method diffusion` draws its fakes from) is fitted to."),
+    prior_shrinkage: float = typer.Option(0.01, "--prior-shrinkage", min=0.0, max=1.0, help="Share by which that prior's "
+                                          "covariance is pulled toward its diagonal's mean (keeps it positive definite)."),
     precision: str = typer.Option("float32", "--precision", help="float32, or bfloat16: the forward pass under bfloat16 autocast "
                                   "(weights, optimiser and moving average stay float32; for GPUs, where it is faster)."),
     margin: float = MARGIN,
@@ -353,7 +357,8 @@ def train_diffae(
                                    evaluation_ddim_steps=evaluation_ddim_steps, checkpoint_every=checkpoint_every,
                                    evaluate_every=evaluate_every, threads=threads, seed=seed, device=_device(device),
                                    margin=margin, config=config, init_from=str(init_from) if init_from else "",
-                                   loss_weighting=loss_weighting, precision=precision)
+                                   loss_weighting=loss_weighting, precision=precision, prior_faces=prior_faces,
+                                   prior_shrinkage=prior_shrinkage)
     try:
         from .diffusion.ddim import DEFAULT_TRAINING_STEPS, LOSS_WEIGHTINGS, ddim_timesteps
         from .train.diffae import PRECISIONS
