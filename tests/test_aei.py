@@ -412,6 +412,26 @@ def test_training_can_start_from_an_export_grown_wider(tiny_generator, tmp_path)
     assert resumed.step == 4 and messages[-1] == "resumed at step 4"
 
 
+def test_an_export_carries_the_discriminator_that_init_from_restores(tiny_generator, tmp_path):
+    from anoncli.identity.generator import read_generator_file
+    from anoncli.train.aei import AEITrainer
+
+    folder, trainer = tiny_generator
+    path = tmp_path / "with-disc.safetensors"
+    trainer.export(path, {"data": ["synthetic"]})
+    assert any(k.startswith("disc.") for k in read_generator_file(path).tensors)
+    messages = []
+    (tmp_path / "next").mkdir()
+    follow = AEITrainer(trainer.crops, dataclasses.replace(_settings(4), init_from=str(path)), tmp_path / "next",
+                        log=messages.append)
+    assert messages[-1].endswith("its discriminator restored")
+    for a, b in zip(follow.disc.state_dict().values(), trainer.disc.state_dict().values()):
+        assert torch.equal(a, b)
+    fresh = AEITrainer(trainer.crops, dataclasses.replace(_settings(4), config={**TINY, "disc_channels": 8}, init_from=str(path)),
+                       tmp_path / "other", log=messages.append)
+    assert messages[-1].endswith("another shape: it starts afresh") and fresh.step == follow.step
+
+
 def test_refinement_can_fit_through_a_readout_from_a_start():
     from anoncli.faces.blend import face_mask
     from anoncli.identity.generator import Refinement, refine_identity_inputs

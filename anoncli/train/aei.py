@@ -39,6 +39,7 @@ import numpy as np
 from ..io.atomic import write_atomic
 from .loop import atomic_torch_save, load_checkpoint
 
+DISC_PREFIX = "disc."   # the discriminator in an export (anoncli train aei --export)
 CHECKPOINT = "checkpoint.pt"
 IDROTATE_EVAL_DEGREES = 120.0   # idrotate's default level 9
 COMPOSITE_FEATHER = 0.02        # the identity methods' REFINEMENT_FEATHER
@@ -129,8 +130,10 @@ class AEITrainer:
     def _init_from_export(self, path: Path) -> None:
         """Start from an earlier export (``anoncli.train.aei_init``): its weights, grown into this
         configuration where it is larger, its identity whitening (the codes it learned on), its
-        step count and training time (so the card counts every step); Adam's moments and the
-        discriminator, which exports do not hold, start afresh."""
+        step count and training time (so the card counts every step), and its discriminator when the
+        export holds one of this configuration's shape (exports before it do not: a fresh
+        discriminator facing a trained generator then wins within a few hundred steps, README);
+        Adam's moments start afresh."""
         from ..identity.generator import read_generator_file
         from ..models.aei import AEIConfig
         from .aei_init import grow_from
@@ -151,11 +154,22 @@ class AEITrainer:
         self.rep.w.copy_(self.torch.from_numpy(self.w))
         self.step = int(file.card.get("steps", 0))
         self.elapsed = float(file.card.get("train_seconds", 0.0))
-        self.log(f"started from {path} at its step {self.step}: {report.describe()}")
+        self.log(f"started from {path} at its step {self.step}: {report.describe()}; {self._discriminator_from(file)}")
         if report.max_output_difference > 1e-3:
             self.log("note: this configuration cannot grow from the export without changing its output (a wider attribute "
                      "encoder interleaves new channels with old ones; a block whose input and output widths stop being equal "
                      "gains a shortcut); training starts from the nearest network")
+
+    def _discriminator_from(self, file) -> str:
+        """Load the export's discriminator when it has one that fits; says which happened."""
+        saved = {k[len(DISC_PREFIX):]: v.float() for k, v in file.tensors.items() if k.startswith(DISC_PREFIX)}
+        if not saved:
+            return "the export holds no discriminator: it starts afresh"
+        try:
+            self.disc.load_state_dict(saved, strict=True)
+        except RuntimeError:
+            return "the export's discriminator has another shape: it starts afresh"
+        return "its discriminator restored"
 
     def save_checkpoint(self) -> None:
         atomic_torch_save({
@@ -251,8 +265,8 @@ class AEITrainer:
         codes = identity_codes(self.crops.descriptors[self.train_idx, 0], self.mu, self.w)
         export_generator(self.net, self.mu, self.w, self.settings.margin, path,
                          {**card, "steps": self.step, "train_seconds": round(self.elapsed), "settings": asdict(self.settings),
-                          "weights_dtype": "float16" if half else "float32"},
-                         empirical_l1_sensitivity=max_l1_distance(codes), half=half)
+                          "weights_dtype": "float16" if half else "float32", "discriminator_included": True},
+                         empirical_l1_sensitivity=max_l1_distance(codes), half=half, discriminator=self.disc)
 
 
 def evaluate_generator(net, rep, crops, indices: np.ndarray, margin: float, batch: int = 16) -> dict:
@@ -341,10 +355,12 @@ def max_l1_distance(codes: np.ndarray, chunk: int = 1024) -> float:
 
 
 def export_generator(net, mu: np.ndarray, w: np.ndarray, margin: float, path: Path, card: dict,
-                     empirical_l1_sensitivity: float, half: bool = False) -> None:
+                     empirical_l1_sensitivity: float, half: bool = False, discriminator=None) -> None:
     """Generator + attribute encoder (float32, or float16 with ``half``: the loader computes in
     float32 either way), the identity whitening (float32) and the reference set's largest L1
-    distance between identity vectors, one safetensors file."""
+    distance between identity vectors, one safetensors file; with ``discriminator``, its weights
+    too (``disc.*``, which the methods never read), so that `--init-from` can train on without a
+    fresh discriminator."""
     import torch
     from safetensors.torch import save
 
@@ -353,6 +369,8 @@ def export_generator(net, mu: np.ndarray, w: np.ndarray, margin: float, path: Pa
         return (v.half() if half and v.is_floating_point() else v).contiguous()
 
     tensors = {f"net.{k}": stored(v) for k, v in net.state_dict().items()}
+    if discriminator is not None:
+        tensors.update({f"{DISC_PREFIX}{k}": stored(v) for k, v in discriminator.state_dict().items()})
     tensors["identity.mu"] = torch.as_tensor(mu).contiguous()
     tensors["identity.w"] = torch.as_tensor(w).contiguous()
     meta = {"format": "anoncli-aei/1", "config": json.dumps(net.config.to_dict()), "margin": repr(float(margin)),

@@ -47,7 +47,9 @@ def aei_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> s
         "",
         f"- file: `{weights.name}`, {size_bytes / 2 ** 20:.1f} MiB, sha256 `{sha256}`",
         f"- network: `{json.dumps(card.get('config', {}))}`",
-        f"- identity vector: dlib ResNet descriptor (PyTorch port), centred and whitened on the training faces, unit length (d = 128)",
+        "- identity vector: dlib ResNet descriptor (PyTorch port), centred and whitened on the training faces, unit length (d = 128)",
+        *(["- discriminator: in the file (`disc.*`), so that `anoncli train aei --init-from` trains on with it; the methods "
+           "do not read it"] if card.get("discriminator_included") else []),
         f"- data: {', '.join(card.get('data', []))} from `../shared/data` ({card.get('train_faces')} training faces, "
         f"{card.get('held_out_faces')} held out: CelebA identities with identity mod 10 = 0, UTKFace files by name hash)",
         f"- steps: {card.get('steps')} at batch {s.get('batch_size')}, {card.get('train_seconds', 0) / 3600:.2f} h of training on "
