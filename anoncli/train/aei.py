@@ -263,9 +263,10 @@ class AEITrainer:
         from ..identity.representation import identity_codes
 
         codes = identity_codes(self.crops.descriptors[self.train_idx, 0], self.mu, self.w)
+        self.card_extras = {"discriminator_included": True}   # the .md card as the file's metadata says
         export_generator(self.net, self.mu, self.w, self.settings.margin, path,
                          {**card, "steps": self.step, "train_seconds": round(self.elapsed), "settings": asdict(self.settings),
-                          "weights_dtype": "float16" if half else "float32", "discriminator_included": True},
+                          "weights_dtype": "float16" if half else "float32", **self.card_extras},
                          empirical_l1_sensitivity=max_l1_distance(codes), half=half, discriminator=self.disc)
 
 
