@@ -407,6 +407,17 @@ def model_card(name: str, weights_dir=None) -> tuple[Path, dict] | None:
         return found.path, json.loads((fh.metadata() or {}).get("card", "{}"))
 
 
+def held_out_shortfall(name: str, figure: str, needed: float, weights_dir=None) -> tuple[Path, dict, float] | None:
+    """(path, card, value) when the held-out ``figure`` in a project-trained file's model card is below
+    ``needed``; None when it is not, or the file or the figure is absent. Reads only the metadata."""
+    found = model_card(name, weights_dir)
+    if found is None:
+        return None
+    path, card = found
+    value = card.get("held_out_eval", {}).get(figure)
+    return None if value is None or value >= needed else (path, card, float(value))
+
+
 def weights_available(names, weights_dir=None) -> tuple[bool, str | None]:
     """(all present and verified, or the first missing file's message with the commands that get it)."""
     for name in names:

@@ -22,18 +22,30 @@ class AutoencoderFile:
 PRIOR_PREFIX = "code_prior."
 
 
-def load_autoencoder(path: str | Path, device: str = "cpu") -> AutoencoderFile:
-    """Read an export strictly; refuses files of another format or with missing or extra tensors."""
+def _metadata(path: str | Path) -> dict:
     from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from ..models.diffae import DiffAE, DiffAEConfig
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an anoncli diffusion autoencoder (format {meta.get('format')!r}, expected {FORMAT!r})")
+    return meta
+
+
+def autoencoder_crops(path: str | Path) -> tuple[int, float]:
+    """(image side, crop margin) of an export, from its metadata alone (no network is built)."""
+    meta = _metadata(path)
+    return int(json.loads(meta["config"])["image_size"]), float(meta["margin"])
+
+
+def load_autoencoder(path: str | Path, device: str = "cpu") -> AutoencoderFile:
+    """Read an export strictly; refuses files of another format or with missing or extra tensors."""
+    from safetensors.torch import load_file
+
+    from ..models.diffae import DiffAE, DiffAEConfig
     from .deid import CodePrior
+
+    meta = _metadata(path)
 
     tensors = load_file(str(path))
     prior_tensors = {k[len(PRIOR_PREFIX):]: tensors.pop(k).double().numpy() for k in list(tensors) if k.startswith(PRIOR_PREFIX)}

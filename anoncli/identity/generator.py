@@ -154,15 +154,12 @@ BOOK_PROTECTION = 0.908   # IdentityDP at ε = 6, book Table 5.1
 def generator_warning(weights_dir=None) -> str | None:
     """A warning when the generator's own held-out measurement (in its file's model card) says
     that faces rebuilt with a random identity mostly stay recognisable; reads only the metadata."""
-    from ..weights import model_card
+    from ..weights import held_out_shortfall
 
-    found = model_card(GENERATOR_WEIGHTS, weights_dir)
-    if found is None:
+    short = held_out_shortfall(GENERATOR_WEIGHTS, "random_identity_protection_dlib", BOOK_PROTECTION, weights_dir)
+    if short is None:
         return None
-    path, card = found
-    measured = card.get("held_out_eval", {}).get("random_identity_protection_dlib")
-    if measured is None or measured >= BOOK_PROTECTION:
-        return None
+    path, card, measured = short
     return (f"the generator ({path.name}, {card.get('steps')} training steps) rebuilds only {measured:.0%} of held-out "
             f"faces as another person by dlib when given a random identity (the book reaches {BOOK_PROTECTION:.0%}): "
             "identity still leaks through its attribute maps, so most faces stay recognisable. The formal guarantee "

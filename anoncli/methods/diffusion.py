@@ -52,34 +52,47 @@ class DiffusionDeid(FaceMethod):
     CROP_MASK_FEATHER = 0.04
 
     def __init__(self, weights_dir=None, **params):
+        """Reads only the networks' metadata: every worker of both passes builds the method, and only
+        ``fit`` (once, in the main process) needs the networks themselves (``_networks``)."""
         super().__init__(**params)
-        from ..diffusion.autoencoder import load_autoencoder
+        from ..diffusion.autoencoder import autoencoder_crops
         from ..diffusion.deid import SemanticCodeSettings
-        from ..diffusion.deidentify import DeidSettings, deid_encoders
+        from ..diffusion.deidentify import DeidSettings
         from ..faces.compositing import Compositor
         from ..faces.compositing_config import config_from_params
-        from ..identity.centres import descriptor_centre
-        from ..identity.encoders import load_identity_encoder
-        from ..models.attributes import load_attribute_net
+        from ..models.attributes import attribute_net_crops
         from ..weights import resolve_weights
 
-        self.autoencoder = load_autoencoder(resolve_weights(AUTOENCODER, weights_dir).path)
-        self.side = self.autoencoder.model.config.image_size
-        self.margin = self.autoencoder.margin
+        self._weights_dir = weights_dir
+        self._paths = {name: resolve_weights(name, weights_dir).path for name in (AUTOENCODER, ATTRIBUTES)}
+        self.side, self.margin = autoencoder_crops(self._paths[AUTOENCODER])
         self.resolution = int(self.params["crop_size"])
         if self.resolution < self.side:
             raise ValueError(f"--crop-size must be at least the autoencoder's {self.side} px, got {self.resolution}")
-        attributes, attribute_margin, _ = load_attribute_net(resolve_weights(ATTRIBUTES, weights_dir).path)
-        if abs(attribute_margin - self.margin) > 1e-6 or attributes.config.resolution != self.side:
+        attribute_side, attribute_margin = attribute_net_crops(self._paths[ATTRIBUTES])
+        if abs(attribute_margin - self.margin) > 1e-6 or attribute_side != self.side:
             raise ValueError("the attribute classifier reads other crops than the diffusion autoencoder makes")
-        self.encoders = deid_encoders(attributes.requires_grad_(False), load_identity_encoder(RECOGNIZER, weights_dir),
-                                      self.side, self.margin, descriptor_centre(RECOGNIZER))
         p = self.params
         self.settings = DeidSettings(
             fake_ratio=float(p["fake_ratio"]), ddim_steps=int(p["ddim_steps"]), batch=int(p["batch"]),
             code=SemanticCodeSettings(int(p["steps"]), float(p["lr"]), float(p["identity_weight"]),
                                       float(p["attribute_weight"])))
         self.compositor = Compositor(config_from_params(self.params), weights_dir)
+
+    def _networks(self):
+        """(autoencoder file, de-identification encoders), loaded on first use."""
+        if not hasattr(self, "_loaded"):
+            from ..diffusion.autoencoder import load_autoencoder
+            from ..diffusion.deidentify import deid_encoders
+            from ..identity.centres import descriptor_centre
+            from ..identity.encoders import load_identity_encoder
+            from ..models.attributes import load_attribute_net
+
+            attributes, _, _ = load_attribute_net(self._paths[ATTRIBUTES])
+            encoders = deid_encoders(attributes.requires_grad_(False), load_identity_encoder(RECOGNIZER, self._weights_dir),
+                                     self.side, self.margin, descriptor_centre(RECOGNIZER))
+            self._loaded = (load_autoencoder(self._paths[AUTOENCODER]), encoders)
+        return self._loaded
 
     def blend_mask(self, landmarks_in_crop: np.ndarray) -> np.ndarray:
         from ..faces.blend import face_mask
@@ -111,7 +124,8 @@ class DiffusionDeid(FaceMethod):
         found = {stage: len(list((work / stage).glob("*.npz"))) for stage in ("fakes", "faces")}
         if any(found.values()):
             log(f"diffusion: resuming with {found['fakes']} fake chunks and {found['faces']} face batches already on disk")
-        results = deidentify(small, self.autoencoder, self.encoders, self.settings, work, _stage_bars(progress)) if rows else []
+        autoencoder, encoders = self._networks()
+        results = deidentify(small, autoencoder, encoders, self.settings, work, _stage_bars(progress)) if rows else []
         images = np.stack([r.image for r in results]) if results else np.zeros((0, side, side, 3), np.uint8)
         records = [{"paired_fake": r.paired_fake, "identity_loss": round(r.identity_loss, 4),
                     "attribute_loss": round(r.attribute_loss, 4), "recognizer": RECOGNIZER} for r in results]
@@ -119,7 +133,7 @@ class DiffusionDeid(FaceMethod):
         summary = {"faces": len(rows), "fakes": fakes, "fake_ratio": self.settings.fake_ratio,
                    "mean_identity_loss": round(float(np.mean([r.identity_loss for r in results])), 4) if results else None,
                    "mean_attribute_loss": round(float(np.mean([r.attribute_loss for r in results])), 4) if results else None,
-                   "autoencoder_steps": self.autoencoder.card.get("steps"),
+                   "autoencoder_steps": autoencoder.card.get("steps"),
                    "found_on_disk": {"fake_chunks": found["fakes"], "face_batches": found["faces"]}}
         return plan, summary
 

@@ -24,15 +24,12 @@ hair and colouring but not the face, and the optimisation changes the face adver
 
 
 def _autoencoder_advisory(weights_dir) -> str | None:
-    from ..weights import model_card
+    from ..weights import held_out_shortfall
 
-    found = model_card("diffae-celeba-utk-64", weights_dir)
-    if found is None:
+    short = held_out_shortfall("diffae-celeba-utk-64", "semantic_only_ssim", SEMANTIC_SSIM_FOR_FACES, weights_dir)
+    if short is None:
         return None
-    path, card = found
-    ssim = card.get("held_out_eval", {}).get("semantic_only_ssim")
-    if ssim is None or ssim >= SEMANTIC_SSIM_FOR_FACES:
-        return None
+    path, card, ssim = short
     return (f"the diffusion autoencoder ({path.name}, {card.get('steps')} training steps) decodes a face from z̄ "
             f"alone at SSIM {ssim:.2f} on held-out faces: z̄ does not carry the face yet, so this method changes the faces "
             "adversarially (blotches) instead of making another person's photograph. Its figures are in the README "

@@ -57,17 +57,31 @@ class AttributeNet(nn.Module):
 FORMAT = "anoncli-attributes-v1"
 
 
-def load_attribute_net(path, device: str = "cpu") -> tuple[AttributeNet, float, dict]:
-    """(network in eval mode, crop margin, card) of an `anoncli train attributes` export, read strictly."""
-    import json
-
+def _metadata(path) -> dict:
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an anoncli attribute classifier (format {meta.get('format')!r}, expected {FORMAT!r})")
+    return meta
+
+
+def attribute_net_crops(path) -> tuple[int, float]:
+    """(image side, crop margin) of an export, from its metadata alone (no network is built)."""
+    import json
+
+    meta = _metadata(path)
+    return int(json.loads(meta["config"])["resolution"]), float(meta["margin"])
+
+
+def load_attribute_net(path, device: str = "cpu") -> tuple[AttributeNet, float, dict]:
+    """(network in eval mode, crop margin, card) of an `anoncli train attributes` export, read strictly."""
+    import json
+
+    from safetensors.torch import load_file
+
+    meta = _metadata(path)
     net = AttributeNet(AttributeNetConfig(**json.loads(meta["config"])))
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}, strict=True)
     return net.to(device).eval(), float(meta["margin"]), json.loads(meta.get("card", "{}"))
