@@ -29,3 +29,22 @@ def resolve_device(name: str) -> str:
         if index >= torch.cuda.device_count():
             raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return name
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISION_HELP = ("auto (bfloat16 where the device computes it natively: a CPU with AVX-512 BF16 or AMX, a CUDA GPU "
+                  "that supports it; float32 elsewhere), float32 or bfloat16")
+
+
+def search_dtype(precision: str, device: str):
+    """The torch dtype that autocast should compute a search's networks in, or None for float32."""
+    import torch
+
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return torch.bfloat16 if native else None

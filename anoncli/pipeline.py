@@ -16,7 +16,7 @@ import numpy as np
 from .config import RunConfig
 from .faces.detectors import create_detector
 from .faces.detection import Detection
-from .faces.stage import FaceSecret, aligned_crops, anonymize_faces
+from .faces.stage import FaceSecret, aligned_crops, anonymize_faces, anonymize_images
 from .io.atomic import write_atomic
 from .io.images import ImageError, encode_image, encode_png, load_image, rgb8
 from .keys.derive import Keyring
@@ -127,6 +127,8 @@ class Worker:
         """``batch``: (relative input, input path, output path) triples; one record each, returned,
         and handed to ``emit`` as soon as its image is done (the run journals it then)."""
         results = self._decode_and_detect([(rel, src) for rel, src, _ in batch])
+        if self.method.faces_together > 1:
+            return self._process_together(results, [dst for _, _, dst in batch], emit)
         finished = []
         for (rec, img, dets), (_, _, dst) in zip(results, batch):
             if dets is not None:
@@ -136,6 +138,41 @@ class Worker:
                     raise DiskFull(e.message, [] if emit else finished) from None
                 except Exception as e:  # one bad image must not stop the run
                     _internal_error(rec, "anonymizing", e)
+            finished.append(_done(rec, emit))
+        return finished
+
+    def _process_together(self, results: list, outputs: list[str], emit: Callable[[ImageRecord], None] | None) -> list[ImageRecord]:
+        """``process`` for a method that works on several faces at once: the faces of every image of the
+        batch go to it together (``anonymize_images``), then each image is written."""
+        todo, failed = [], set()
+        for position, ((rec, img, dets), dst) in enumerate(zip(results, outputs)):
+            faces = self._faces_to_do(rec, dets) if dets is not None else None
+            if faces is not None:
+                todo.append((position, rec, img, Path(dst), faces))
+        with_faces = [item for item in todo if item[4]]
+        t0 = time.perf_counter()
+        outcomes = anonymize_images([(img, faces, self._face_key(rec)) for _, rec, img, _, faces in with_faces],
+                                    self.method, self.keys is not None and self.keys.escrow)
+        per_image = (time.perf_counter() - t0) / max(1, len(with_faces))
+        secrets = {}
+        for (position, rec, *_), outcome in zip(with_faces, outcomes):
+            if isinstance(outcome, Exception):
+                _internal_error(rec, "anonymizing", outcome)
+                failed.add(position)
+            else:
+                (rec.faces, secrets[position]), rec.status = outcome, "ok"
+                rec.timings["anonymize"] = per_image
+        finished = []
+        writing = {position: item for position, *item in todo if position not in failed}
+        for position, (rec, _, _) in enumerate(results):
+            if position in writing:
+                _, img, dst, _ = writing[position]
+                try:
+                    self._write(rec, img, dst, secrets.get(position))
+                except DiskFull as e:
+                    raise DiskFull(e.message, [] if emit else finished) from None
+                except Exception as e:  # one bad image must not stop the run
+                    _internal_error(rec, "writing", e)
             finished.append(_done(rec, emit))
         return finished
 
@@ -213,28 +250,43 @@ class Worker:
             rec.notes.append(f"{len(small)} detection(s) below --min-face {self.config.min_face}px left untouched")
         return [d for d in dets if d.size >= self.config.min_face]
 
-    def _finish(self, rec: ImageRecord, img, dst: Path, dets, method: FaceMethod | None = None, filter_small: bool = True) -> None:
+    def _faces_to_do(self, rec: ImageRecord, dets: list, filter_small: bool = True) -> list | None:
+        """The detections to anonymize; [] for an image written without changes (--no-face keep),
+        None for one not written (its record says why)."""
         if filter_small:
             dets = self._keep_large(rec, dets)
+        if dets:
+            return dets
+        policy = self.config.no_face
+        if policy == "fail":
+            rec.status, rec.reason = "error", "no face found (--no-face fail)"
+            return None
+        rec.status = "no_face"
+        rec.reason = "no face found; " + ("written without changes to pixels" if policy == "keep" else "not written (--no-face skip)")
+        return None if policy == "skip" else []
+
+    def _face_key(self, rec: ImageRecord):
+        """Face i's key of this image (``keys.derive``), or None for a run without a keyfile."""
+        if self.keys is None:
+            return None
+        keyring, input_sha = self.keys.keyring, rec.input_sha256
+        return lambda i: keyring.face(rec.input, input_sha, i)
+
+    def _finish(self, rec: ImageRecord, img, dst: Path, dets, method: FaceMethod | None = None, filter_small: bool = True) -> None:
+        dets = self._faces_to_do(rec, dets, filter_small)
+        if dets is None:
+            return
         t0 = time.perf_counter()
         secrets = None
         if dets:
-            face_key = None
-            if self.keys is not None:
-                keyring, input_sha = self.keys.keyring, rec.input_sha256
-                face_key = lambda i: keyring.face(rec.input, input_sha, i)  # noqa: E731
-            rec.faces, secrets = anonymize_faces(img, dets, method or self.method, face_key, self.keys is not None and self.keys.escrow)
+            rec.faces, secrets = anonymize_faces(img, dets, method or self.method, self._face_key(rec),
+                                                 self.keys is not None and self.keys.escrow)
             rec.status = "ok"
-        else:
-            policy = self.config.no_face
-            if policy == "fail":
-                rec.status, rec.reason = "error", "no face found (--no-face fail)"
-                return
-            rec.status = "no_face"
-            rec.reason = "no face found; " + ("written without changes to pixels" if policy == "keep" else "not written (--no-face skip)")
-            if policy == "skip":
-                return
         rec.timings["anonymize"] = time.perf_counter() - t0
+        self._write(rec, img, dst, secrets)
+
+    def _write(self, rec: ImageRecord, img, dst: Path, secrets) -> None:
+        """The anonymized image written atomically (side images first), its record completed."""
         t0 = time.perf_counter()
         data = encode_image(img)
         try:
@@ -309,7 +361,7 @@ def _done(rec: ImageRecord, emit: Callable[[ImageRecord], None] | None) -> Image
 def _internal_error(rec: ImageRecord, stage: str, e: Exception) -> None:
     """Record an unexpected failure of one image (the traceback goes to the journal, not the user)."""
     rec.status, rec.reason = "error", f"internal error in {stage}: {type(e).__name__}: {e}"
-    rec.traceback = traceback.format_exc(limit=5)
+    rec.traceback = "".join(traceback.format_exception(e, limit=5))
 
 
 _WORKER: Worker | None = None

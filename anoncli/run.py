@@ -4,6 +4,7 @@ output becomes durable, and writes the manifest and run record at the end."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -351,6 +352,18 @@ def _prepare(input_dir: Path, output_dir: Path, config: RunConfig, overwrite: bo
     return PreparedRun(output_dir, state, journal, run_id, writer, found, records, todo, resumed)
 
 
+def work_units(todo: list, batch_size: int, workers: int, faces_together: int = 1) -> list[list]:
+    """The run's units of work: --batch-size images each, or, for a method that works on several faces at
+    once, units of up to four of its batches, as many for every worker and of equal size, so that each
+    worker keeps that many faces busy while some finish before others (FSAP: README, FSAP speed)."""
+    size = batch_size
+    if faces_together > 1 and todo:
+        workers = max(1, workers)
+        units = workers * math.ceil(len(todo) / (workers * 4 * faces_together))
+        size = max(batch_size, math.ceil(len(todo) / units))
+    return [todo[i:i + size] for i in range(0, len(todo), size)]
+
+
 def _execute_run(run: PreparedRun, config: RunConfig, executor: ExecutorOptions, batch_size: int, weights_dir: str | None,
                  progress: bool, log, keys: KeyOptions | None) -> tuple[str | None, dict | None]:
     """Every image left to do, journalled as each is finished; returns (why the run stopped early,
@@ -383,7 +396,8 @@ def _execute_run(run: PreparedRun, config: RunConfig, executor: ExecutorOptions,
                                              progress, log, take, execute, weights_dir)
                 run.resumed -= dataset["redone_for_new_plan"]
             else:
-                execute([run.todo[i:i + batch_size] for i in range(0, len(run.todo), batch_size)], "process", take)
+                together = get_method_spec(config.method).faces_per_call(config.params)
+                execute(work_units(run.todo, batch_size, executor.workers, together), "process", take)
     except (WorkerStartError, ExecutorUnavailable) as e:
         stopped = str(e)
     except DiskFull as e:

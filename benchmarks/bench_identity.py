@@ -36,6 +36,9 @@ ROWS = (
     ("fsap", ["--method", "fsap"]),
     ("fsap flow-student", ["--method", "fsap", "--backbone", "flow-student"]),
     ("fsap lambda-identity 0.04", ["--method", "fsap", "--lambda-identity", "0.04", "--lambda-attribute", "0.008"]),
+    ("fsap faces-together 16", ["--method", "fsap", "--faces-together", "16"]),
+    ("fsap float32 one at a time", ["--method", "fsap", "--precision", "float32", "--faces-together", "1"]),
+    ("fsap thesis lambda-identity 0.02", ["--method", "fsap", "--lambda-identity", "0.02", "--lambda-attribute", "0.004"]),
     ("dpimage", ["--method", "dpimage"]),
     ("diffusion", ["--method", "diffusion"]),
 )

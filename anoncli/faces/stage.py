@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Generator
 
 import cv2
 import numpy as np
@@ -10,7 +10,7 @@ import numpy as np
 from ..keys.derive import FaceKey
 from ..keys.escrow import changed_box
 from ..io.images import COLOUR_CHANNELS, LoadedImage, from_rgb, rgb8, rgb_view
-from ..methods.base import FaceMethod
+from ..methods.base import AnonymizedFace, FaceMethod, FaceRequest
 from ..records import FaceResult
 from .align import affine_scale, alignment_matrix, apply_affine
 from .blend import composite, crop_bounds_in_image, warp_crop_to_roi
@@ -96,9 +96,12 @@ class FaceSecret:
     landmarks68: list | None = None   # the dense landmarks of the compositor's region (restore composes with the same)
 
 
+FaceResults = tuple[list[FaceResult], list[FaceSecret]]
+
+
 def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceMethod,
                     face_key: Callable[[int], FaceKey] | None = None,
-                    escrow: bool = False) -> tuple[list[FaceResult], list[FaceSecret]]:
+                    escrow: bool = False) -> FaceResults:
     """Replace every detected face in ``img.pixels`` (in place); one record per face, and
     one secret per face when the run has a keyfile (``face_key`` gives face i's key).
 
@@ -106,6 +109,60 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
     already done carries that face anonymized, never its original pixels; escrowed regions
     are therefore restored in reverse order.
     """
+    steps = _face_steps(img, detections, method, face_key, escrow)
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(method.anonymize_face(request.crop, request.landmarks_in_crop, request.key))
+    except StopIteration as done:
+        return done.value
+
+
+def anonymize_images(images: list[tuple[LoadedImage, list[Detection], Callable[[int], FaceKey] | None]],
+                     method: FaceMethod, escrow: bool = False) -> list[FaceResults | Exception]:
+    """``anonymize_faces`` of several images, with the faces of different images handed to the
+    method together (``FaceMethod.anonymize_many``): the first face of every image, then the second of
+    those that have one, and so on, so that within an image faces are still done one after another.
+    Each image's result, or the exception that stopped it (the other images go on)."""
+    results: list[FaceResults | Exception | None] = [None] * len(images)
+    pending: dict[int, FaceRequest] = {}
+
+    def advance(i: int, steps, face=None) -> None:
+        try:
+            pending[i] = next(steps) if face is None else steps.send(face)
+        except StopIteration as done:
+            results[i] = done.value
+        except Exception as e:  # one bad image must not stop the others
+            results[i] = e
+
+    all_steps = [_face_steps(img, dets, method, face_key, escrow) for img, dets, face_key in images]
+    for i, steps in enumerate(all_steps):
+        advance(i, steps)
+    while pending:
+        order = list(pending)
+        requests = [pending.pop(i) for i in order]
+        try:
+            faces: list = method.anonymize_many(requests)
+        except Exception:   # find the culprit: face by face, so only its image fails
+            faces = []
+            for request in requests:
+                try:
+                    faces.append(method.anonymize_face(request.crop, request.landmarks_in_crop, request.key))
+                except Exception as e:
+                    faces.append(e)
+        for i, face in zip(order, faces):
+            if isinstance(face, Exception):
+                all_steps[i].close()
+                results[i] = face
+            else:
+                advance(i, all_steps[i], face)
+    return results
+
+
+def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMethod,
+                face_key: Callable[[int], FaceKey] | None, escrow: bool) -> Generator[FaceRequest, AnonymizedFace, FaceResults]:
+    """``anonymize_faces`` as a generator: it yields each face's ``FaceRequest`` and is sent the
+    method's ``AnonymizedFace`` for it; returns the records and secrets."""
     res = method.resolution
     records, secrets = [], []
     for index, det in enumerate(detections):
@@ -122,7 +179,7 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
         region = _locate(img, method, roi, m, det.landmarks, landmarks_in_crop)
         if method.compositor is not None:
             record.region = region.source
-        face = method.anonymize_face(crop, landmarks_in_crop, key)
+        face = yield FaceRequest(crop, landmarks_in_crop, key)
         anon = face.crop
         if face.side_images:
             record.side_image_pixels = face.side_images

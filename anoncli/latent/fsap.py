@@ -10,6 +10,9 @@ L_I = 1 − cos(f_I(x), f_I(x̂)) (eq. 5.3). The thesis' Algorithm 1/2 signs con
 this is "ascend identity loss, descend attribute loss" (METHODS.md §9 errata). Each attribute
 step decodes once and takes its three gradients from that one decode (three separate sign
 vectors, as eq. 5.8 writes them).
+
+Each face follows Algorithm 7 on its own; for speed several faces share every decode (a batch
+through the networks), and a face that stops makes room for the next one waiting.
 """
 from __future__ import annotations
 
@@ -18,7 +21,20 @@ from typing import Callable, Sequence
 
 import torch
 
-Loss = Callable[[torch.Tensor], torch.Tensor]   # decoded faces (N x 3 x R x R) -> per-face loss (N)
+
+@dataclass(frozen=True)
+class FaceRows:
+    """Which faces a decoded batch holds: row i is face ``faces[i]`` at its outer iteration ``steps[i]``."""
+
+    faces: torch.Tensor   # long, indices into the searched faces
+    steps: torch.Tensor   # long, 0 before the first identity step
+
+    def __getitem__(self, index) -> "FaceRows":
+        return FaceRows(self.faces[index], self.steps[index])
+
+
+Loss = Callable[[torch.Tensor, FaceRows], torch.Tensor]   # (decoded rows, which faces) -> per-row loss
+Confirm = Callable[[torch.Tensor, FaceRows], tuple[torch.Tensor, torch.Tensor]]   # (W′ rows, faces) -> (decoded, L_I)
 
 
 @dataclass(frozen=True)
@@ -47,54 +63,78 @@ class FsapResult:
     reached: list[bool]        # whether L_I > τ stopped it before N
 
 
-def _sign_gradients(latent: torch.Tensor, decode: Callable,
-                    losses: Sequence[Loss]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """(the decoded batch, each loss's per-face values, sign(∂loss/∂W′) for each loss), from one decode."""
+def _sign_gradients(latent: torch.Tensor, decode: Callable, losses: Sequence[Loss],
+                    rows: FaceRows) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """(the decoded rows, each loss's per-row values, sign(∂loss/∂W′) for each loss), from one decode."""
     w = latent.detach().requires_grad_(True)
     with torch.enable_grad():
         decoded = decode(w)
-        values = [loss(decoded) for loss in losses]
+        values = [loss(decoded, rows) for loss in losses]
         grads = [torch.autograd.grad(v.sum(), w, retain_graph=i + 1 < len(values))[0] for i, v in enumerate(values)]
-    return decoded.detach(), [v.detach() for v in values], [g.sign() for g in grads]
+    # A gradient entry that is not finite moves nothing (sign(NaN) would make W′ NaN for good).
+    return decoded.detach(), [v.detach() for v in values], [g.nan_to_num(0.0, 0.0, 0.0).sign() for g in grads]
 
 
 def fsap_search(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor], identity_loss: Loss,
                 attribute_losses: Sequence[Loss], settings: FsapSettings = FsapSettings(),
-                identity_test: Loss | None = None) -> FsapResult:
-    """Algorithm 7 from W = f_E(x) (``latent``: N faces at once; a face that has passed τ stops
-    moving while the others go on). ``identity_loss`` and ``attribute_losses`` compare a decoded
-    batch with the originals they were built for. ``identity_test``, when given, is the L_I that the
-    stopping test and the result read (the identity steps still follow ``identity_loss``): for an
-    identity loss that reads a randomly transformed view, the plain view of what is released.
+                identity_test: Loss | None = None, batch_size: int | None = None,
+                confirm: Confirm | None = None) -> FsapResult:
+    """Algorithm 7 for every face of ``latent`` (N x latent, W = f_E(x) per row). The losses compare
+    decoded rows with the originals of the faces ``FaceRows`` names. ``identity_test``, when given,
+    is the L_I that the stopping test reads (the identity steps still follow ``identity_loss``): for
+    an identity loss that reads a randomly transformed view, the plain view of what is released.
 
     The test of iteration n reads L_I of the decode that the identity step of iteration n + 1
-    differentiates anyway (the same W′), so each iteration decodes 1 + k times, not 2 + k; a face
-    is released as the first decode whose L_I passed τ, or the last one after N iterations."""
+    differentiates anyway (the same W′), so each iteration decodes 1 + k times, not 2 + k.
+    ``batch_size``: at most this many faces share each decode (all of them when None); a face that
+    stops makes room for the next. ``confirm``, for a search whose decode and losses run at a lower
+    precision: each face the test would stop is decoded and tested again by it, stops only if that
+    L_I passes τ too (or N is used up), and is released as that decode. Otherwise a face is released
+    as the first decode whose L_I passed τ, or the last one after N iterations."""
     w = latent.detach().clone()
     n_faces = len(w)
-    shape = (-1,) + (1,) * (w.dim() - 1)
-    active = torch.ones(n_faces, dtype=torch.bool, device=w.device)
+    steps = torch.zeros(n_faces, dtype=torch.long, device=w.device)
+    released: list[torch.Tensor | None] = [None] * n_faces
+    final_loss = [float("nan")] * n_faces
     used = [settings.iterations] * n_faces
-    released = final_loss = None
+    waiting = iter(range(n_faces))
+    slots: list[int] = []
+    capacity = batch_size or n_faces
+
+    def refill():
+        while len(slots) < capacity:
+            face = next(waiting, None)
+            if face is None:
+                return
+            slots.append(face)
+
+    refill()
     with torch.no_grad():
-        for n in range(settings.iterations + 1):
-            decoded, (loss,), (ascent,) = _sign_gradients(w, decode, [identity_loss])
+        while slots:
+            faces = torch.tensor(slots, dtype=torch.long, device=w.device)
+            rows = FaceRows(faces, steps[faces])
+            decoded, (loss,), (ascent,) = _sign_gradients(w[faces], decode, [identity_loss], rows)
             if identity_test is not None:
-                loss = identity_test(decoded)
-            passed = active & (loss > settings.tau)
-            if released is None:
-                released, final_loss = decoded.clone(), loss.clone()
-            keep = active.view(shape)
-            released = torch.where(keep, decoded, released)
-            final_loss = torch.where(active, loss, final_loss)
-            for i in torch.nonzero(passed).flatten().tolist():
-                used[i] = n
-            active &= ~passed
-            if n == settings.iterations or not active.any():
-                break
-            gate = active.to(w.dtype).view(shape)
-            w += settings.lambda_identity * gate * ascent
-            for _ in range(settings.attribute_steps):
-                w -= settings.lambda_attribute * gate * sum(_sign_gradients(w, decode, attribute_losses)[2])
-    reached = [bool(v) for v in final_loss > settings.tau]
-    return FsapResult(w, released, used, [float(v) for v in final_loss], reached)
+                loss = identity_test(decoded, rows)
+            last = rows.steps == settings.iterations
+            stop = (loss > settings.tau) | last
+            if confirm is not None and stop.any():
+                which = torch.nonzero(stop).flatten()
+                exact, exact_loss = confirm(w[faces[which]], rows[which])
+                decoded, loss = decoded.clone(), loss.clone()
+                decoded[which], loss[which] = exact.to(decoded.dtype), exact_loss.to(loss.dtype)
+                stop = (loss > settings.tau) | last
+            for i in torch.nonzero(stop).flatten().tolist():
+                face = slots[i]
+                released[face], final_loss[face], used[face] = decoded[i].clone(), float(loss[i]), int(rows.steps[i])
+            go = torch.nonzero(~stop).flatten()
+            if len(go):
+                moving = faces[go]
+                w[moving] += settings.lambda_identity * ascent[go]
+                for _ in range(settings.attribute_steps):
+                    w[moving] -= settings.lambda_attribute * sum(_sign_gradients(w[moving], decode, attribute_losses, rows[go])[2])
+                steps[moving] += 1
+            slots = [slots[i] for i in go.tolist()]
+            refill()
+    reached = [v > settings.tau for v in final_loss]
+    return FsapResult(w, torch.stack(released), used, final_loss, reached)

@@ -82,11 +82,11 @@ class PerceptualLoss(torch.nn.Module):
         return self.net(x * self._scale, x_hat * self._scale)
 
     def against(self, x: torch.Tensor):
-        """L_l(x, ·) as a function of x̂, with x's features computed once (a search compares many x̂
-        with one x)."""
+        """L_l(x, ·) as a function of (x̂, rows): x̂'s row i is compared with x[rows[i]], x's features
+        computed once (a search compares many x̂ with the same faces)."""
         with torch.no_grad():
             reference = self.net.reference_features(x * self._scale)
-        return lambda x_hat: self.net.distance_to(reference, x_hat * self._scale)
+        return lambda x_hat, rows: self.net.distance_to([f[rows] for f in reference], x_hat * self._scale)
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -101,6 +101,12 @@ class MethodSpec:
     param_weights: Callable[[dict], tuple[str, ...]] | None = None   # weights some parameter values need besides ``weights``
     restore: Callable[[dict], RestoreCapability] | None = None   # (resolved params) -> what the inverse recovers; None: exact
     param_recognizers: Callable[[dict], tuple[str, ...]] | None = None   # recognizers some parameter values use besides ``recognizers``
+    faces_together: Callable[[dict], int] | None = None   # (resolved params) -> ``FaceMethod.faces_together``; None: 1
+
+    def faces_per_call(self, params: dict) -> int:
+        """How many faces the method works on at once with these (resolved) parameters; the run then
+        gives each worker units with enough faces to keep that many busy."""
+        return self.faces_together(params) if self.faces_together else 1
 
     def recognizers_used(self, params: dict) -> tuple[str, ...]:
         """The report evaluators (``metrics.evaluators``) a run with these (resolved) parameters
@@ -148,6 +154,15 @@ class AnonymizedFace:
     outcome: dict[str, Any] | None = None
 
 
+@dataclass
+class FaceRequest:
+    """One face for ``FaceMethod.anonymize_many``: what ``anonymize_face`` takes."""
+
+    crop: np.ndarray
+    landmarks_in_crop: np.ndarray
+    key: Any = None
+
+
 class FaceMethod:
     """A method that replaces the aligned face crop.
 
@@ -189,6 +204,13 @@ class FaceMethod:
         under OUTPUT/<name>s/ and the per-face figures the manifest records (``AnonymizedFace``).
         A method with either overrides this, so that all come from one pass."""
         return AnonymizedFace(self.anonymize_crop(crop, landmarks_in_crop, key))
+
+    faces_together: int = 1   # how many faces ``anonymize_many`` works on at once (a batch through its networks)
+
+    def anonymize_many(self, requests: list[FaceRequest]) -> list["AnonymizedFace"]:
+        """``anonymize_face`` of each request, in order. A method whose networks run faster on a batch
+        (``faces_together`` > 1) overrides this; the result of a face must not depend on the others."""
+        return [self.anonymize_face(r.crop, r.landmarks_in_crop, r.key) for r in requests]
 
     def key_params(self, key) -> dict:
         """Per-face values the keyfile keeps for restore (e.g. a rotation angle); never the key itself."""

@@ -18,8 +18,6 @@ The crop goes into the photo through ``anoncli.faces.compositing`` (68-point reg
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .base import AnonymizedFace
 from .latent_face import LatentFaceMethod
 
@@ -39,14 +37,22 @@ def recognizer_chip_theta(encoder_spec, resolution: int, margin: float):
 DIVERSITY_SEED = 0
 
 
-def diverse_theta(theta, amount: float, generator):
-    """``theta`` (N x 2 x 3, ``affine_grid``'s) zoomed by a random factor in [1 − amount, 1 + amount] and
-    shifted by up to ``amount`` of half the crop in x and y: input diversity (Xie et al., Improving
+def diversity_draws(iterations: int, seed: int = DIVERSITY_SEED):
+    """The uniform draws in [-1, 1) (zoom, shift x, shift y) of each outer iteration 0..N: the same for
+    every face, so that a face's views, and with them its result, do not depend on the faces it is
+    searched with."""
+    import torch
+
+    return torch.rand(iterations + 1, 3, generator=torch.Generator().manual_seed(seed)) * 2.0 - 1.0
+
+
+def diverse_theta(theta, amount: float, draws):
+    """``theta`` (N x 2 x 3, ``affine_grid``'s) zoomed by 1 + amount·draws[:, 0] (in [1 − amount, 1 + amount])
+    and shifted by amount·draws[:, 1:] of half the crop in x and y: input diversity (Xie et al., Improving
     Transferability of Adversarial Examples with Input Diversity, CVPR 2019; not in the thesis)."""
     import torch
 
-    n = theta.shape[0]
-    u = torch.rand(n, 3, generator=generator, device=generator.device).to(theta) * 2.0 - 1.0
+    u = draws.to(theta)
     zoom = 1.0 + amount * u[:, :1, None]
     return torch.cat([theta[..., :2] * zoom, theta[..., 2:] + amount * u[:, 1:, None]], dim=2)
 
@@ -57,6 +63,7 @@ class FSAP(LatentFaceMethod):
         super().__init__(weights_dir, backbone_model, **params)
         import torch
 
+        from ..devices import search_dtype
         from ..identity.encoders import get_encoder_spec, load_identity_encoder
         from ..latent.fsap import FsapSettings
         from ..latent.image_losses import PerceptualLoss
@@ -66,6 +73,9 @@ class FSAP(LatentFaceMethod):
         self.limits = PerturbationLimits(self.params["low_sigma"], self.params["low_luminance"], self.params["max_change"])
         self.settings = FsapSettings(self.params["iterations"], self.params["attribute_steps"], self.params["tau"],
                                      self.params["lambda_identity"], self.params["lambda_attribute"])
+        self.faces_together = self.params["faces_together"]
+        self.search_dtype = search_dtype(self.params["precision"], self.device)
+        self.views = diversity_draws(self.settings.iterations).to(self.device)
         encoder_spec = get_encoder_spec(self.params["recognizer"])
         self.recognizer = (recognizer_model or load_identity_encoder(encoder_spec.name, weights_dir)).to(self.device)
         from ..identity.centres import descriptor_centre
@@ -83,31 +93,58 @@ class FSAP(LatentFaceMethod):
         for net in (self.recognizer, self.perceptual):
             net.to(memory_format=torch.channels_last)
 
-    def embed(self, crops, generator=None):
-        """The recognizer's vectors of working crops in [-1, 1] (differentiable), centred where its
-        vectors share a common part (``identity.centres``). With ``generator``, the chip is cut with a
-        random zoom and shift of up to --input-diversity (``diverse_theta``)."""
+    def low_precision(self):
+        """Autocast to the search's dtype (``--precision``), or nothing for float32."""
+        import contextlib
+
+        if self.search_dtype is None:
+            return contextlib.nullcontext()
+        return self.torch.autocast(self.torch.device(self.device).type, dtype=self.search_dtype)
+
+    def chip_grid(self, n: int, steps=None):
+        """``affine_grid`` of the recognizer's chip for n crops; with ``steps`` (each row's outer iteration),
+        zoomed and shifted by that iteration's input-diversity draws (``diverse_theta``)."""
         import torch.nn.functional as F
 
-        n, s = len(crops), self.chip_size
+        s = self.chip_size
         theta = self.chip_theta.expand(n, 2, 3)
-        if generator is not None:
-            theta = diverse_theta(theta, self.params["input_diversity"], generator)
-        grid = F.affine_grid(theta, (n, 3, s, s), align_corners=False)
-        chips = F.grid_sample((crops + 1.0) * 127.5, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        vectors = self.recognizer(chips)
+        if steps is not None:
+            theta = diverse_theta(theta, self.params["input_diversity"], self.views[steps])
+        return F.affine_grid(theta, (n, 3, s, s), align_corners=False)
+
+    def embed_chips(self, chips):
+        """The recognizer's vectors of chips on the 0..255 scale, centred where its vectors share a common
+        part (``identity.centres``)."""
+        vectors = self.recognizer(chips).float()
         return vectors if self.centre is None else vectors - self.centre
+
+    def chips(self, crops, grid=None):
+        """The recognizer's chips (0..255) of working crops in [-1, 1], through ``grid`` (the plain chip's by default)."""
+        import torch.nn.functional as F
+
+        grid = self.chip_grid(len(crops)) if grid is None else grid
+        return F.grid_sample((crops + 1.0) * 127.5, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def embed(self, crops):
+        """The recognizer's vectors of working crops in [-1, 1] (differentiable), through the plain chip."""
+        return self.embed_chips(self.chips(crops))
 
     def anonymize_crop(self, crop, landmarks_in_crop, key=None):
         return self.anonymize_face(crop, landmarks_in_crop, key).crop
 
     def anonymize_face(self, crop, landmarks_in_crop, key=None):
-        from ..latent.fsap import fsap_search
+        from .base import FaceRequest
+
+        return self.anonymize_many([FaceRequest(crop, landmarks_in_crop, key)])[0]
+
+    def anonymize_many(self, requests):
+        """Algorithm 7 for every face of ``requests``, ``--faces-together`` of them sharing each decode."""
+        from ..latent.fsap import FaceRows, fsap_search
         from ..latent.image_losses import cosine_distance, mse_loss, ssim_loss
         from ..latent.perturbation import limit_perturbation
 
         torch = self.torch
-        crop_t = self.crop_tensor(crop)
+        crop_t = torch.cat([self.crop_tensor(r.crop) for r in requests])
         with torch.no_grad():
             x = self.to_backbone(crop_t)
             w = self.backbone.encode(x)
@@ -115,22 +152,46 @@ class FSAP(LatentFaceMethod):
             reference = self.embed(crop_t)
         perceptual = self.perceptual.against(x)
 
-        def released(decoded):
-            return crop_t + self.enlarge(limit_perturbation(decoded - reconstruction, self.limits))
+        def released(decoded, rows):
+            return crop_t[rows.faces] + self.enlarge(limit_perturbation(decoded - reconstruction[rows.faces], self.limits))
 
-        def identity_loss(decoded, generator=None):
-            return cosine_distance(reference, self.embed(released(decoded), generator))
+        def identity_loss(decoded, rows, diverse: bool):
+            """L_I of the released crop; ``diverse``: through this iteration's randomly zoomed and shifted chip."""
+            chips = self.chips(released(decoded, rows), self.chip_grid(len(decoded), rows.steps if diverse else None))
+            with self.low_precision():
+                return cosine_distance(reference[rows.faces], self.embed_chips(chips))
 
-        views = None
-        if self.params["input_diversity"] > 0:   # a fixed seed per face: the same photo gives the same output
-            views = torch.Generator(device=self.device).manual_seed(DIVERSITY_SEED)
+        def decode(latents):
+            with self.low_precision():
+                return self.backbone.decode(latents).float()
+
+        def confirm(latents, rows):
+            """The float32 decode and its plain-chip L_I, for a face the search would stop."""
+            decoded = self.backbone.decode(latents)
+            return decoded, cosine_distance(reference[rows.faces], self.embed(released(decoded, rows)))
+
+        diverse = self.params["input_diversity"] > 0
         result = fsap_search(
-            w, self.backbone.decode,
-            identity_loss=lambda decoded: identity_loss(decoded, views),
-            attribute_losses=(lambda d: mse_loss(x, d), perceptual, lambda d: ssim_loss(x, d)),
-            settings=self.settings, identity_test=identity_loss if views is not None else None)
+            w, decode,
+            identity_loss=lambda d, rows: identity_loss(d, rows, diverse),
+            attribute_losses=(lambda d, rows: mse_loss(x[rows.faces], d),
+                              lambda d, rows: self._perceptual(perceptual, d, rows.faces),
+                              lambda d, rows: ssim_loss(x[rows.faces], d)),
+            settings=self.settings, identity_test=(lambda d, rows: identity_loss(d, rows, False)) if diverse else None,
+            batch_size=self.faces_together, confirm=confirm if self.search_dtype is not None else None)
+        faces = []
+        every = torch.arange(len(requests), device=w.device)
         with torch.no_grad():
-            out = self.to_crop(released(result.decoded))
-        outcome = {"iterations": result.iterations[0], "identity_loss": round(result.identity_loss[0], 4),
-                   "tau_reached": result.reached[0], "perceptual": self.perceptual.name}
-        return AnonymizedFace(out, outcome=outcome)
+            out = released(result.decoded, FaceRows(every, torch.zeros_like(every)))
+        if not torch.isfinite(out).all():   # never written: the stage fails that image with this reason
+            raise ValueError("the backbone decoded a face to values that are not finite")
+        for i in range(len(requests)):
+            outcome = {"iterations": result.iterations[i], "identity_loss": round(result.identity_loss[i], 4),
+                       "tau_reached": result.reached[i], "perceptual": self.perceptual.name,
+                       "precision": "float32" if self.search_dtype is None else str(self.search_dtype).removeprefix("torch.")}
+            faces.append(AnonymizedFace(self.to_crop(out[i:i + 1]), outcome=outcome))
+        return faces
+
+    def _perceptual(self, perceptual, decoded, faces):
+        with self.low_precision():
+            return perceptual(decoded, faces).float()

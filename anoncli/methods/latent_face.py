@@ -52,8 +52,12 @@ class LatentFaceMethod(FaceMethod):
         """A backbone-resolution tensor enlarged to the working crop (bicubic, differentiable)."""
         import torch.nn.functional as F
 
-        return small_t if small_t.shape[-1] == self.resolution else F.interpolate(
-            small_t, size=(self.resolution, self.resolution), mode="bicubic", align_corners=False)
+        from ..models.bicubic import enlarge_bicubic
+
+        size = small_t.shape[-1]
+        if self.resolution % size == 0:
+            return enlarge_bicubic(small_t, self.resolution // size)
+        return F.interpolate(small_t, size=(self.resolution, self.resolution), mode="bicubic", align_corners=False)
 
     @staticmethod
     def to_crop(tensor) -> np.ndarray:

@@ -114,13 +114,17 @@ class InvConv2dLU(nn.Module):
         self.register_buffer("frozen_weight", self.weight(), persistent=False)
         self.register_buffer("frozen_inverse", self.inverse(), persistent=False)
 
+    # Always in the weights' precision, also under autocast: in bfloat16 the mixing of a decode's 32 steps
+    # loses the inverse (FSAP's bfloat16 search decoded a face to NaN; README, FSAP speed).
     def forward(self, x):
         w = self.frozen_weight if hasattr(self, "frozen_weight") else self.weight()
-        return F.conv2d(x, w[:, :, None, None].to(x.dtype)), x.shape[2] * x.shape[3] * self.log_s.sum()
+        with torch.autocast(x.device.type, enabled=False):
+            return F.conv2d(x.to(w.dtype), w[:, :, None, None]), x.shape[2] * x.shape[3] * self.log_s.sum()
 
     def reverse(self, y):
         w_inv = self.frozen_inverse if hasattr(self, "frozen_inverse") else self.inverse()
-        return F.conv2d(y, w_inv[:, :, None, None].to(y.dtype))
+        with torch.autocast(y.device.type, enabled=False):
+            return F.conv2d(y.to(w_inv.dtype), w_inv[:, :, None, None])
 
 
 class ZeroConv2d(nn.Module):
