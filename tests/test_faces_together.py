@@ -114,3 +114,18 @@ def test_the_glows_invertible_convolutions_stay_float32_under_autocast():
             mixed = glow.levels[0][0].invconv.reverse(torch.randn(1, 12, 8, 8))
     assert mixed.dtype == torch.float32
     assert torch.isfinite(low).all() and (low.float() - exact).abs().max() < 0.05
+
+
+class DarkenOrRefuse(Darken):
+    """``anonymize_many`` that gives back an exception for a bright face instead of raising for all."""
+
+    def anonymize_many(self, requests):
+        self.calls.append(len(requests))
+        return [RuntimeError("refused") if r.crop.mean() > 150 else AnonymizedFace(r.crop * 0.5) for r in requests]
+
+
+def test_a_face_the_method_gives_back_as_an_exception_fails_its_image_alone_without_redoing_the_others():
+    good, bad = _image(1, 1, brightness=100), _image(2, 1, brightness=250)
+    method = DarkenOrRefuse()
+    results = anonymize_images([(good[0], good[1], None), (bad[0], bad[1], None)], method)
+    assert method.calls == [2] and isinstance(results[1], RuntimeError) and len(results[0][0]) == 1

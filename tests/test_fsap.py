@@ -114,8 +114,9 @@ def test_a_confirmed_search_stops_only_where_the_confirmation_passes_and_release
 
 
 def test_a_gradient_that_is_not_finite_moves_nothing():
-    result = fsap_search(torch.zeros(1, 3), lambda w: w, lambda x, rows: x.sum(1) * float("nan"), [], FsapSettings(3, 0, 0.8, 0.1, 0.0))
-    assert torch.equal(result.latent, torch.zeros(1, 3)) and result.iterations == [3]
+    # √|x| at 0: the value is finite, its gradient NaN (0 · ∞)
+    result = fsap_search(torch.zeros(1, 3), lambda w: w, lambda x, rows: x.abs().sqrt().sum(1), [], FsapSettings(3, 0, 0.8, 0.1, 0.0))
+    assert torch.equal(result.latent, torch.zeros(1, 3)) and result.iterations == [3] and result.diverged == [False]
 
 
 def test_the_settings_refuse_what_algorithm_7_cannot_run():
@@ -207,7 +208,7 @@ def test_fsap_runs_end_to_end_and_records_each_faces_search(tmp_path):
 
     rows = pd.read_csv(tmp_path / "out" / "manifest.csv", keep_default_na=False)
     outcomes = [f["outcome"] for faces in rows["faces"] for f in json.loads(faces) if "warp" in f]
-    assert outcomes and all(set(o) == {"iterations", "identity_loss", "tau_reached", "perceptual", "precision"} for o in outcomes)
+    assert outcomes and all(set(o) == {"iterations", "identity_loss", "tau_reached", "diverged", "perceptual", "precision"} for o in outcomes)
     assert all(0 <= o["iterations"] <= 2 for o in outcomes)
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["method"]["evaluators"] == ["dlib"]    # white-box against the recognizer it optimised
@@ -241,3 +242,17 @@ def test_a_bfloat16_search_releases_a_float32_decode_that_passed_tau():
         loss = float(cosine_distance(method.embed(crop_t), method.embed(released)))
     assert face.outcome["tau_reached"] == (face.outcome["identity_loss"] > 0.05)
     assert loss == pytest.approx(face.outcome["identity_loss"], abs=0.02)
+
+
+def test_a_face_whose_decode_stops_being_finite_is_released_as_its_last_finite_decode():
+    """decode(w) = w while Σ w ≤ 0.5, NaN past it (an inverse flow exploding off its data): with λ_I = 0.1 on
+    two coordinates Σ w goes 0, 0.2, 0.4, 0.6; the face stops at iteration 2 with that decode, τ not reached."""
+    def decode(w):
+        return torch.where(w.sum(1, keepdim=True) > 0.5, torch.full_like(w, float("nan")), w)
+
+    result = fsap_search(torch.zeros(2, 2), decode, lambda x, rows: x.sum(1), [], FsapSettings(100, 0, 0.8, 0.1, 0.0),
+                         batch_size=1)
+    assert result.iterations == [2, 2] and result.diverged == [True, True] and result.reached == [False, False]
+    np.testing.assert_allclose(result.decoded, [[0.2, 0.2]] * 2, atol=1e-6)
+    np.testing.assert_allclose(result.latent, [[0.2, 0.2]] * 2, atol=1e-6)
+    np.testing.assert_allclose(result.identity_loss, [0.4, 0.4], atol=1e-6)

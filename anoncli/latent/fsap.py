@@ -61,6 +61,7 @@ class FsapResult:
     iterations: list[int]      # outer iterations each face used
     identity_loss: list[float]   # its final L_I
     reached: list[bool]        # whether L_I > τ stopped it before N
+    diverged: list[bool]       # whether it stopped because a step made its decode not finite
 
 
 def _sign_gradients(latent: torch.Tensor, decode: Callable, losses: Sequence[Loss],
@@ -90,13 +91,17 @@ def fsap_search(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Ten
     stops makes room for the next. ``confirm``, for a search whose decode and losses run at a lower
     precision: each face the test would stop is decoded and tested again by it, stops only if that
     L_I passes τ too (or N is used up), and is released as that decode. Otherwise a face is released
-    as the first decode whose L_I passed τ, or the last one after N iterations."""
+    as the first decode whose L_I passed τ, or the last one after N iterations. A face whose decode is
+    not finite after a step (an inverse flow can explode off its data) stops there and is released as
+    its last finite decode (``diverged``)."""
     w = latent.detach().clone()
     n_faces = len(w)
     steps = torch.zeros(n_faces, dtype=torch.long, device=w.device)
     released: list[torch.Tensor | None] = [None] * n_faces
     final_loss = [float("nan")] * n_faces
     used = [settings.iterations] * n_faces
+    diverged = [False] * n_faces
+    last_w, last_decoded, last_loss = w.clone(), [None] * n_faces, [float("nan")] * n_faces
     waiting = iter(range(n_faces))
     slots: list[int] = []
     capacity = batch_size or n_faces
@@ -116,14 +121,26 @@ def fsap_search(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Ten
             decoded, (loss,), (ascent,) = _sign_gradients(w[faces], decode, [identity_loss], rows)
             if identity_test is not None:
                 loss = identity_test(decoded, rows)
+            finite = torch.isfinite(decoded.flatten(1)).all(1) & torch.isfinite(loss)
+            if not finite.all():   # back to each such face's last finite W′, and stop it there
+                decoded, loss = decoded.clone(), loss.clone()
+                rows = FaceRows(faces, (rows.steps - (~finite).long()).clamp(min=0))
+                for i in torch.nonzero(~finite).flatten().tolist():
+                    face = slots[i]
+                    w[face], diverged[face] = last_w[face], True
+                    if last_decoded[face] is not None:   # else W itself did not decode: ``confirm`` may
+                        decoded[i], loss[i] = last_decoded[face], last_loss[face]
+            for i in torch.nonzero(finite).flatten().tolist():
+                face = slots[i]
+                last_w[face], last_decoded[face], last_loss[face] = w[face], decoded[i].clone(), float(loss[i])
             last = rows.steps == settings.iterations
-            stop = (loss > settings.tau) | last
+            stop = (loss > settings.tau) | last | ~finite
             if confirm is not None and stop.any():
                 which = torch.nonzero(stop).flatten()
                 exact, exact_loss = confirm(w[faces[which]], rows[which])
                 decoded, loss = decoded.clone(), loss.clone()
                 decoded[which], loss[which] = exact.to(decoded.dtype), exact_loss.to(loss.dtype)
-                stop = (loss > settings.tau) | last
+                stop = (loss > settings.tau) | last | ~finite
             for i in torch.nonzero(stop).flatten().tolist():
                 face = slots[i]
                 released[face], final_loss[face], used[face] = decoded[i].clone(), float(loss[i]), int(rows.steps[i])
@@ -137,4 +154,4 @@ def fsap_search(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Ten
             slots = [slots[i] for i in go.tolist()]
             refill()
     reached = [v > settings.tau for v in final_loss]
-    return FsapResult(w, torch.stack(released), used, final_loss, reached)
+    return FsapResult(w, torch.stack(released), used, final_loss, reached, diverged)

@@ -209,7 +209,8 @@ class FaceMethod:
 
     def anonymize_many(self, requests: list[FaceRequest]) -> list["AnonymizedFace"]:
         """``anonymize_face`` of each request, in order. A method whose networks run faster on a batch
-        (``faces_together`` > 1) overrides this; the result of a face must not depend on the others."""
+        (``faces_together`` > 1) overrides this; the result of a face must not depend on the others, and
+        an entry may be the exception that failed its face (the stage fails that image alone)."""
         return [self.anonymize_face(r.crop, r.landmarks_in_crop, r.key) for r in requests]
 
     def key_params(self, key) -> dict:

@@ -135,7 +135,10 @@ class FSAP(LatentFaceMethod):
     def anonymize_face(self, crop, landmarks_in_crop, key=None):
         from .base import FaceRequest
 
-        return self.anonymize_many([FaceRequest(crop, landmarks_in_crop, key)])[0]
+        face = self.anonymize_many([FaceRequest(crop, landmarks_in_crop, key)])[0]
+        if isinstance(face, Exception):
+            raise face
+        return face
 
     def anonymize_many(self, requests):
         """Algorithm 7 for every face of ``requests``, ``--faces-together`` of them sharing each decode."""
@@ -183,11 +186,12 @@ class FSAP(LatentFaceMethod):
         every = torch.arange(len(requests), device=w.device)
         with torch.no_grad():
             out = released(result.decoded, FaceRows(every, torch.zeros_like(every)))
-        if not torch.isfinite(out).all():   # never written: the stage fails that image with this reason
-            raise ValueError("the backbone decoded a face to values that are not finite")
         for i in range(len(requests)):
+            if not torch.isfinite(out[i]).all():   # never written: the stage fails that image with this reason
+                faces.append(ValueError("the backbone decoded this face to values that are not finite"))
+                continue
             outcome = {"iterations": result.iterations[i], "identity_loss": round(result.identity_loss[i], 4),
-                       "tau_reached": result.reached[i], "perceptual": self.perceptual.name,
+                       "tau_reached": result.reached[i], "diverged": result.diverged[i], "perceptual": self.perceptual.name,
                        "precision": "float32" if self.search_dtype is None else str(self.search_dtype).removeprefix("torch.")}
             faces.append(AnonymizedFace(self.to_crop(out[i:i + 1]), outcome=outcome))
         return faces
