@@ -131,14 +131,8 @@ class Worker:
             return self._process_together(results, [dst for _, _, dst in batch], emit)
         finished = []
         for (rec, img, dets), (_, _, dst) in zip(results, batch):
-            if dets is not None:
-                try:
-                    self._finish(rec, img, Path(dst), dets)
-                except DiskFull as e:
-                    raise DiskFull(e.message, [] if emit else finished) from None
-                except Exception as e:  # one bad image must not stop the run
-                    _internal_error(rec, "anonymizing", e)
-            finished.append(_done(rec, emit))
+            finish = (lambda: self._finish(rec, img, Path(dst), dets)) if dets is not None else None
+            _settle(rec, finish, "anonymizing", finished, emit)
         return finished
 
     def _process_together(self, results: list, outputs: list[str], emit: Callable[[ImageRecord], None] | None) -> list[ImageRecord]:
@@ -163,17 +157,13 @@ class Worker:
                 (rec.faces, secrets[position]), rec.status = outcome, "ok"
                 rec.timings["anonymize"] = per_image
         finished = []
-        writing = {position: item for position, *item in todo if position not in failed}
+        writing = {position: (img, dst) for position, _, img, dst, _ in todo if position not in failed}
         for position, (rec, _, _) in enumerate(results):
+            write = None
             if position in writing:
-                _, img, dst, _ = writing[position]
-                try:
-                    self._write(rec, img, dst, secrets.get(position))
-                except DiskFull as e:
-                    raise DiskFull(e.message, [] if emit else finished) from None
-                except Exception as e:  # one bad image must not stop the run
-                    _internal_error(rec, "writing", e)
-            finished.append(_done(rec, emit))
+                img, dst = writing[position]
+                write = lambda: self._write(rec, img, dst, secrets.get(position))  # noqa: E731
+            _settle(rec, write, "writing", finished, emit)
         return finished
 
     def gather(self, batch: list[tuple[str, str]]) -> list[tuple[ImageRecord, list[np.ndarray]]]:
@@ -356,6 +346,20 @@ def _done(rec: ImageRecord, emit: Callable[[ImageRecord], None] | None) -> Image
     if emit is not None:
         emit(rec)
     return rec
+
+
+def _settle(rec: ImageRecord, action: Callable[[], None] | None, stage: str, finished: list[ImageRecord],
+            emit: Callable[[ImageRecord], None] | None) -> None:
+    """``action`` (the image's remaining work, if any), then its record into ``finished`` and to ``emit``.
+    A full disk stops the batch with the images finished before; any other error fails this image alone."""
+    if action is not None:
+        try:
+            action()
+        except DiskFull as e:
+            raise DiskFull(e.message, [] if emit else finished) from None
+        except Exception as e:  # one bad image must not stop the run
+            _internal_error(rec, stage, e)
+    finished.append(_done(rec, emit))
 
 
 def _internal_error(rec: ImageRecord, stage: str, e: Exception) -> None:
