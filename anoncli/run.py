@@ -396,7 +396,8 @@ def _execute_run(run: PreparedRun, config: RunConfig, executor: ExecutorOptions,
                                              progress, log, take, execute, weights_dir)
                 run.resumed -= dataset["redone_for_new_plan"]
             else:
-                together = get_method_spec(config.method).faces_per_call(config.params)
+                spec = get_method_spec(config.method)
+                together = spec.faces_per_call(spec.resolve_params(config.params))
                 execute(work_units(run.todo, batch_size, executor.workers, together), "process", take)
     except (WorkerStartError, ExecutorUnavailable) as e:
         stopped = str(e)

@@ -128,7 +128,7 @@ def fsap_search(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Ten
                 for i in torch.nonzero(~finite).flatten().tolist():
                     face = slots[i]
                     w[face], diverged[face] = last_w[face], True
-                    if last_decoded[face] is not None:   # else W itself did not decode: ``confirm`` may
+                    if last_decoded[face] is not None:   # else not even W decoded finitely: only ``confirm`` can help
                         decoded[i], loss[i] = last_decoded[face], last_loss[face]
             for i in torch.nonzero(finite).flatten().tolist():
                 face = slots[i]
