@@ -100,8 +100,8 @@ def fsap_search(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Ten
     released: list[torch.Tensor | None] = [None] * n_faces
     final_loss = [float("nan")] * n_faces
     used = [settings.iterations] * n_faces
-    diverged = [False] * n_faces
-    last_w, last_decoded, last_loss = w.clone(), [None] * n_faces, [float("nan")] * n_faces
+    diverged = torch.zeros(n_faces, dtype=torch.bool, device=w.device)
+    last_w, last_decoded, last_loss = w.clone(), None, torch.full((n_faces,), float("nan"), device=w.device)
     waiting = iter(range(n_faces))
     slots: list[int] = []
     capacity = batch_size or n_faces
@@ -121,18 +121,18 @@ def fsap_search(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Ten
             decoded, (loss,), (ascent,) = _sign_gradients(w[faces], decode, [identity_loss], rows)
             if identity_test is not None:
                 loss = identity_test(decoded, rows)
+            if last_decoded is None:
+                last_decoded = torch.full((n_faces,) + decoded.shape[1:], float("nan"), dtype=decoded.dtype, device=w.device)
             finite = torch.isfinite(decoded.flatten(1)).all(1) & torch.isfinite(loss)
-            if not finite.all():   # back to each such face's last finite W′, and stop it there
-                decoded, loss = decoded.clone(), loss.clone()
+            ok = faces[finite]
+            last_w[ok], last_decoded[ok], last_loss[ok] = w[ok], decoded[finite], loss[finite]
+            if not finite.all():   # back to each such face's last finite W′ (NaN if none: ``confirm`` may help), and stop it there
+                bad = faces[~finite]
+                w[bad], diverged[bad] = last_w[bad], True
+                keep = finite.view((-1,) + (1,) * (decoded.dim() - 1))
+                decoded = torch.where(keep, decoded, last_decoded[faces])
+                loss = torch.where(finite, loss, last_loss[faces])
                 rows = FaceRows(faces, (rows.steps - (~finite).long()).clamp(min=0))
-                for i in torch.nonzero(~finite).flatten().tolist():
-                    face = slots[i]
-                    w[face], diverged[face] = last_w[face], True
-                    if last_decoded[face] is not None:   # else not even W decoded finitely: only ``confirm`` can help
-                        decoded[i], loss[i] = last_decoded[face], last_loss[face]
-            for i in torch.nonzero(finite).flatten().tolist():
-                face = slots[i]
-                last_w[face], last_decoded[face], last_loss[face] = w[face], decoded[i].clone(), float(loss[i])
             last = rows.steps == settings.iterations
             stop = (loss > settings.tau) | last | ~finite
             if confirm is not None and stop.any():
@@ -154,4 +154,4 @@ def fsap_search(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Ten
             slots = [slots[i] for i in go.tolist()]
             refill()
     reached = [v > settings.tau for v in final_loss]
-    return FsapResult(w, torch.stack(released), used, final_loss, reached, diverged)
+    return FsapResult(w, torch.stack(released), used, final_loss, reached, diverged.tolist())
