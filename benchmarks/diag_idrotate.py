@@ -36,11 +36,14 @@ from eval_identity import SHARED_WEIGHTS, held_out_images  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=12)
-    ap.add_argument("--shape", default="ellipse", choices=["ellipse", "hull", "crop"],
-                    help="blend region (crop: the generator's whole output, as the book's G(z_new, z_attr))")
+    ap.add_argument("--shape", choices=["ellipse", "hull", "crop"],
+                    help="the fit's blend region instead of the method's (crop: the generator's whole output, as the "
+                         "book's G(z_new, z_attr)); the photo is still composited as the method's --shape says")
     ap.add_argument("--refine-steps", type=int)
     ap.add_argument("--restore", action="store_true", help="also restore each face and measure dlib distances")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--method-flag", action="append", default=[], metavar="NAME=VALUE",
+                    help="another idrotate parameter (e.g. refine_lr=0.05, refine_schedule=cosine); repeatable")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
 
@@ -58,9 +61,12 @@ def main() -> None:
     from anoncli.models.tensors import to_tensor
 
     torch.set_num_threads(args.threads)
-    given = {} if args.refine_steps is None else {"refine_steps": str(args.refine_steps)}
+    given = dict(flag.split("=", 1) for flag in args.method_flag)
+    if args.refine_steps is not None:
+        given["refine_steps"] = str(args.refine_steps)
     method = build_method("idrotate", get_method_spec("idrotate").resolve_params(given))
-    method.params["shape"], method._mask = args.shape, None   # "crop" is outside the flag's choices on purpose
+    if args.shape:
+        method.params["shape"], method._mask = args.shape, None   # "crop" is outside the flag's choices on purpose
     gen = method.generator
     detector = create_detector("retinaface-onnx", threshold=0.3)
     dlib_net = DlibIdentity(SHARED_WEIGHTS) if args.restore else None
@@ -111,13 +117,15 @@ def main() -> None:
     if args.restore:
         summary["restore_under_0.5"] = round(float(np.mean([r["restore_dlib"] < 0.5 for r in rows])), 3)
         summary["floor_under_0.5"] = round(float(np.mean([r["floor_dlib"] < 0.5 for r in rows])), 3)
-    print(f"{len(rows)} faces, shape {args.shape}, refine steps {method.params['refine_steps']}, level {method.params['level']} "
+    print(f"{len(rows)} faces, shape {method.params['shape']}, refine steps {method.params['refine_steps']} at {method.params['refine_lr']:g} "
+          f"{method.params['refine_schedule']}, level {method.params['level']} "
           f"({method.degrees:g}°; a perfect channel: a = {np.cos(np.radians(method.degrees)):.3f} − A·{np.sin(np.radians(method.degrees)):.3f}, "
           f"b = {np.sin(np.radians(method.degrees)):.3f}, residual 0)")
     for k, v in summary.items():
         print(f"  {k:<20} {v:>8}")
     context = {**machine_record(" ".join(sys.argv), load_before), "summary": summary,
-               "settings": {"shape": args.shape, "refine_steps": method.params["refine_steps"], "level": method.params["level"]}}
+               "settings": {"shape": method.params["shape"], "level": method.params["level"],
+                                **{k: method.params[k] for k in ("refine_steps", "refine_lr", "refine_schedule", "refine_overturn")}}}
     print(f"written {write_json('idrotate-channel', rows, context)}")
 
 

@@ -233,6 +233,24 @@ class Compositor:
         return FaceRegion.from_crop_shape(self.config.shape, m_image_to_crop, resolution, margin,
                                           apply_affine(m_image_to_crop, landmarks5))
 
+    def colour_in_crop(self, new: np.ndarray, base_crop: np.ndarray, region_crop: np.ndarray, width: float,
+                       transition: float | None = None) -> np.ndarray:
+        """The method's crop ``new`` with the colour of ``base_crop`` (the photo resampled into the
+        crop) as ``--colour`` asks, all in crop pixels: ``region_crop`` the face region (bool),
+        ``width`` its width, ``transition`` the blend's widest transition (default ``blend_width``
+        of the width); the statistics are taken inside the region deeper than the transition."""
+        cfg = self.config
+        if cfg.colour == "none":
+            return new
+        transition = cfg.blend_width * width if transition is None else transition
+        inside = cv2.distanceTransform(region_crop.astype(np.uint8), cv2.DIST_L2, 3) >= transition
+        if not inside.any():
+            inside = region_crop
+        new = match_colour(new, base_crop, inside, cfg.detail_sigma)
+        if cfg.colour in LOCAL_COLOUR:
+            new = transfer_low_frequencies(new, base_crop, cfg.colour_scale * width, LOCAL_COLOUR[cfg.colour])
+        return new
+
     def composite(self, base_rgb: np.ndarray, crop_rgb: np.ndarray, m_image_to_crop: np.ndarray,
                   roi: tuple[int, int, int, int], region: FaceRegion, restoring: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The roi with the method's crop put in: float RGB (0-255 scale), and the support mask
@@ -268,14 +286,8 @@ class Compositor:
         base_crop = resample_into_crop(base, m, roi, res)
         widest = max(cfg.blend_width * region.width, 2.0)       # photo px
         new = np.asarray(crop_rgb, np.float32)
-        if cfg.colour != "none" and not restoring:
-            region_crop = region.crop_mask(m, res) > 0.5
-            inside = cv2.distanceTransform(region_crop.astype(np.uint8), cv2.DIST_L2, 3) >= widest * scale
-            if not inside.any():
-                inside = region_crop
-            new = match_colour(new, base_crop, inside, cfg.detail_sigma)
-            if cfg.colour in LOCAL_COLOUR:
-                new = transfer_low_frequencies(new, base_crop, cfg.colour_scale * region.width * scale, LOCAL_COLOUR[cfg.colour])
+        if not restoring:
+            new = self.colour_in_crop(new, base_crop, region.crop_mask(m, res) > 0.5, region.width * scale, widest * scale)
         diff = new - base_crop
         if cfg.detail_sigma > 0 and not restoring:
             diff = _blur(diff, cfg.detail_sigma)

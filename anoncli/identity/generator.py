@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -74,33 +75,61 @@ class IdentityGenerator:
             x = self._tensor(crop)
             return self.rep(x)[0].double().numpy(), self.net.encoder(x)
 
-    def generate(self, identity: np.ndarray, attributes: list, refinement: Refinement | None = None) -> np.ndarray:
-        """h(identity, attributes) as a crop; with ``refinement`` (and its steps > 0), the
-        generator's identity inputs are first fitted so that the face pasted into the crop
-        shows ``identity`` (``refine_identity_inputs``), or, with the refinement's ``readout``
-        and ``goal``, an identity whose readout is ``goal``; the fit (and a zero-step render)
-        starts from the refinement's ``start`` when it has one."""
+    def encode_many(self, crops: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        """``encode`` of several crops in one pass: (N x d r_id, the attribute maps batched)."""
+        with self.torch.no_grad():
+            x = self.torch.cat([self._tensor(c) for c in crops])
+            return self.rep(x).double().numpy(), self.net.encoder(x)
+
+    def generate_many(self, identities: np.ndarray, attributes: list, refinements: list[Refinement] | None = None,
+                      low_precision=None) -> list[np.ndarray]:
+        """h(identity, attributes) of N faces in one batch as crops (``identities`` N x d, ``attributes``
+        batched as ``encode_many`` gives them). With ``refinements`` (one per face, all with the same
+        steps, rate and schedule; steps > 0), the generator's identity inputs are first fitted so that
+        the face, pasted into its crop, shows its identity (``refine_identity_inputs_many``), or, with
+        a refinement's ``readout`` and ``goal``, an identity whose readout is ``goal``; the fit (and a
+        zero-step render) starts from each refinement's ``start`` when it has one. Each face's fit is
+        its own (Adam is elementwise and the faces' losses add up).
+        ``low_precision``: a context manager (autocast) the fit's passes run under; the fitted
+        inputs are rendered in float32."""
         from ..models.tensors import to_images
 
         torch = self.torch
-        target = torch.as_tensor(np.asarray(identity, np.float32))[None]
-        start = target if refinement is None or refinement.start is None else \
-            torch.as_tensor(np.asarray(refinement.start, np.float32))[None]
-        if refinement is not None and refinement.steps > 0:
-            inputs = refine_identity_inputs(self.net.generator, self.rep, target, attributes, refinement, start)
+        targets = torch.as_tensor(np.asarray(identities, np.float32))
+        starts = targets if refinements is None else torch.stack([
+            target if r.start is None else torch.as_tensor(np.asarray(r.start, np.float32))
+            for target, r in zip(targets, refinements)])
+        if refinements is not None and refinements[0].steps > 0:
+            inputs = refine_identity_inputs_many(self.net.generator, self.rep, targets, attributes, refinements, starts,
+                                                 low_precision)
         else:
-            inputs = start
+            inputs = starts
         with torch.no_grad():
-            return to_images(self.net.generator(inputs, attributes))[0]
+            return list(to_images(self.net.generator(inputs, attributes)))
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(base: float, step: int, steps: int, schedule: str) -> float:
+    """Adam's rate at ``step`` (0-based) of ``steps``: constant, or cosine-annealed from ``base``
+    towards 0 (Loshchilov & Hutter, SGDR, ICLR 2017, without restarts)."""
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return 0.5 * base * (1.0 + math.cos(math.pi * step / steps))
+    raise ValueError(f"unknown schedule {schedule!r}; one of {', '.join(SCHEDULES)}")
 
 
 @dataclass(frozen=True)
 class Refinement:
     """What ``refine_identity_inputs`` needs besides the target: the crop the face is pasted
-    into (float RGB 0..255), the blend mask (R x R in [0, 1]), steps and Adam's learning rate.
-    Optional: ``start``, the unit vector the fit starts from (default the target); ``readout``,
-    a differentiable map of the shown r_id (N x d tensors) and ``goal``, the vector its output
-    should point to (default: the shown r_id itself and the target)."""
+    into (float RGB 0..255), the blend mask (R x R in [0, 1]), steps and Adam's learning rate
+    with its schedule (``learning_rate``). Optional: ``start``, the unit vector the fit starts
+    from (default the target); ``readout``, a differentiable map of the shown r_id (N x d
+    tensors) and ``goal``, the vector its output should point to (default: the shown r_id
+    itself and the target); ``detail_sigma`` and ``colour``, what the compositing will do to the
+    face (``paste``)."""
 
     crop: np.ndarray
     mask: np.ndarray
@@ -109,12 +138,39 @@ class Refinement:
     start: np.ndarray | None = None
     readout: Callable | None = None
     goal: np.ndarray | None = None
+    schedule: str = "constant"
+    detail_sigma: float = 0.0
+    colour: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+COLOUR_REFRESH = 10   # steps between re-measurements of the compositing's colour correction in the fit
+
+
+def paste(faces, crops, masks, detail_sigma: float, colour_shift=None):
+    """The crop as the compositing will leave it, in crop space: X + M·G_σ * (h + c − X), where the
+    change is low-passed at ``detail_sigma`` (the photo keeps its own finer detail; 0: none) and
+    ``colour_shift`` c is the colour correction the compositing applies to h (held fixed: it is
+    mostly the photo's low-frequency colour and varies little with h). Without either, M·h + (1 − M)·X."""
+    from ..latent.perturbation import gaussian_blur
+
+    change = faces - crops if colour_shift is None else faces + colour_shift - crops
+    if detail_sigma > 0:
+        change = gaussian_blur(change, detail_sigma)
+    return crops + masks * change
 
 
 def refine_identity_inputs(generator, representation, target, attributes, refinement: Refinement, start=None):
-    """Per-input identity codes w (one for the stem and one per AAD block, each started at
-    ``start``, default the target, and kept unit length) minimising
-    1 − cos(readout(r_id(M·h(w, r_att) + (1 − M)·X)), goal), by default 1 − cos(r_id(...), target).
+    """``refine_identity_inputs_many`` of one face (``target`` and ``start``: 1 x d)."""
+    return refine_identity_inputs_many(generator, representation, target, attributes, [refinement],
+                                       target if start is None else start)
+
+
+def refine_identity_inputs_many(generator, representation, targets, attributes, refinements: list[Refinement], starts,
+                                low_precision=None):
+    """Per-input identity codes w of each face (one for the stem and one per AAD block, each
+    started at the face's row of ``starts`` and kept unit length) minimising
+    1 − cos(readout(r_id(paste(h(w, r_att), X))), goal), by default 1 − cos(r_id(...), target),
+    ``paste`` the compositing's effect in crop space (plainly M·h + (1 − M)·X).
 
     Not in the book: the trained generator renders identities only approximately (cosine 0.55-0.8
     to the requested vector, model card), and idrotate's restore divides that error by
@@ -122,26 +178,57 @@ def refine_identity_inputs(generator, representation, target, attributes, refine
     generator can draw (the extended latent space of Abdal et al., Image2StyleGAN, ICCV 2019).
     The fit reads the target, the attribute maps and the pasted crop: it adds nothing about the
     original identity beyond what the crop outside the mask and the attribute maps already hold.
-    idrotate fits through its key's inverse rotation (readout M⁻¹, goal z̄, ``IdRotate``): the
-    optimum is the same face (r_id = z_new), but the error is weighed as restore will amplify it.
+    idrotate can fit through its key's inverse rotation (readout M⁻¹, goal z̄, ``--refine-goal
+    inverse``): the optimum is the same face (r_id = z_new), but the error is weighed as restore
+    will amplify it.
+    The faces' losses add up and Adam's update is elementwise, so a face's fit does not depend
+    on the others in its batch.
     """
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
-    from ..models.tensors import to_tensor
+    from ..models.tensors import to_images, to_tensor
 
-    crop = to_tensor(np.asarray(refinement.crop, np.float32)[None])
-    mask = torch.as_tensor(np.asarray(refinement.mask, np.float32))[None, None]
-    readout = refinement.readout or (lambda codes: codes)
-    goal = target if refinement.goal is None else torch.as_tensor(np.asarray(refinement.goal, np.float32))[None]
-    start = target if start is None else start
-    w = start[:, None].repeat(1, generator.identity_inputs, 1).clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([w], lr=refinement.lr)
+    first = refinements[0]
+    if any((r.steps, r.lr, r.schedule, r.detail_sigma) != (first.steps, first.lr, first.schedule, first.detail_sigma)
+           for r in refinements):
+        raise ValueError("the faces fitted together need the same steps, learning rate, schedule and detail_sigma")
+    crops = to_tensor(np.stack([np.asarray(r.crop, np.float32) for r in refinements]))
+    masks = torch.as_tensor(np.stack([np.asarray(r.mask, np.float32) for r in refinements]))[:, None]
+    goals = torch.stack([target if r.goal is None else torch.as_tensor(np.asarray(r.goal, np.float32)).reshape(-1)
+                         for target, r in zip(targets.reshape(len(refinements), -1), refinements)])
+
+    def readout(shown):
+        if all(r.readout is None for r in refinements):
+            return shown
+        return torch.cat([shown[i:i + 1] if r.readout is None else r.readout(shown[i:i + 1])
+                          for i, r in enumerate(refinements)])
+
+    def colour_shift(w):
+        """Each face's colour correction by its ``colour`` (the compositing's), on the 2/255 scale."""
+        if all(r.colour is None for r in refinements):
+            return None
+        with torch.no_grad():
+            faces = to_images(generator(F.normalize(w, dim=-1).float(), attributes))
+        return to_tensor(np.stack([face if r.colour is None else r.colour(face)
+                                   for face, r in zip(faces, refinements)])) - to_tensor(faces)
+
+    w = starts.reshape(len(refinements), 1, -1).repeat(1, generator.identity_inputs, 1).clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([w], lr=first.lr)
+    context = low_precision or contextlib.nullcontext
+    shift = None
     with torch.enable_grad():
-        for _ in range(refinement.steps):
-            face = generator(F.normalize(w, dim=-1), attributes)
-            shown = representation(mask * face + (1 - mask) * crop)
-            loss = 1.0 - F.cosine_similarity(readout(shown), goal, dim=1).sum()
+        for step in range(first.steps):
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(first.lr, step, first.steps, first.schedule)
+            if step % COLOUR_REFRESH == 0:
+                shift = colour_shift(w.detach())
+            with context():
+                face = generator(F.normalize(w, dim=-1), attributes)
+                shown = representation(paste(face, crops, masks, first.detail_sigma, shift))
+            loss = (1.0 - F.cosine_similarity(readout(shown.float()), goals, dim=1)).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

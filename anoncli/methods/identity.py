@@ -16,7 +16,7 @@ import numpy as np
 from ..identity.rotation import level_to_degrees, reference_vector, rotate_identity, unrotate_identity
 from ..keys.derive import hkdf_sha256, key_rng
 from ..privacy.mechanisms import laplace_noise, laplace_scale
-from .base import FaceMethod
+from .base import AnonymizedFace, FaceMethod
 
 REFERENCE_INFO = b"anoncli/idrotate/reference/v1"
 
@@ -49,14 +49,78 @@ class _GeneratorMethod(FaceMethod):
         return face_mask(self.resolution, shape, self.REFINEMENT_FEATHER, self.margin,
                          landmarks_in_crop if shape == "hull" else None, self.params["brow_raise"])
 
-    def render(self, identity: np.ndarray, attributes: list, crop: np.ndarray, landmarks_in_crop: np.ndarray,
-               steps: int | None = None, **fit) -> np.ndarray:
-        """The generator's face for ``identity``; ``fit``: the ``Refinement``'s optional start, readout and goal."""
+    @property
+    def faces_together(self) -> int:
+        return self.params["faces_together"]
+
+    def low_precision(self):
+        """Autocast to ``--precision``'s dtype for the identity fit, or None for float32."""
+        import torch
+
+        from ..devices import search_dtype
+
+        dtype = search_dtype(self.params["precision"], "cpu")
+        return None if dtype is None else (lambda: torch.autocast("cpu", dtype=dtype))
+
+    def refinement(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, steps: int | None = None,
+                   restoring: bool = False, **fit):
+        """The ``Refinement`` of one face; ``fit``: its optional start, readout and goal. The fit sees
+        the face as the compositing will put it into the photo: with the photo's detail finer than
+        ``--detail-sigma`` and its colour (``Compositor.colour_in_crop``), except when ``restoring``
+        (restore composites without either)."""
         from ..identity.generator import Refinement
 
         steps = self.params["refine_steps"] if steps is None else steps
-        refinement = Refinement(crop, self.blend_mask(landmarks_in_crop), steps, self.params["refine_lr"], **fit)
-        return self.generator.generate(identity, attributes, refinement)
+        mask = self.blend_mask(landmarks_in_crop)
+        composited = {}
+        if self.compositor is not None and not restoring:
+            region = mask > 0.5
+            columns = np.flatnonzero(region.any(0))
+            width = float(columns[-1] - columns[0] + 1) if len(columns) else float(self.resolution)
+            composited = {"detail_sigma": self.compositor.config.detail_sigma,
+                          "colour": lambda face: self.compositor.colour_in_crop(face, crop, region, width)}
+        return Refinement(crop, mask, steps, self.params["refine_lr"], schedule=self.params["refine_schedule"],
+                          **composited, **fit)
+
+    def render(self, identity: np.ndarray, attributes: list, crop: np.ndarray, landmarks_in_crop: np.ndarray,
+               steps: int | None = None, restoring: bool = False, **fit) -> np.ndarray:
+        """The generator's face for ``identity``; ``fit``: the ``Refinement``'s optional start, readout and goal."""
+        refinement = self.refinement(crop, landmarks_in_crop, steps, restoring, **fit)
+        return self.generator.generate_many(np.asarray(identity)[None], attributes, [refinement], self.low_precision())[0]
+
+    def request(self, identity: np.ndarray, key) -> tuple[np.ndarray, dict]:
+        """The identity one face is rebuilt with, and its fit's start, readout and goal."""
+        raise NotImplementedError
+
+    def anonymize_crop(self, crop, landmarks_in_crop, key=None):
+        identity, attributes = self.generator.encode(crop)
+        target, fit = self.request(identity, key)
+        return self.render(target, attributes, crop, landmarks_in_crop, **fit)
+
+    def anonymize_many(self, requests):
+        """``anonymize_crop`` of each request, ``--faces-together`` of them in each pass through the
+        generator and dlib's network (each face's fit is its own: ``refine_identity_inputs_many``)."""
+        faces: list = [None] * len(requests)
+        for first in range(0, len(requests), self.faces_together):
+            chunk = range(first, min(first + self.faces_together, len(requests)))
+            identities, attributes = self.generator.encode_many([requests[i].crop for i in chunk])
+            targets, refinements, rows = [], [], []
+            for row, i in enumerate(chunk):
+                try:
+                    target, fit = self.request(identities[row], requests[i].key)
+                except ValueError as error:   # this face alone fails (the stage fails its image with this reason)
+                    faces[i] = error
+                    continue
+                targets.append(target)
+                refinements.append(self.refinement(requests[i].crop, requests[i].landmarks_in_crop, **fit))
+                rows.append(row)
+            if not rows:
+                continue
+            kept = [a[rows] for a in attributes]
+            crops = self.generator.generate_many(np.stack(targets), kept, refinements, self.low_precision())
+            for row, crop in zip(rows, crops):
+                faces[chunk[row]] = AnonymizedFace(crop)
+        return faces
 
 
 class IdentityDP(_GeneratorMethod):
@@ -81,9 +145,8 @@ class IdentityDP(_GeneratorMethod):
         noisy = identity + laplace_noise(self.scale, identity.shape)
         return noisy / np.linalg.norm(noisy)
 
-    def anonymize_crop(self, crop, landmarks_in_crop, key=None):
-        identity, attributes = self.generator.encode(crop)
-        return self.render(self.perturb(identity), attributes, crop, landmarks_in_crop)
+    def request(self, identity, key):
+        return self.perturb(identity), {}
 
     def guarantee(self) -> dict:
         d = self.generator.dimension
@@ -120,28 +183,28 @@ class IdRotate(_GeneratorMethod):
         seed = hkdf_sha256(key.secret, b"", REFERENCE_INFO)
         return reference_vector(key_rng(seed), self.generator.dimension)
 
-    def anonymize_crop(self, crop, landmarks_in_crop, key=None):
-        """The face for z_new, fitted so that the key's inverse rotation of its r_id is z̄ (what
-        restore computes, eq. 6.19-6.20), starting from z̄ turned past θ by ``refine_overturn``:
-        the generator renders only part of a requested turn (model card: turned identities at
-        cosine ≈ 0.6), so the fit starts nearer the input that shows θ."""
+    def request(self, identity, key):
+        """z_new, fitted from z̄ turned past θ by ``refine_overturn`` (the generator renders only part
+        of a requested turn: model card, turned identities at cosine ≈ 0.6) so that the face shows
+        z_new, or with ``--refine-goal inverse`` so that the key's inverse rotation of its r_id
+        (eq. 6.19-6.20, what restore computes) is z̄; the latter also brings z̄ back with a wrong key
+        (README, identity methods)."""
         import torch
 
         from ..identity.rotation import unrotate_identity_tensor
 
-        identity, attributes = self.generator.encode(crop)
         reference = self.reference(key)
-        start_degrees = min(self.degrees + self.params["refine_overturn"], 180.0)
-        start = rotate_identity(identity, reference, start_degrees)
+        start = rotate_identity(identity, reference, min(self.degrees + self.params["refine_overturn"], 180.0))
         reference_t = torch.as_tensor(reference, dtype=torch.float32)[None]
-        return self.render(rotate_identity(identity, reference, self.degrees), attributes, crop, landmarks_in_crop,
-                           start=start / np.linalg.norm(start), goal=identity,
-                           readout=lambda shown: unrotate_identity_tensor(shown, reference_t, self.degrees))
+        fit = {"start": start / np.linalg.norm(start)}
+        if self.params["refine_goal"] == "inverse":
+            fit.update(goal=identity, readout=lambda shown: unrotate_identity_tensor(shown, reference_t, self.degrees))
+        return rotate_identity(identity, reference, self.degrees), fit
 
     def restore_crop(self, crop, landmarks_in_crop, key, face_params):
         rotated, attributes = self.generator.encode(crop)
         return self.render(unrotate_identity(rotated, self.reference(key), self.degrees), attributes, crop, landmarks_in_crop,
-                           self.params["restore_refine_steps"])
+                           self.params["restore_refine_steps"], restoring=True)
 
     restore_quality_measure = ("cosine between the identity vector r_id of the restored face, pasted into its crop, and "
                                "the identity restore read back from the protected face (eq. 6.20): how faithfully the "

@@ -3,6 +3,8 @@ the trained disentangling generator's output h(r̃_id, g(X)) with a perturbed (I
 key-rotated (idrotate) identity vector. Importable without torch."""
 from __future__ import annotations
 
+from ..devices import PRECISION_HELP, PRECISIONS
+from ..identity.generator import SCHEDULES
 from .base import MethodSpec, Param, RestoreCapability, RestoreKind
 from .compositing_specs import compositing_params, compositing_weights
 
@@ -16,13 +18,20 @@ def _blend_params() -> tuple[Param, ...]:
     return compositing_params()
 
 
-def _refine_params(steps: int, lr: float) -> tuple[Param, ...]:
+def _refine_params(steps: int, lr: float, schedule: str = "constant") -> tuple[Param, ...]:
     return (
         Param("refine_steps", int, steps, "Adam steps fitting the generator's identity inputs so the pasted face shows the requested identity "
               "(not in the book; the trained generator renders identities only approximately). 0: one generator pass; each step adds a forward and backward pass through the generator and dlib's network.",
               minimum=0, maximum=1000),
         Param("refine_lr", float, lr, "Adam's learning rate in that fit (per coordinate of the unit 128-d inputs: 0.1 jumps far in one step, 0.01 "
               "converges over tens of steps).", minimum=1e-6, maximum=10.0),
+        Param("faces_together", int, 8, "Speed only: how many faces share each pass through the generator and dlib's "
+              "network in that fit (a batch); each face's fit is still its own (README, identity methods' speed).",
+              minimum=1, maximum=256),
+        Param("precision", str, "auto", "Speed only: what that fit computes in: " + PRECISION_HELP + ". "
+              "The fitted inputs are always rendered in float32.", choices=PRECISIONS),
+        Param("refine_schedule", str, schedule, "How that rate changes over the fit: constant, or cosine (annealed from "
+              "--refine-lr to 0 by the last step, which settles the fit in fewer steps).", choices=SCHEDULES),
     )
 
 
@@ -34,8 +43,9 @@ def _generator_advisory(weights_dir):
 
 def _idrotate_restore(params: dict) -> RestoreCapability:
     return RestoreCapability(RestoreKind.APPROXIMATE, "restore renders the identity read back from each protected face "
-                             "with the generator (eq. 6.19-6.21): the original's identity (96.0 % of held-out faces within "
-                             "dlib 0.5 at the default settings), not its pixels; written with each face's measured rendering cosine")
+                             "with the generator (eq. 6.19-6.21): the original's identity (69.3 % of held-out faces within "
+                             "dlib 0.5 at the default settings, 2.0 % with a wrong key), not its pixels; written with each "
+                             "face's measured rendering cosine")
 
 
 def _load(name: str):
@@ -66,6 +76,7 @@ IDENTITYDP_SPEC = MethodSpec(
     deterministic=False,
     recognizers=("dlib",),
     advisory=_generator_advisory,
+    faces_together=lambda params: params["faces_together"],
 )
 
 IDROTATE_SPEC = MethodSpec(
@@ -76,10 +87,14 @@ IDROTATE_SPEC = MethodSpec(
         Param("level", int, 9, "Privacy level d, 0-9: θ = 70 + 5d degrees for d < 4, 70 + 5(d + 1) for d ≥ 4 (90° is skipped: it cannot be undone). "
               "9 (120°) gives the largest identity change and the most stable restore (it divides by |cos θ − A sin θ|).", minimum=0, maximum=9),
         *_blend_params(),
-        *_refine_params(300, 0.02),
+        *_refine_params(300, 0.01),
         Param("refine_overturn", float, 40.0, "Degrees past θ where the anonymizing fit starts (its 0-step render): the generator "
               "renders only part of a requested turn, so the input that shows θ lies further round (not in the book; 0: start at z_new).",
               minimum=0.0, maximum=60.0),
+        Param("refine_goal", str, "z-new", "What the anonymizing fit aims at: z-new, a face whose identity vector is z_new "
+              "(eq. 6.16); inverse, a face whose identity read back through the key's inverse rotation (eq. 6.19-6.20) is z̄. "
+              "inverse reaches the original more closely with the right key, but by showing −z̄ more strongly than z_new does, "
+              "which brings the original back with a wrong key too (README).", choices=("z-new", "inverse")),
         Param("restore_refine_steps", int, 30, "The same fit when `anoncli restore` renders the recovered identity (at lr --refine-lr). "
               "The anonymizing fit is the one restore depends on: the identity it reads back from the protected face is "
               "what eq. 6.19 divides by |cos θ − A sin θ|; rendering the recovered identity needs fewer steps.",
@@ -92,6 +107,7 @@ IDROTATE_SPEC = MethodSpec(
     param_weights=compositing_weights,
     recognizers=("dlib",),
     advisory=_generator_advisory,
+    faces_together=lambda params: params["faces_together"],
 )
 
 IDENTITY_SPECS = (IDENTITYDP_SPEC, IDROTATE_SPEC)

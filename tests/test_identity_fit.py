@@ -1,0 +1,79 @@
+"""The identity methods' fit of the generator's identity inputs (``anoncli.identity.generator``):
+faces fitted together as one by one, the compositing seen in crop space, the rate schedules, and
+what idrotate fits by default."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from anoncli.identity.generator import Refinement, learning_rate, paste, refine_identity_inputs, refine_identity_inputs_many
+from anoncli.models.aei import AEIConfig, AEINet
+
+TINY = dict(resolution=32, base_channels=4, max_channels=8, generator_channels=(8, 8, 4, 4), disc_channels=4, disc_layers=2)
+
+
+def _stand_in_representation():
+    projection = torch.randn(192, 128, generator=torch.Generator().manual_seed(5))
+
+    def representation(crops):   # any differentiable map of crops to unit vectors
+        return torch.nn.functional.normalize(torch.nn.functional.avg_pool2d(crops, 4).flatten(1) @ projection, dim=1)
+
+    return representation
+
+
+def test_learning_rate_schedules_closed_form():
+    assert learning_rate(0.02, 7, 40, "constant") == 0.02
+    assert learning_rate(0.02, 0, 40, "cosine") == pytest.approx(0.02)
+    assert learning_rate(0.02, 20, 40, "cosine") == pytest.approx(0.01)
+    assert learning_rate(0.02, 10, 40, "cosine") == pytest.approx(0.01 * (1 + math.cos(math.pi / 4)))
+    with pytest.raises(ValueError, match="schedule"):
+        learning_rate(0.02, 0, 40, "linear")
+
+
+def test_paste_is_the_plain_blend_without_compositing_and_adds_what_it_models():
+    g = torch.Generator().manual_seed(0)
+    faces, crops = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1, torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    masks = torch.rand(2, 1, 16, 16, generator=g)
+    torch.testing.assert_close(paste(faces, crops, masks, 0.0), masks * faces + (1 - masks) * crops)
+    shift = torch.full((2, 3, 16, 16), 0.1)
+    torch.testing.assert_close(paste(faces, crops, masks, 0.0, shift), masks * (faces + 0.1) + (1 - masks) * crops)
+    flat = crops + 0.3                                          # a change with no detail passes the low-pass whole
+    torch.testing.assert_close(paste(flat, crops, masks, 1.0), crops + masks * 0.3)
+    checker = crops + 0.3 * (torch.arange(16)[:, None] + torch.arange(16)[None]).remainder(2).float() * 2 - 0.3
+    kept = (paste(checker, crops, torch.ones_like(masks), 1.0) - crops)[..., 4:12, 4:12]
+    assert kept.abs().max() < 0.03                              # the finest detail is the photo's own
+
+
+def test_faces_fitted_together_follow_their_own_fits():
+    torch.manual_seed(0)
+    net = AEINet(AEIConfig(**TINY)).eval().requires_grad_(False)
+    representation = _stand_in_representation()
+    rng = np.random.default_rng(1)
+    crops = rng.uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    from anoncli.faces.blend import face_mask
+    from anoncli.models.tensors import to_tensor
+
+    mask = face_mask(32, "ellipse", 0.02, 0.2)
+    targets = torch.nn.functional.normalize(torch.randn(3, 128), dim=1)
+    starts = torch.nn.functional.normalize(torch.randn(3, 128), dim=1)
+    turn = torch.linalg.qr(torch.randn(128, 128))[0]
+    refinements = [Refinement(crops[0], mask, 6, 0.05, schedule="cosine", detail_sigma=0.5),
+                   Refinement(crops[1], mask, 6, 0.05, schedule="cosine", detail_sigma=0.5,
+                              readout=lambda s: s @ turn.T, goal=starts[1].numpy()),
+                   Refinement(crops[2], mask * 0.5, 6, 0.05, schedule="cosine", detail_sigma=0.5,
+                              colour=lambda face: face * 0.9 + 10)]
+    with torch.no_grad():
+        attributes = net.encoder(to_tensor(crops))
+    together = refine_identity_inputs_many(net.generator, representation, targets, attributes, refinements, starts)
+    for i, refinement in enumerate(refinements):
+        alone = refine_identity_inputs(net.generator, representation, targets[i:i + 1], [a[i:i + 1] for a in attributes],
+                                       refinement, starts[i:i + 1])
+        torch.testing.assert_close(together[i:i + 1], alone, atol=2e-5, rtol=0)
+    assert not torch.allclose(together[0], starts[0].expand_as(together[0]))   # it moved
+    with pytest.raises(ValueError, match="same steps"):
+        refine_identity_inputs_many(net.generator, representation, targets[:2], [a[:2] for a in attributes],
+                                    [refinements[0], Refinement(crops[1], mask, 7, 0.05)], starts[:2])
+
