@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/diag_idrotate.py [--limit 12] [--shape ellipse|hull|crop]
                                                 [--refine-steps K] [--restore] [--threads 1]
+                                                [--method-flag NAME=VALUE ...]
 
 For held-out CelebA crops, each face as the pipeline does it (detect, align, idrotate with a key
 derived from the file name, blend into the photo, encode in the input's JPEG tables, decode), then:
