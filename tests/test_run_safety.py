@@ -252,7 +252,8 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.parametrize("stop, workers, extra", [(signal.SIGTERM, 2, []), (signal.SIGINT, 1, ["--refine-steps", "30"])],
                          ids=["sigterm-pool-default-settings", "sigint-in-process"])
 def test_a_slow_method_stops_within_seconds_keeping_every_finished_image(tmp_path, stop, workers, extra):
-    """idrotate (about 15 s a face at its defaults on 2 cores): stopped once a first image is done,
+    """idrotate one face at a time (about 15 s a face on 2 cores; with its default --faces-together 8 the
+    example images would all finish together, in one batch): stopped once a first image is done,
     the run ends within 10 s, no worker is left, and every image written has its journal row and
     keyfile record (journalled per image, not per batch), so the partial run restores."""
     import json
@@ -261,7 +262,8 @@ def test_a_slow_method_stops_within_seconds_keeping_every_finished_image(tmp_pat
     out = tmp_path / "out"
     env = {**os.environ, "ANONCLI_PASSPHRASE": PASSPHRASE}
     run = subprocess.Popen([sys.executable, "-m", "anoncli", "anonymize", str(EXAMPLES), "-o", str(out), "--method", "idrotate",
-                            "--keyfile", str(tmp_path / "run.key"), *FAST_KDF, *extra, "-q", "-j", str(workers), "--batch-size", "3"],
+                            "--keyfile", str(tmp_path / "run.key"), "--faces-together", "1", *FAST_KDF, *extra, "-q", "-j", str(workers),
+                            "--batch-size", "3"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     journal = out / ".anoncli" / "journal.jsonl"
     started = time.time()
