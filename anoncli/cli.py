@@ -470,13 +470,14 @@ def _print_report(r: dict) -> None:
 
     def rank1(info, key):
         ident = r["privacy"][info["name"]].get("identification")
-        return _pct(ident[key]) if ident else "no labels"
+        return "no labels" if not ident else "n/a" if ident.get(key) is None else _pct(ident[key])
 
     rows = (("threshold, literature", lambda i: threshold(i, "literature")),
             ("protected, literature", lambda i: _pct(r["privacy"][i["name"]]["protection_rate"]["literature"])),
             ("threshold, FAR 1e-3", lambda i: threshold(i, "far_1e-3")),
             ("protected, FAR 1e-3", lambda i: _pct(r["privacy"][i["name"]]["protection_rate"]["far_1e-3"])),
             ("rank-1, anonymized", lambda i: rank1(i, "rank1")),
+            ("rank-1, farthest first", lambda i: rank1(i, "rank1_farthest")),
             ("rank-1, originals", lambda i: rank1(i, "baseline_rank1")),
             ("AUC on originals", lambda i: f"{i['verification']['auc']:.3f}" if i.get("verification") else "no labels"))
     if usable:
@@ -497,7 +498,9 @@ def _print_report(r: dict) -> None:
     ident = next((p["identification"] for p in r["privacy"].values() if p.get("identification")), None)
     if ident:
         out.print(f"identification: {ident['probes']} probes against a gallery of {ident['gallery']} faces of "
-                  f"{ident['identities']} identities; a random ranking scores rank-1 {_pct(ident['chance_rank1'])}")
+                  f"{ident['identities']} identities; a random ranking scores rank-1 {_pct(ident['chance_rank1'])}. "
+                  "\"farthest first\" ranks the gallery from the most distant face, as an attacker who knows that the "
+                  "method turns identities away from their owners' would: well above chance, the faces are linkable")
     u = r["utility"]
     det = u.get("detection_rate")
     out.print(f"utility: detection {_pct(det['anonymized']) if det else 'n/a'} (originals {_pct(det['original']) if det else 'n/a'}, "

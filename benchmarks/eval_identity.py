@@ -123,6 +123,8 @@ def summarise(report: dict, method: str) -> dict:
         "protection mobilefacenet@FAR1e-3": p.get("mobilefacenet", {}).get("protection_rate", {}).get("far_1e-3"),
         "rank-1 dlib (originals; chance)": _rank1(p.get("dlib", {})),
         "rank-1 mobilefacenet (originals; chance)": _rank1(p.get("mobilefacenet", {})),
+        "rank-1 farthest first dlib / mobilefacenet": [(p.get(n, {}).get("identification") or {}).get("rank1_farthest")
+                                                      for n in ("dlib", "mobilefacenet")],
         "identification gallery": _gallery(p.get("dlib", {})),
         "detection (dlib HOG)": u["detection_rate"]["anonymized"],
         "detection originals": u["detection_rate"]["original"],

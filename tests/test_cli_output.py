@@ -60,7 +60,7 @@ def synthetic_report() -> dict:
     def privacy(rate):
         return {"protection_rate": {"literature": rate, "far_1e-3": rate - 0.01}, "pairs": 10,
                 "distances": {"anonymized": [0.9] * 10, "genuine": [0.3] * 4, "impostor": [0.8] * 40},
-                "identification": {"rank1": 0.1, "rank5": 0.2, "baseline_rank1": 0.9, "baseline_rank5": 1.0,
+                "identification": {"rank1": 0.1, "rank5": 0.2, "rank1_farthest": 0.037, "rank5_farthest": 0.2, "baseline_rank1": 0.9, "baseline_rank5": 1.0,
                                    "chance_rank1": 0.05, "chance_rank5": 0.25, "identities": 20, "probes": 10,
                                    "gallery": 30}}
 
@@ -114,8 +114,9 @@ def test_report_table_keeps_names_whole_and_reasons_below(monkeypatch, tmp_path)
     header = " ".join(rows[:3])
     assert "dlib" in header and "arcface" in header and "(white-box)" in header
     for measure in ("threshold, literature", "protected, literature", "threshold, FAR 1e-3", "protected, FAR 1e-3",
-                    "rank-1, anonymized", "rank-1, originals", "AUC on originals"):
+                    "rank-1, anonymized", "rank-1, farthest first", "rank-1, originals", "AUC on originals"):
         assert any(measure in line for line in rows), measure
+    assert any("farthest first" in line and "3.7 %" in line for line in rows)
     assert not any("mobilefacenet" in line for line in rows), "an unavailable evaluator's reason stays out of the table"
     reason = synthetic_report()["evaluators"][1]["reason"]
     assert f"mobilefacenet unavailable: {reason}" in text.splitlines()

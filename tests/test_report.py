@@ -41,6 +41,7 @@ def test_report_of_a_dataset_against_itself(tmp_path):
     assert report["utility"]["landmarks"]["nme_mean"] == 0.0
     ident = dlib["identification"]
     assert ident is not None and ident["rank1"] == ident["baseline_rank1"] and ident["rank5"] == ident["baseline_rank5"]
+    assert ident["rank1_farthest"] <= ident["rank1"] and ident["rank5_farthest"] <= ident["rank5"]   # unchanged: found near, not far
     assert 0 < ident["chance_rank1"] < ident["chance_rank5"] <= 1 and ident["identities"] >= 2
     assert (tmp_path / "report" / "report.html").read_text().count("<svg") >= 1
     assert list((tmp_path / "cache").rglob("*.json")), "original embeddings are cached"

@@ -86,7 +86,7 @@ def full_report() -> dict:
                     "distances": {"anonymized": [0.8 + 0.001 * i for i in range(100)] + [float("nan"), None],
                                   "genuine": [0.3 + 0.002 * i for i in range(50)],
                                   "impostor": [0.9 + 0.001 * i for i in range(200)]},
-                    "identification": {"rank1": 0.02, "rank5": 0.05, "baseline_rank1": 0.98, "baseline_rank5": 1.0,
+                    "identification": {"rank1": 0.02, "rank5": 0.05, "rank1_farthest": 0.0377, "rank5_farthest": 0.06, "baseline_rank1": 0.98, "baseline_rank5": 1.0,
                                        "chance_rank1": 0.0123, "chance_rank5": 0.0456, "identities": 40,
                                        "probes": 100, "gallery": 400}},
         MALICIOUS: {"protection_rate": {"literature": 0.5, "far_1e-3": None}, "pairs": 3,
@@ -165,6 +165,7 @@ def test_full_report_structure():
     text = "".join(tree.text)
     assert "97.3 %" in text and "95.0 %" in text          # protection rates
     assert "Rank-1 chance" in text and "1.2 %" in text and "4.6 %" in text   # the random-ranking floor
+    assert "Rank-1 farthest first" in text and "3.8 %" in text   # the ranking of an attacker who knows identities are turned away
     assert "white-box" in text and len(tree.of("span", cls="white-box")) == 3   # evaluators, privacy, identification
     assert "weights missing" in text and "torch-fidelity not installed" in text
     assert "21.34 dB" in text and "0.612" in text

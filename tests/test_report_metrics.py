@@ -60,6 +60,24 @@ def test_identification_rates_rank1_rank5_and_exclusion():
     assert identification_rates(d[:1], ["C"], ["A", "B", "A", "D"], ks=(1,))[1] != identification_rates(d[:1], ["C"], ["A", "B", "A", "D"], ks=(1,))[1]
 
 
+def test_farthest_first_finds_identities_turned_away_from_their_owners():
+    """Probes that are their owners' identity vectors negated (a rotation by 180°; idrotate's 120°
+    leaves cos -0.5): nearest-first never finds them, farthest-first always does, and the probe's
+    own photo stays excluded either way."""
+    rng = np.random.default_rng(1)
+    owners = rng.standard_normal((4, 16))
+    gallery = np.concatenate([owners, owners + 0.1 * rng.standard_normal((4, 16))])   # two photos of each
+    ids = ["A", "B", "C", "D"] * 2
+    exclude = np.zeros((4, 8), bool)
+    exclude[np.arange(4), np.arange(4)] = True
+    d = pairwise_distances(-owners, gallery, "cosine")
+    assert identification_rates(d, ids[:4], ids, ks=(1,), exclude=exclude)[1] == 0.0
+    assert identification_rates(d, ids[:4], ids, ks=(1,), exclude=exclude, farthest=True)[1] == 1.0
+    # excluded entries are never ranked first, from either end
+    only_own = pairwise_distances(-owners, owners, "cosine")
+    assert identification_rates(only_own, ids[:4], ids[:4], ks=(1,), exclude=np.eye(4, dtype=bool), farthest=True)[1] != 1.0
+
+
 def test_chance_identification_matches_the_closed_form_and_a_random_ranking():
     # Gallery of 6: identity A three times, B twice, C once; each probe excluded from its own image.
     ids = ["A", "A", "A", "B", "B", "C"]

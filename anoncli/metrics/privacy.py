@@ -31,11 +31,16 @@ def pairwise_distances(probes: np.ndarray, gallery: np.ndarray, metric: str) -> 
 
 
 def identification_rates(distances: np.ndarray, probe_ids, gallery_ids, ks=(1, 5),
-                         exclude: np.ndarray | None = None) -> dict[int, float]:
+                         exclude: np.ndarray | None = None, farthest: bool = False) -> dict[int, float]:
     """Rank-k hit rates. ``distances``: (P, G); ``exclude``: (P, G) bool, gallery entries a
     probe must not be matched with (its own original image). Probes whose identity has no
-    gallery image left are not counted."""
+    gallery image left are not counted. ``farthest``: the gallery ranked from the most distant,
+    as an attacker ranks it who knows that a method turns each identity away from its owner's (a
+    rotation by θ > 90° leaves cos θ < 0 between the two): a face carrying no identity scores
+    chance either way."""
     d = np.array(distances, np.float64)
+    if farthest:
+        d = -d
     if exclude is not None:
         d[np.asarray(exclude, bool)] = np.inf
     gallery_ids = np.asarray(gallery_ids)

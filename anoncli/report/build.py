@@ -413,9 +413,12 @@ def _identification(name: str, metric: str, faces: list[FaceItem], ids: list, ex
     originals = gallery[:len(chosen)]
     base = identification_rates(pairwise_distances(originals, gallery, metric), probe_ids, gallery_ids, (1, 5), exclude)
     probes = np.stack([faces[k].anonymized[name] for k in chosen])
-    anon = identification_rates(pairwise_distances(probes, gallery, metric), probe_ids, gallery_ids, (1, 5), exclude)
+    distances = pairwise_distances(probes, gallery, metric)
+    anon = identification_rates(distances, probe_ids, gallery_ids, (1, 5), exclude)
+    away = identification_rates(distances, probe_ids, gallery_ids, (1, 5), exclude, farthest=True)
     chance = chance_identification_rates(probe_ids, gallery_ids, (1, 5), exclude)
-    out = {"rank1": anon[1], "rank5": anon[5], "baseline_rank1": base[1], "baseline_rank5": base[5],
+    out = {"rank1": anon[1], "rank5": anon[5], "rank1_farthest": away[1], "rank5_farthest": away[5],
+           "baseline_rank1": base[1], "baseline_rank5": base[5],
            "chance_rank1": chance[1], "chance_rank5": chance[5], "identities": len(set(gallery_ids)),
            "probes": len(chosen), "gallery": len(gallery_ids)}
     if extra is not None:
