@@ -15,7 +15,7 @@ photo) in three spaces:
 
 idrotate turns each identity by θ (eq. 6.16), which leaves cos θ between the face's identity and
 its owner's: −0.5 at level 9, a relation that nearest-first ranking misses and farthest-first
-finds. Prints a table; writes benchmarks/results/linkage-<date>.json.
+finds. Prints a table; writes benchmarks/results/linkage-<methods>-<date>.json.
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def main() -> None:
         for space in ("dlib", "mobilefacenet", "r_id"):
             m = row[space]
             print(f"{row['method']:<12} {space:<14} {m['rank1']:>15.3f} {m['rank1_farthest']:>16.3f} {m['chance_rank1']:>7.3f} {m['probes']:>7}")
-    print(f"written {write_json('linkage', rows, machine_record(' '.join(sys.argv), load_before))}")
+    print(f"written {write_json('linkage-' + '-'.join(methods), rows, machine_record(' '.join(sys.argv), load_before))}")
 
 
 if __name__ == "__main__":
