@@ -94,7 +94,8 @@ IDENTITYDP_SPEC = MethodSpec(
 
 IDROTATE_SPEC = MethodSpec(
     name="idrotate",
-    summary="Key-personalised identity rotation: the identity vector turned by θ = g(level) towards a reference vector derived from the keyfile's secret; restore turns it back.",
+    summary="Key-personalised identity rotation: the identity vector turned by θ = g(level) towards a reference vector derived from the keyfile's secret; restore turns it back. "
+            "The face keeps cos θ of its owner's identity, so an attacker who knows the method can link it (README).",
     citation=_BOOK + ", ch. 6 (eq. 6.16-6.21, g(d) in 6.4.1); METHODS.md §6 decision (reference from a KDF of the key)",
     params=(
         Param("level", int, 9, "Privacy level d, 0-9: θ = 70 + 5d degrees for d < 4, 70 + 5(d + 1) for d ≥ 4 (90° is skipped: it cannot be undone). "
