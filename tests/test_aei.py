@@ -526,6 +526,31 @@ def test_idrotate_fits_z_new_by_default_and_the_inverse_on_request(tiny_generato
         assert ("readout" in fit) is readout and ("goal" in fit) is readout
 
 
+def test_idrotate_orthogonal_keeps_nothing_of_the_owner_and_its_key_restores_exactly(tiny_generator):
+    """--rotation orthogonal: z_new = A z̄ with the key's orthogonal A; restore's Aᵀ gives z̄ back
+    exactly from z_new, a wrong key does not, and z_new has no fixed relation to z̄ (eq. 6.16's
+    rotation keeps cos θ = -0.5 at level 9 for every key)."""
+    from anoncli.identity.rotation import rotate_identity
+    from anoncli.keys.derive import FaceKey
+    from anoncli.methods import build_method
+
+    method = build_method("idrotate", {"rotation": "orthogonal"}, weights_dir=tiny_generator[0])
+    plane = build_method("idrotate", {"level": 9}, weights_dir=tiny_generator[0])
+    crop = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    z_bar, _ = method.generator.encode(crop)
+    z_bar = z_bar / np.linalg.norm(z_bar)
+    keys = [FaceKey(str(i), bytes([i + 1]) * 32) for i in range(40)]
+    target, fit = method.request(z_bar, keys[0])
+    np.testing.assert_allclose(np.linalg.norm(target), 1.0, atol=1e-6)
+    np.testing.assert_allclose(method.recovered_identity(target, keys[0]), z_bar, atol=1e-6)
+    assert method.recovered_identity(target, keys[1]) @ z_bar < 0.9
+    assert method.key_params(keys[0]) == {"rotation": "orthogonal"}
+    kept = [method.request(z_bar, k)[0] @ z_bar for k in keys]
+    assert abs(np.mean(kept)) < 3 / np.sqrt(len(z_bar) * len(keys)) + 0.05 and np.std(kept) > 0.03
+    turned = [rotate_identity(z_bar, plane.reference(k), 120.0) @ z_bar for k in keys[:5]]
+    np.testing.assert_allclose(turned, -0.5, atol=1e-6)
+
+
 def test_the_fit_sees_the_compositing_and_restore_does_not(tiny_generator):
     from anoncli.methods import build_method
 

@@ -111,3 +111,16 @@ def test_the_tensor_inverse_rotation_is_the_numpy_one(level):
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)            # as r_id reads it back: unit, not exact
     got = unrotate_identity_tensor(torch.from_numpy(noisy), torch.from_numpy(ref)[None], theta).numpy()
     np.testing.assert_allclose(got, unrotate_identity(noisy, ref, theta), atol=1e-12)
+
+
+def test_haar_orthogonal_is_orthogonal_keyed_and_spreads_evenly():
+    from anoncli.identity.rotation import haar_orthogonal
+
+    a = haar_orthogonal(np.random.default_rng(1), 16)
+    np.testing.assert_allclose(a.T @ a, np.eye(16), atol=1e-12)
+    np.testing.assert_array_equal(a, haar_orthogonal(np.random.default_rng(1), 16))
+    assert not np.allclose(a, haar_orthogonal(np.random.default_rng(2), 16))
+    # Haar: every entry has mean 0 and variance 1/d, and a fixed vector lands uniformly on the sphere
+    samples = np.stack([haar_orthogonal(np.random.default_rng(s), 8) for s in range(3000)])
+    assert abs(samples[:, 0, 0].mean()) < 0.02 and abs((samples[:, 0, 0] ** 2).mean() - 1 / 8) < 0.01
+    assert abs(samples[:, 3, 5].mean()) < 0.02 and abs((samples[:, 3, 5] ** 2).mean() - 1 / 8) < 0.01

@@ -73,3 +73,11 @@ def reference_vector(rng: np.random.Generator, dimension: int) -> np.ndarray:
     unit vector, never a mix of real identities)."""
     v = rng.standard_normal(dimension)
     return v / np.linalg.norm(v)
+
+
+def haar_orthogonal(rng: np.random.Generator, dimension: int) -> np.ndarray:
+    """A d x d orthogonal matrix distributed by the Haar measure: QR of a Gaussian matrix with the
+    signs of R's diagonal moved into Q (Mezzadri, Notices AMS 54(5), 2007), as FFEM draws its
+    encryption matrix A (seed 001, Sec. 3.2)."""
+    q, r = np.linalg.qr(rng.standard_normal((dimension, dimension)))
+    return q * np.sign(np.diag(r))

@@ -13,12 +13,13 @@ import math
 
 import numpy as np
 
-from ..identity.rotation import level_to_degrees, reference_vector, rotate_identity, unrotate_identity
+from ..identity.rotation import haar_orthogonal, level_to_degrees, reference_vector, rotate_identity, unrotate_identity
 from ..keys.derive import hkdf_sha256, key_rng
 from ..privacy.mechanisms import laplace_noise, laplace_scale
 from .base import AnonymizedFace, FaceMethod
 
 REFERENCE_INFO = b"anoncli/idrotate/reference/v1"
+ORTHOGONAL_INFO = b"anoncli/idrotate/orthogonal/v1"
 
 
 def unit_vector_l1_bound(dimension: int) -> float:
@@ -171,6 +172,12 @@ class IdRotate(_GeneratorMethod):
 
     z_r is a uniform unit vector drawn from a generator keyed by HKDF(face key, "idrotate
     reference"), so each face has its own reference and one leaked pair says nothing of another's.
+
+    ``--rotation orthogonal`` (not in the book) turns r_id by a Haar orthogonal matrix A drawn from
+    HKDF(face key, "idrotate orthogonal"), FFEM's keyed encryption (seed 001, Sec. 3.2) applied to the
+    identity vector: z_new = A z̄, restore ẑ = Aᵀ E_id(X̂). Eq. 6.16 keeps cos θ of z̄ in every face,
+    which links it to its owner for anyone who knows θ (README); A z̄ keeps nothing of z̄ without
+    the key, and restore divides nothing.
     """
 
     def __init__(self, weights_dir=None, **params):
@@ -193,6 +200,13 @@ class IdRotate(_GeneratorMethod):
 
         from ..identity.rotation import unrotate_identity_tensor
 
+        if self.params["rotation"] == "orthogonal":
+            turn = torch.as_tensor(self.orthogonal(key), dtype=torch.float32)
+            target = self.orthogonal(key) @ (identity / np.linalg.norm(identity))
+            fit = {"start": target}
+            if self.params["refine_goal"] == "inverse":
+                fit.update(goal=identity, readout=lambda shown: shown @ turn)
+            return target, fit
         reference = self.reference(key)
         start = rotate_identity(identity, reference, min(self.degrees + self.params["refine_overturn"], 180.0))
         reference_t = torch.as_tensor(reference, dtype=torch.float32)[None]
@@ -201,9 +215,22 @@ class IdRotate(_GeneratorMethod):
             fit.update(goal=identity, readout=lambda shown: unrotate_identity_tensor(shown, reference_t, self.degrees))
         return rotate_identity(identity, reference, self.degrees), fit
 
+    def orthogonal(self, key) -> np.ndarray:
+        """The face's keyed orthogonal matrix A of ``--rotation orthogonal``."""
+        if key is None:
+            raise ValueError("idrotate needs the face's key (run with --keyfile)")
+        return haar_orthogonal(key_rng(hkdf_sha256(key.secret, b"", ORTHOGONAL_INFO)), self.generator.dimension)
+
+    def recovered_identity(self, rotated: np.ndarray, key) -> np.ndarray:
+        """ẑ from the identity read back from a protected face: eq. 6.19-6.20, or Aᵀ·r_id."""
+        if self.params["rotation"] == "orthogonal":
+            recovered = self.orthogonal(key).T @ np.asarray(rotated, np.float64)
+            return recovered / np.linalg.norm(recovered)
+        return unrotate_identity(rotated, self.reference(key), self.degrees)
+
     def restore_crop(self, crop, landmarks_in_crop, key, face_params):
         rotated, attributes = self.generator.encode(crop)
-        return self.render(unrotate_identity(rotated, self.reference(key), self.degrees), attributes, crop, landmarks_in_crop,
+        return self.render(self.recovered_identity(rotated, key), attributes, crop, landmarks_in_crop,
                            self.params["restore_refine_steps"], restoring=True)
 
     restore_quality_measure = ("cosine between the identity vector r_id of the restored face, pasted into its crop, and "
@@ -212,10 +239,10 @@ class IdRotate(_GeneratorMethod):
 
     def restore_quality(self, anonymized, restored, landmarks_in_crop, key, face_params):
         rotated, _ = self.generator.encode(anonymized)
-        target = unrotate_identity(rotated, self.reference(key), self.degrees)
+        target = self.recovered_identity(rotated, key)
         mask = self.blend_mask(landmarks_in_crop)[..., None]
         shown, _ = self.generator.encode(np.float32(mask * restored + (1.0 - mask) * anonymized))
         return float(np.dot(shown, target) / (np.linalg.norm(shown) * np.linalg.norm(target)))
 
     def key_params(self, key) -> dict:
-        return {"theta_degrees": self.degrees}
+        return {"rotation": "orthogonal"} if self.params["rotation"] == "orthogonal" else {"theta_degrees": self.degrees}

@@ -42,11 +42,12 @@ def _generator_advisory(weights_dir):
     return generator_warning(weights_dir)
 
 
-IDROTATE_LINKAGE = ("idrotate's faces are linkable to their owners: eq. 6.16 keeps cos θ of the original identity in the "
+IDROTATE_LINKAGE = ("with --rotation plane (the default), idrotate's faces are linkable to their owners: eq. 6.16 keeps cos θ of the original identity in the "
                     "face's (-0.5 at the default level 9), which is what restore reads back without stored data, and an "
                     "attacker who knows the method reads it too. On 100 held-out CelebA crops at level 9, ranking the other "
                     "originals farthest first named the right person for 23.9 % of faces by MobileFaceNet and 44.6 % by dlib "
-                    "(chance 3.9 %; `anoncli report` shows it as \"rank-1, farthest first\"; README, idrotate).")
+                    "(chance 3.9 %; `anoncli report` shows it as \"rank-1, farthest first\"; README, idrotate). "
+                    "--rotation orthogonal keeps no such component.")
 
 
 def _idrotate_advisory(weights_dir):
@@ -98,6 +99,11 @@ IDROTATE_SPEC = MethodSpec(
             "The face keeps cos θ of its owner's identity, so an attacker who knows the method can link it (README).",
     citation=_BOOK + ", ch. 6 (eq. 6.16-6.21, g(d) in 6.4.1); METHODS.md §6 decision (reference from a KDF of the key)",
     params=(
+        Param("rotation", str, "plane", "plane: the book's turn of r_id by θ towards a keyed reference (eq. 6.16-6.21; "
+              "the face keeps cos θ of its owner's identity, which links it to its owner for anyone who knows θ: README); "
+              "orthogonal (not in the book): r_id multiplied by a keyed random orthogonal matrix, FFEM's encryption "
+              "(seed 001, Sec. 3.2), restored by its transpose; it keeps no component of the owner's identity, and "
+              "--level and --refine-overturn do not apply.", choices=("plane", "orthogonal")),
         Param("level", int, 9, "Privacy level d, 0-9: θ = 70 + 5d degrees for d < 4, 70 + 5(d + 1) for d ≥ 4 (90° is skipped: it cannot be undone). "
               "9 (120°) gives the largest identity change and the most stable restore (it divides by |cos θ − A sin θ|).", minimum=0, maximum=9),
         *_blend_params(),
