@@ -545,6 +545,8 @@ def test_idrotate_orthogonal_keeps_nothing_of_the_owner_and_its_key_restores_exa
     np.testing.assert_allclose(method.recovered_identity(target, keys[0]), z_bar, atol=1e-6)
     assert method.recovered_identity(target, keys[1]) @ z_bar < 0.9
     assert method.key_params(keys[0]) == {"rotation": "orthogonal"}
+    # a face's keyfile record decides how restore turns it back, whatever the run's flag says
+    assert (plane.rotation_of(method.key_params(keys[0])), method.rotation_of(plane.key_params(keys[0]))) == ("orthogonal", "plane")
     kept = [method.request(z_bar, k)[0] @ z_bar for k in keys]
     assert abs(np.mean(kept)) < 3 / np.sqrt(len(z_bar) * len(keys)) + 0.05 and np.std(kept) > 0.03
     turned = [rotate_identity(z_bar, plane.reference(k), 120.0) @ z_bar for k in keys[:5]]

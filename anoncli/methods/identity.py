@@ -221,16 +221,23 @@ class IdRotate(_GeneratorMethod):
             raise ValueError("idrotate needs the face's key (run with --keyfile)")
         return haar_orthogonal(key_rng(hkdf_sha256(key.secret, b"", ORTHOGONAL_INFO)), self.generator.dimension)
 
-    def recovered_identity(self, rotated: np.ndarray, key) -> np.ndarray:
+    def rotation_of(self, face_params: dict | None) -> str:
+        """How a face was turned: its keyfile record says so (``key_params``), else the run's flag."""
+        face_params = face_params or {}
+        if face_params.get("rotation") == "orthogonal":
+            return "orthogonal"
+        return "plane" if "theta_degrees" in face_params else self.params["rotation"]
+
+    def recovered_identity(self, rotated: np.ndarray, key, rotation: str | None = None) -> np.ndarray:
         """ẑ from the identity read back from a protected face: eq. 6.19-6.20, or Aᵀ·r_id."""
-        if self.params["rotation"] == "orthogonal":
+        if (rotation or self.params["rotation"]) == "orthogonal":
             recovered = self.orthogonal(key).T @ np.asarray(rotated, np.float64)
             return recovered / np.linalg.norm(recovered)
         return unrotate_identity(rotated, self.reference(key), self.degrees)
 
     def restore_crop(self, crop, landmarks_in_crop, key, face_params):
         rotated, attributes = self.generator.encode(crop)
-        return self.render(self.recovered_identity(rotated, key), attributes, crop, landmarks_in_crop,
+        return self.render(self.recovered_identity(rotated, key, self.rotation_of(face_params)), attributes, crop, landmarks_in_crop,
                            self.params["restore_refine_steps"], restoring=True)
 
     restore_quality_measure = ("cosine between the identity vector r_id of the restored face, pasted into its crop, and "
@@ -239,7 +246,7 @@ class IdRotate(_GeneratorMethod):
 
     def restore_quality(self, anonymized, restored, landmarks_in_crop, key, face_params):
         rotated, _ = self.generator.encode(anonymized)
-        target = self.recovered_identity(rotated, key)
+        target = self.recovered_identity(rotated, key, self.rotation_of(face_params))
         mask = self.blend_mask(landmarks_in_crop)[..., None]
         shown, _ = self.generator.encode(np.float32(mask * restored + (1.0 - mask) * anonymized))
         return float(np.dot(shown, target) / (np.linalg.norm(shown) * np.linalg.norm(target)))
