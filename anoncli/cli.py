@@ -133,7 +133,7 @@ def anonymize(
         found, bad = locate(name, weights_dir)
         if found is None:
             fail(missing_message(REGISTRY[name], bad), code=3)
-    warning = spec.advisory(weights_dir) if spec.advisory else None
+    warning = spec.advisory(weights_dir, params) if spec.advisory else None
     if warning:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}")
     keys = _key_options(spec, keyfile, escrow, recipient, passphrase_file, kdf_memory, kdf_iterations, kdf_lanes)

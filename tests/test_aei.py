@@ -191,7 +191,7 @@ def test_idrotate_needs_a_key_and_is_keyed(tiny_generator):
     from anoncli.keys.derive import FaceKey
     from anoncli.methods import build_method
 
-    method = build_method("idrotate", {"level": 9}, weights_dir=tiny_generator[0])
+    method = build_method("idrotate", {"level": 9, "rotation": "plane"}, weights_dir=tiny_generator[0])
     crop = np.full((32, 32, 3), 90, np.float32)
     with pytest.raises(ValueError, match="keyfile"):
         method.anonymize_crop(crop, None, None)
@@ -283,8 +283,10 @@ def test_identity_methods_announce_their_generator_before_a_run(tiny_generator):
     from anoncli.methods import get_method_spec
 
     spec = get_method_spec("identitydp")
-    assert spec.advisory is not None and spec.advisory(tiny_generator[0]) is None   # no card figure: no warning
-    linkage = get_method_spec("idrotate").advisory(tiny_generator[0])   # whatever the generator: its faces are linkable
+    assert spec.advisory is not None and spec.advisory(tiny_generator[0], {}) is None   # no card figure: no warning
+    idrotate = get_method_spec("idrotate")
+    assert idrotate.advisory(tiny_generator[0], idrotate.resolve_params({})) is None   # orthogonal: nothing to link
+    linkage = idrotate.advisory(tiny_generator[0], idrotate.resolve_params({"rotation": "plane"}))   # whatever the generator
     assert "linkable" in linkage and "farthest first" in linkage and "Also:" not in linkage
     assert get_method_spec("blur").advisory is None
 
@@ -471,7 +473,7 @@ def test_idrotate_fits_from_past_the_angle_towards_the_keys_inverse(tiny_generat
     from anoncli.keys.derive import FaceKey
     from anoncli.methods import build_method
 
-    method = build_method("idrotate", {"level": 9, "refine_steps": 3, "refine_overturn": 30, "refine_goal": "inverse"},
+    method = build_method("idrotate", {"level": 9, "rotation": "plane", "refine_steps": 3, "refine_overturn": 30, "refine_goal": "inverse"},
                          weights_dir=tiny_generator[0])
     seen = []
     real = method.generator.generate_many
@@ -519,7 +521,7 @@ def test_idrotate_fits_z_new_by_default_and_the_inverse_on_request(tiny_generato
     key = FaceKey("a", b"\x01" * 32)
     crop = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     for goal, readout in (("z-new", False), ("inverse", True)):
-        method = build_method("idrotate", {"level": 9, "refine_goal": goal}, weights_dir=tiny_generator[0])
+        method = build_method("idrotate", {"level": 9, "rotation": "plane", "refine_goal": goal}, weights_dir=tiny_generator[0])
         z_bar, _ = method.generator.encode(crop)
         target, fit = method.request(z_bar, key)
         np.testing.assert_allclose(target, rotate_identity(z_bar, method.reference(key), 120.0))
@@ -534,8 +536,8 @@ def test_idrotate_orthogonal_keeps_nothing_of_the_owner_and_its_key_restores_exa
     from anoncli.keys.derive import FaceKey
     from anoncli.methods import build_method
 
-    method = build_method("idrotate", {"rotation": "orthogonal"}, weights_dir=tiny_generator[0])
-    plane = build_method("idrotate", {"level": 9}, weights_dir=tiny_generator[0])
+    method = build_method("idrotate", {}, weights_dir=tiny_generator[0])   # orthogonal by default
+    plane = build_method("idrotate", {"level": 9, "rotation": "plane"}, weights_dir=tiny_generator[0])
     crop = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     z_bar, _ = method.generator.encode(crop)
     z_bar = z_bar / np.linalg.norm(z_bar)

@@ -97,7 +97,7 @@ class MethodSpec:
     recognizers: tuple[str, ...] = ()   # face recognizers the method uses internally (white-box in reports)
     check: Callable[[dict], None] | None = None   # raises ValueError when the parameters do not fit together
     dataset_level: bool = False   # needs every face of the dataset before any output (two passes, anoncli.two_pass)
-    advisory: Callable[[object], str | None] | None = None   # (weights_dir) -> a warning to show before a run, or None
+    advisory: Callable[[object, dict], str | None] | None = None   # (weights_dir, params) -> a warning to show before a run, or None
     param_weights: Callable[[dict], tuple[str, ...]] | None = None   # weights some parameter values need besides ``weights``
     restore: Callable[[dict], RestoreCapability] | None = None   # (resolved params) -> what the inverse recovers; None: exact
     param_recognizers: Callable[[dict], tuple[str, ...]] | None = None   # recognizers some parameter values use besides ``recognizers``

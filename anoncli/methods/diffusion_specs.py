@@ -23,7 +23,7 @@ method's faces are not photographs of another person: with the committed file at
 hair and colouring but not the face, and the optimisation changes the face adversarially (README, diffusion)."""
 
 
-def _autoencoder_advisory(weights_dir) -> str | None:
+def _autoencoder_advisory(weights_dir, params=None) -> str | None:
     from ..weights import held_out_shortfall
 
     short = held_out_shortfall("diffae-celeba-utk-64", "semantic_only_ssim", SEMANTIC_SSIM_FOR_FACES, weights_dir)

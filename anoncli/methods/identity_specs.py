@@ -36,30 +36,32 @@ def _refine_params(steps: int, lr: float, schedule: str = "constant") -> tuple[P
     )
 
 
-def _generator_advisory(weights_dir):
+def _generator_advisory(weights_dir, params=None):
     from ..identity.generator import generator_warning
 
     return generator_warning(weights_dir)
 
 
-IDROTATE_LINKAGE = ("with --rotation plane (the default), idrotate's faces are linkable to their owners: eq. 6.16 keeps cos θ of the original identity in the "
+IDROTATE_LINKAGE = ("with --rotation plane, idrotate's faces are linkable to their owners: eq. 6.16 keeps cos θ of the original identity in the "
                     "face's (-0.5 at the default level 9), which is what restore reads back without stored data, and an "
                     "attacker who knows the method reads it too. On 100 held-out CelebA crops at level 9, ranking the other "
                     "originals farthest first named the right person for 23.9 % of faces by MobileFaceNet and 44.6 % by dlib "
                     "(chance 3.9 %; `anoncli report` shows it as \"rank-1, farthest first\"; README, idrotate). "
-                    "--rotation orthogonal keeps no such component.")
+                    "The default, --rotation orthogonal, keeps no such component.")
 
 
-def _idrotate_advisory(weights_dir):
+def _idrotate_advisory(weights_dir, params=None):
+    warnings = [IDROTATE_LINKAGE] if (params or {}).get("rotation") == "plane" else []
     generator = _generator_advisory(weights_dir)
-    return IDROTATE_LINKAGE if generator is None else f"{IDROTATE_LINKAGE} Also: {generator}"
+    return " Also: ".join(warnings + ([generator] if generator else [])) or None
 
 
 def _idrotate_restore(params: dict) -> RestoreCapability:
+    figures = ("69.3 % of held-out faces within dlib 0.5 at level 9, 2.0 % with a wrong key" if params.get("rotation") == "plane"
+               else "78.2 % of held-out faces within dlib 0.5, 0.0 % with a wrong key")
     return RestoreCapability(RestoreKind.APPROXIMATE, "restore renders the identity read back from each protected face "
-                             "with the generator (eq. 6.19-6.21): the original's identity (69.3 % of held-out faces within "
-                             "dlib 0.5 at the default settings, 2.0 % with a wrong key), not its pixels; written with each "
-                             "face's measured rendering cosine")
+                             f"with the generator (Aᵀ, or eq. 6.19-6.21 with --rotation plane): the original's identity ({figures}), "
+                             "not its pixels; written with each face's measured rendering cosine")
 
 
 def _load(name: str):
@@ -95,16 +97,18 @@ IDENTITYDP_SPEC = MethodSpec(
 
 IDROTATE_SPEC = MethodSpec(
     name="idrotate",
-    summary="Key-personalised identity rotation: the identity vector turned by θ = g(level) towards a reference vector derived from the keyfile's secret; restore turns it back. "
-            "The face keeps cos θ of its owner's identity, so an attacker who knows the method can link it (README).",
+    summary="Key-personalised identity rotation: the identity vector multiplied by an orthogonal matrix derived from the keyfile's secret "
+            "(FFEM's encryption), or with --rotation plane turned by θ = g(level) towards a keyed reference vector (the book's, "
+            "which keeps cos θ of the owner's identity and so can be linked to the owner: README); restore turns it back.",
     citation=_BOOK + ", ch. 6 (eq. 6.16-6.21, g(d) in 6.4.1); METHODS.md §6 decision (reference from a KDF of the key)",
     params=(
-        Param("rotation", str, "plane", "plane: the book's turn of r_id by θ towards a keyed reference (eq. 6.16-6.21; "
-              "the face keeps cos θ of its owner's identity, which links it to its owner for anyone who knows θ: README); "
-              "orthogonal (not in the book): r_id multiplied by a keyed random orthogonal matrix, FFEM's encryption "
-              "(seed 001, Sec. 3.2), restored by its transpose; it keeps no component of the owner's identity, and "
-              "--level and --refine-overturn do not apply.", choices=("plane", "orthogonal")),
-        Param("level", int, 9, "Privacy level d, 0-9: θ = 70 + 5d degrees for d < 4, 70 + 5(d + 1) for d ≥ 4 (90° is skipped: it cannot be undone). "
+        Param("rotation", str, "orthogonal", "orthogonal (not in the book; a decision taken here): r_id multiplied by a keyed "
+              "random orthogonal matrix, FFEM's encryption (seed 001, Sec. 3.2), restored by its transpose; the face keeps no "
+              "component of its owner's identity, and --level and --refine-overturn do not apply. plane: the book's turn of "
+              "r_id by θ towards a keyed reference (eq. 6.16-6.21); the face keeps cos θ of its owner's identity, which "
+              "links it to its owner for anyone who knows θ (on 100 held-out crops at level 9, 44.6 % found by dlib ranking "
+              "farthest first; README).", choices=("orthogonal", "plane")),
+        Param("level", int, 9, "With --rotation plane, the privacy level d, 0-9: θ = 70 + 5d degrees for d < 4, 70 + 5(d + 1) for d ≥ 4 (90° is skipped: it cannot be undone). "
               "9 (120°) gives the largest identity change and the most stable restore (it divides by |cos θ − A sin θ|).", minimum=0, maximum=9),
         *_blend_params(),
         *_refine_params(300, 0.01),
