@@ -201,8 +201,9 @@ class IdRotate(_GeneratorMethod):
         from ..identity.rotation import unrotate_identity_tensor
 
         if self.params["rotation"] == "orthogonal":
-            turn = torch.as_tensor(self.orthogonal(key), dtype=torch.float32)
-            target = self.orthogonal(key) @ (identity / np.linalg.norm(identity))
+            matrix = self.orthogonal(key)
+            turn = torch.as_tensor(matrix, dtype=torch.float32)
+            target = matrix @ (identity / np.linalg.norm(identity))
             fit = {"start": target}
             if self.params["refine_goal"] == "inverse":
                 fit.update(goal=identity, readout=lambda shown: shown @ turn)
