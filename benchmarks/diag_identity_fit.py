@@ -5,8 +5,8 @@ identity inputs compared on the same held-out faces.
                                                      [--variant KIND:STEPS ...] [--grid OUT.png]
 
 Each face as the pipeline hands it to idrotate (detected, aligned, its key derived from the file
-name), then the anonymizing fit of ``anoncli.identity.generator.refine_identity_inputs_many`` at the
-method's defaults (start turned past θ by ``--refine-overturn``, goal z_new, Adam at ``--refine-lr``,
+name), then the anonymizing fit of ``anoncli.identity.generator.refine_identity_inputs_many`` with
+``--rotation plane`` at level 9 (start turned past θ by ``--refine-overturn``, goal z_new, Adam at ``--refine-lr``,
 through the compositing's colour and detail), with its inputs varied:
 
 - ``per-block``: one identity code per place the generator reads it (the stem and each AAD block),
@@ -76,7 +76,7 @@ def main() -> None:
     from anoncli.models.tensors import to_images, to_tensor
 
     torch.set_num_threads(args.threads)
-    method = build_method("idrotate", get_method_spec("idrotate").resolve_params({}))
+    method = build_method("idrotate", get_method_spec("idrotate").resolve_params({"rotation": "plane"}))   # the book's turn
     generator, representation = method.generator.net.generator, method.generator.rep
     requests = face_requests(method, args.limit)
     identities, attributes = method.generator.encode_many([r.crop for r in requests])

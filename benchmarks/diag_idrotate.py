@@ -65,6 +65,7 @@ def main() -> None:
     given = dict(flag.split("=", 1) for flag in args.method_flag)
     if args.refine_steps is not None:
         given["refine_steps"] = str(args.refine_steps)
+    given.setdefault("rotation", "plane")   # the channel's gains below are eq. 6.16's
     method = build_method("idrotate", get_method_spec("idrotate").resolve_params(given))
     if args.shape:
         method.params["shape"], method._mask = args.shape, None   # "crop" is outside the flag's choices on purpose
