@@ -276,7 +276,8 @@ def test_a_slow_method_stops_within_seconds_keeping_every_finished_image(tmp_pat
     sent = time.time()
     run.send_signal(stop)
     stdout, stderr = run.communicate(timeout=60)
-    assert time.time() - sent < 10, "stopped within 10 s"
+    took = time.time() - sent   # the run's own summary line says when it stopped, the rest is the process's exit
+    assert took < 10, f"stopped within 10 s, not {took:.1f} s: {stdout[-600:]} {stderr[-600:]}"
     assert run.returncode == 1 and "interrupted" in stdout and "Traceback" not in stderr, stdout + stderr
     def running(pid):
         try:
