@@ -264,7 +264,10 @@ def test_a_slow_method_stops_within_seconds_keeping_every_finished_image(tmp_pat
     run = subprocess.Popen([sys.executable, "-m", "anoncli", "anonymize", str(EXAMPLES), "-o", str(out), "--method", "idrotate",
                             "--keyfile", str(tmp_path / "run.key"), "--faces-together", "1", *FAST_KDF, *extra, "-q", "-j", str(workers),
                             "--batch-size", "3"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                           # a shell without job control starts background commands (e.g. `.ci/run &`) with SIGINT
+                           # ignored, and Python keeps an ignored SIGINT ignored: the run must get Ctrl-C as a terminal sends it
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal = out / ".anoncli" / "journal.jsonl"
     started = time.time()
     while not (journal.exists() and journal.read_text().count("\n") >= 1):
