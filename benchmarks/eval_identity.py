@@ -173,7 +173,7 @@ def main() -> None:
                     help="the set's whole labelled folder joins the identification gallery (report --gallery; FFEM §5's rest-as-gallery)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--weights-dir", type=Path, help="where the generator is, if not in weights/")
-    ap.add_argument("--keep-run", type=Path, metavar="DIR", help="write the anonymized run to DIR and keep it (e.g. for eval_mtcnn.py)")
+    ap.add_argument("--keep-run", type=Path, metavar="DIR", help="write the anonymized run to DIR and keep it, with its keyfile DIR.key (e.g. for eval_mtcnn.py)")
     ap.add_argument("--method-flag", action="append", default=[], metavar="NAME=VALUE",
                     help="any other method flag, e.g. detail-sigma=0 or colour=lab-chroma (repeatable; named in the result file)")
     args = ap.parse_args()
@@ -197,7 +197,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = link_images(images, tmp / "in")
-        out, key = args.keep_run or tmp / "out", tmp / "run.key"
+        out = args.keep_run or tmp / "out"
+        key = out.with_name(out.name + ".key") if args.keep_run else tmp / "run.key"   # kept with the run: restore again later
         keys = ["--keyfile", key] if keyed else []
         seconds["anonymize"], r = cli("anonymize", src, "-o", out, "--method", args.method, *flags, *keys, *wdir, "-q", "-j", args.workers)
         extra = ["--group", "race", "--group", "gender"] if args.set == "utkface" else []

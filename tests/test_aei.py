@@ -566,6 +566,9 @@ def test_the_fit_sees_the_compositing_and_restore_does_not(tiny_generator):
     assert abs(float(recoloured.mean()) - float(crop.mean())) < abs(40.0 - float(crop.mean()))   # towards the photo's colour
     plain = method.refinement(crop, None, restoring=True)
     assert plain.detail_sigma == 0.0 and plain.colour is None
+    region = np.zeros((32, 32), np.float32)
+    region[8:24, 10:22] = 1.0
+    np.testing.assert_array_equal(method.refinement(crop, None, region_in_crop=region).mask, region)   # the stage's region
 
 
 def test_idrotate_faces_together_as_one_by_one_and_a_keyless_face_fails_alone(tiny_generator):

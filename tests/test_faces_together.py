@@ -129,3 +129,33 @@ def test_a_face_the_method_gives_back_as_an_exception_fails_its_image_alone_with
     method = DarkenOrRefuse()
     results = anonymize_images([(good[0], good[1], None), (bad[0], bad[1], None)], method)
     assert method.calls == [2] and isinstance(results[1], RuntimeError) and len(results[0][0]) == 1
+
+
+def test_a_composited_method_is_handed_the_region_the_compositing_will_replace():
+    from anoncli.faces.compositing import Compositor
+    from anoncli.faces.compositing_config import CompositingConfig
+
+    class Regions(Darken):
+        region_feather = 0.05
+
+        def __init__(self):
+            super().__init__()
+            self.compositor = Compositor(CompositingConfig(shape="ellipse"))
+            self.regions = []
+
+        def anonymize_many(self, requests):
+            self.regions += [r.region_in_crop for r in requests]
+            return super().anonymize_many(requests)
+
+    img, dets = _image(4, 1)
+    method = Regions()
+    anonymize_faces(img, dets, method)
+    region = method.regions[0]
+    assert region.shape == (32, 32) and 0.1 < region.mean() < 0.9       # a region, not the whole crop
+    assert region.max() > 0.95 and ((region > 0.05) & (region < 0.95)).sum() > 20   # feathered inside its edge
+    seen = []
+    method = Darken()
+    original = method.anonymize_many
+    method.anonymize_many = lambda requests: seen.extend(r.region_in_crop for r in requests) or original(requests)
+    anonymize_faces(*_image(4, 1), method)
+    assert seen == [None]   # a method without a compositor puts its crop back with its own blend_mask

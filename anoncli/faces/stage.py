@@ -113,7 +113,10 @@ def anonymize_faces(img: LoadedImage, detections: list[Detection], method: FaceM
     try:
         request = next(steps)
         while True:
-            request = steps.send(method.anonymize_face(request.crop, request.landmarks_in_crop, request.key))
+            face = method.anonymize_many([request])[0]
+            if isinstance(face, Exception):
+                raise face
+            request = steps.send(face)
     except StopIteration as done:
         return done.value
 
@@ -147,7 +150,7 @@ def anonymize_images(images: list[tuple[LoadedImage, list[Detection], Callable[[
             faces = []
             for request in requests:
                 try:
-                    faces.append(method.anonymize_face(request.crop, request.landmarks_in_crop, request.key))
+                    faces.append(method.anonymize_many([request])[0])
                 except Exception as e:
                     faces.append(e)
         for i, face in zip(order, faces):
@@ -179,7 +182,8 @@ def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMetho
         region = _locate(img, method, roi, m, det.landmarks, landmarks_in_crop)
         if method.compositor is not None:
             record.region = region.source
-        face = yield FaceRequest(crop, landmarks_in_crop, key)
+        region_in_crop = region.crop_mask(m, res, method.region_feather) if method.compositor is not None else None
+        face = yield FaceRequest(crop, landmarks_in_crop, key, region_in_crop)
         anon = face.crop
         if face.side_images:
             record.side_image_pixels = face.side_images

@@ -161,6 +161,10 @@ class FaceRequest:
     crop: np.ndarray
     landmarks_in_crop: np.ndarray
     key: Any = None
+    region_in_crop: np.ndarray | None = None
+    """The region the stage's compositing will replace, in crop space (R x R in [0, 1], its edge
+    feathered by the method's ``region_feather``), when the method composites through a
+    ``Compositor``; otherwise None."""
 
 
 class FaceMethod:
@@ -206,6 +210,7 @@ class FaceMethod:
         return AnonymizedFace(self.anonymize_crop(crop, landmarks_in_crop, key))
 
     faces_together: int = 1   # how many faces ``anonymize_many`` works on at once (a batch through its networks)
+    region_feather: float = 0.0   # inward edge of ``FaceRequest.region_in_crop``, as a fraction of the crop
 
     def anonymize_many(self, requests: list[FaceRequest]) -> list["AnonymizedFace"]:
         """``anonymize_face`` of each request, in order. A method whose networks run faster on a batch

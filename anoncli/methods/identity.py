@@ -29,6 +29,7 @@ def unit_vector_l1_bound(dimension: int) -> float:
 
 class _GeneratorMethod(FaceMethod):
     REFINEMENT_FEATHER = 0.02   # soft edge of the crop-space region the identity fit pastes into
+    region_feather = REFINEMENT_FEATHER
 
     def __init__(self, weights_dir=None, **params):
         super().__init__(**params)
@@ -42,8 +43,8 @@ class _GeneratorMethod(FaceMethod):
         self.compositor = Compositor(config_from_params(self.params), weights_dir)
 
     def blend_mask(self, landmarks_in_crop: np.ndarray) -> np.ndarray:
-        """The region in crop space as the identity fit sees it: for --shape landmarks the mean
-        68-point outline (the stage composites with the face's own, predicted in the photo)."""
+        """The region in crop space as the identity fit sees it when the stage hands over none
+        (restore, a crop anonymized on its own): for --shape landmarks the mean 68-point outline."""
         from ..faces.blend import face_mask
 
         shape = self.params["shape"]
@@ -64,15 +65,16 @@ class _GeneratorMethod(FaceMethod):
         return None if dtype is None else (lambda: torch.autocast("cpu", dtype=dtype))
 
     def refinement(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, steps: int | None = None,
-                   restoring: bool = False, **fit):
+                   restoring: bool = False, region_in_crop: np.ndarray | None = None, **fit):
         """The ``Refinement`` of one face; ``fit``: its optional start, readout and goal. The fit sees
-        the face as the compositing will put it into the photo: with the photo's detail finer than
-        ``--detail-sigma`` and its colour (``Compositor.colour_in_crop``), except when ``restoring``
-        (restore composites without either)."""
+        the face as the compositing will put it into the photo: in its region (``region_in_crop``, the
+        stage's; without it ``blend_mask``), with the photo's detail finer than ``--detail-sigma`` and
+        its colour (``Compositor.colour_in_crop``), except when ``restoring`` (restore composites
+        without either)."""
         from ..identity.generator import Refinement
 
         steps = self.params["refine_steps"] if steps is None else steps
-        mask = self.blend_mask(landmarks_in_crop)
+        mask = self.blend_mask(landmarks_in_crop) if region_in_crop is None else region_in_crop
         composited = {}
         if self.compositor is not None and not restoring:
             region = mask > 0.5
@@ -113,7 +115,8 @@ class _GeneratorMethod(FaceMethod):
                     faces[i] = error
                     continue
                 targets.append(target)
-                refinements.append(self.refinement(requests[i].crop, requests[i].landmarks_in_crop, **fit))
+                refinements.append(self.refinement(requests[i].crop, requests[i].landmarks_in_crop,
+                                                   region_in_crop=requests[i].region_in_crop, **fit))
                 rows.append(row)
             if not rows:
                 continue
