@@ -13,6 +13,7 @@ from anoncli.faces.blend import crop_bounds_in_image, face_mask
 from anoncli.faces.compositing import Compositor, FaceRegion, band_sigmas, crop_bands, match_colour, predict_landmarks68
 from anoncli.faces.compositing_config import CompositingConfig
 from anoncli.faces.outline import MEAN_OUTLINE_112, mean_outline_in_crop, outline_polygon
+from anoncli.methods.base import FaceMethod
 from anoncli.metrics.texture import texture_ratio
 
 from conftest import SHARED
@@ -227,13 +228,14 @@ def test_failed_dense_landmarks_fall_back_to_the_mean_outline(monkeypatch):
             assert mask[y, x] == 1
 
 
-class _InvertMethod:
+class _InvertMethod(FaceMethod):
     """A reversible numpy method composited through a Compositor: 255 - crop, undone by itself."""
 
     resolution = RES
     margin = MARGIN
 
     def __init__(self, config):
+        super().__init__()
         self.compositor = Compositor(config)
 
     def anonymize_face(self, crop, landmarks_in_crop, key=None):
