@@ -306,6 +306,19 @@ def test_one_identity_for_every_generator_input_is_the_shared_identity():
     assert not torch.allclose(changed, shared)
 
 
+def test_the_attributes_modulations_render_the_same_face_as_the_attribute_maps():
+    net = AEINet(AEIConfig(**TINY)).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    z = torch.nn.functional.normalize(torch.randn(2, net.generator.identity_inputs, 128), dim=-1)
+    with torch.no_grad():
+        attributes = net.encoder(x)
+        modulations = net.generator.modulations(attributes)
+        torch.testing.assert_close(net.generator(z, modulations), net.generator(z, attributes), rtol=0, atol=1e-6)
+    # every AAD layer has its own pair, the shortcut's included
+    layers = sum(len(block) for block in modulations)
+    assert layers == sum(isinstance(m, torch.nn.Module) and type(m).__name__ == "AADLayer" for m in net.generator.modules())
+
+
 def test_refinement_brings_the_pasted_face_closer_to_the_requested_identity():
     from anoncli.faces.blend import face_mask
     from anoncli.identity.generator import Refinement, refine_identity_inputs

@@ -200,6 +200,9 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
     goals = torch.stack([target if r.goal is None else torch.as_tensor(np.asarray(r.goal, np.float32)).reshape(-1)
                          for target, r in zip(targets.reshape(len(refinements), -1), refinements)])
 
+    with torch.no_grad():   # the attributes' share of the generator, the same at every step
+        modulations = generator.modulations(attributes)
+
     def readout(shown):
         if all(r.readout is None for r in refinements):
             return shown
@@ -211,7 +214,7 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
         if all(r.colour is None for r in refinements):
             return None
         with torch.no_grad():
-            faces = to_images(generator(F.normalize(w, dim=-1).float(), attributes))
+            faces = to_images(generator(F.normalize(w, dim=-1).float(), modulations))
         return to_tensor(np.stack([face if r.colour is None else r.colour(face)
                                    for face, r in zip(faces, refinements)])) - to_tensor(faces)
 
@@ -226,7 +229,7 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
             if step % COLOUR_REFRESH == 0:
                 shift = colour_shift(w.detach())
             with context():
-                face = generator(F.normalize(w, dim=-1), attributes)
+                face = generator(F.normalize(w, dim=-1), modulations)
                 shown = representation(paste(face, crops, masks, first.detail_sigma, shift))
             loss = (1.0 - F.cosine_similarity(readout(shown.float()), goals, dim=1)).sum()
             optimiser.zero_grad(set_to_none=True)

@@ -135,6 +135,16 @@ class AttributeEncoder(nn.Module):
         return maps
 
 
+@dataclass(frozen=True)
+class Modulation:
+    """γ_att and β_att of one AAD layer for given attribute maps. They do not depend on the
+    identity, so the identity fit, which renders the same attributes hundreds of times, computes
+    them once (``AEIGenerator.modulations``): two thirds of the generator's convolutions."""
+
+    gamma: torch.Tensor
+    beta: torch.Tensor
+
+
 class AADLayer(nn.Module):
     """out = (1 − M)·(γ_att·h̄ + β_att) + M·(γ_id·h̄ + β_id), M = σ(conv(h̄)) (FaceShifter eq. 1-3)."""
 
@@ -147,9 +157,14 @@ class AADLayer(nn.Module):
         self.id_beta = nn.Linear(id_dim, channels)
         self.mask = nn.Conv2d(channels, 1, 3, 1, 1)
 
-    def forward(self, h: torch.Tensor, att: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    def modulation(self, att: torch.Tensor) -> Modulation:
+        return Modulation(self.att_gamma(att), self.att_beta(att))
+
+    def forward(self, h: torch.Tensor, att: torch.Tensor | Modulation, identity: torch.Tensor) -> torch.Tensor:
+        """``att``: the attribute map, or its ``modulation``."""
         h_bar = self.norm(h)
-        a = self.att_gamma(att) * h_bar + self.att_beta(att)
+        m_att = att if isinstance(att, Modulation) else self.modulation(att)
+        a = m_att.gamma * h_bar + m_att.beta
         i = self.id_gamma(identity)[:, :, None, None] * h_bar + self.id_beta(identity)[:, :, None, None]
         m = torch.sigmoid(self.mask(h_bar))
         return (1 - m) * a + m * i
@@ -169,10 +184,17 @@ class AADResBlock(nn.Module):
             self.aad_s = AADLayer(cin, att_channels, id_dim)
             self.shortcut = nn.Conv2d(cin, cout, 3, 1, 1)
 
+    def modulations(self, att: torch.Tensor) -> tuple[Modulation, ...]:
+        """Each AAD layer's ``Modulation`` (aad1, aad2, and aad_s when the block has a shortcut unit)."""
+        layers = (self.aad1, self.aad2) if self.shortcut is None else (self.aad1, self.aad2, self.aad_s)
+        return tuple(layer.modulation(att) for layer in layers)
+
     def forward(self, h, att, identity):
-        out = self.conv1(F.relu(self.aad1(h, att, identity)))
-        out = self.conv2(F.relu(self.aad2(out, att, identity)))
-        skip = h if self.shortcut is None else self.shortcut(F.relu(self.aad_s(h, att, identity)))
+        """``att``: the attribute map, or the block's ``modulations``."""
+        mods = att if isinstance(att, tuple) else (att, att, att)
+        out = self.conv1(F.relu(self.aad1(h, mods[0], identity)))
+        out = self.conv2(F.relu(self.aad2(out, mods[1], identity)))
+        skip = h if self.shortcut is None else self.shortcut(F.relu(self.aad_s(h, mods[2], identity)))
         return out + skip
 
 
@@ -192,8 +214,13 @@ class AEIGenerator(nn.Module):
         """How many places read the identity: the stem and each block."""
         return len(self.blocks) + 1
 
-    def forward(self, identity: torch.Tensor, attributes: list[torch.Tensor]) -> torch.Tensor:
-        """``identity``: N x d unit vectors, or N x identity_inputs x d, one per place (refinement)."""
+    def modulations(self, attributes: list[torch.Tensor]) -> list[tuple[Modulation, ...]]:
+        """What the attribute maps contribute to every AAD layer; ``forward`` takes it in their place."""
+        return [block.modulations(att) for block, att in zip(self.blocks, attributes)]
+
+    def forward(self, identity: torch.Tensor, attributes: list) -> torch.Tensor:
+        """``identity``: N x d unit vectors, or N x identity_inputs x d, one per place (refinement).
+        ``attributes``: r_att, the maps coarse to fine, or their ``modulations``."""
         # r_id is a unit vector, so its entries are ~1/√d while the attribute maps' are ~1: scaled by √d
         # the identity starts on the same footing (with unit-norm inputs the identity layers barely
         # moved from their initial weights in 1,000 steps, and the generator ignored the identity).
