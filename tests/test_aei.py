@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from anoncli.models.aei import AEIConfig, AEINet, MultiScaleDiscriminator  # noqa: E402
+from anoncli.models.aei import AADLayer, AEIConfig, AEINet, MultiScaleDiscriminator  # noqa: E402
 from anoncli.train import aei_losses  # noqa: E402
 
 TINY = dict(resolution=32, base_channels=4, max_channels=8, generator_channels=(8, 8, 4, 4), disc_channels=4, disc_layers=2)
@@ -315,8 +315,7 @@ def test_the_attributes_modulations_render_the_same_face_as_the_attribute_maps()
         modulations = net.generator.modulations(attributes)
         torch.testing.assert_close(net.generator(z, modulations), net.generator(z, attributes), rtol=0, atol=1e-6)
     # every AAD layer has its own pair, the shortcut's included
-    layers = sum(len(block) for block in modulations)
-    assert layers == sum(isinstance(m, torch.nn.Module) and type(m).__name__ == "AADLayer" for m in net.generator.modules())
+    assert sum(len(block) for block in modulations) == sum(isinstance(m, AADLayer) for m in net.generator.modules())
 
 
 def test_refinement_brings_the_pasted_face_closer_to_the_requested_identity():
