@@ -81,6 +81,9 @@ def train_aei(
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="In a work folder without a checkpoint, start from this earlier export: its weights "
                                              "(grown into wider --generator-channels or a --full-res-channels branch without changing its output), its identity "
                                              "whitening, step count and training time; the discriminator and Adam's moments start afresh."),
+    discriminator_warmup: int = typer.Option(0, "--discriminator-warmup", min=0, help="Before the generator's first step in this work folder, train "
+                                             "the discriminator alone for this many steps against the generator as it is (not in the book; for --init-from "
+                                             "an export without a discriminator, which a fresh one otherwise overpowers within a few hundred steps)."),
     export_half: bool = typer.Option(False, "--export-half/--export-float32", help="Store the exported weights as float16 (half the file; computed in float32 when loaded)."),
     checkpoint_every: int = CHECKPOINT_EVERY,
     evaluate_every: int = EVALUATE_EVERY,
@@ -123,7 +126,7 @@ def train_aei(
                                 identity_on_composite=identity_on_composite,
                                 margin=margin, checkpoint_every=checkpoint_every, evaluate_every=evaluate_every,
                                 threads=threads, seed=seed, config=config, device=_device(device),
-                                init_from=str(init_from) if init_from else "")
+                                init_from=str(init_from) if init_from else "", discriminator_warmup=discriminator_warmup)
     try:
         AEIConfig.from_dict({**base.to_dict(), **config}).check()
         crops = prepare(list(data), work / "data", resolution, margin, progress)

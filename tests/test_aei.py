@@ -599,3 +599,25 @@ def test_idrotate_faces_together_as_one_by_one_and_a_keyless_face_fails_alone(ti
     assert isinstance(faces[3], ValueError) and "keyfile" in str(faces[3])
     for crop, key, face in zip(crops[:3], keys, faces):
         np.testing.assert_allclose(face.crop, method.anonymize_crop(crop, None, key), atol=1e-3)
+
+
+def test_discriminator_warm_up_moves_only_the_discriminator_and_happens_once(tiny_generator, tmp_path):
+    from anoncli.train.aei import AEITrainer
+
+    folder, trainer = tiny_generator
+    settings = dataclasses.replace(_settings(4), discriminator_warmup=3, init_from=str(folder / "aei_celeba_utk_128.safetensors"))
+    (tmp_path / "warm").mkdir()
+    messages = []
+    warm = AEITrainer(trainer.crops, settings, tmp_path / "warm", log=messages.append)
+    generator_before = _params(warm).clone()
+    disc_before = torch.cat([p.detach().flatten() for p in warm.disc.parameters()]).clone()
+    warm.warm_up_discriminator(progress=False)
+    assert torch.equal(_params(warm), generator_before) and warm.step == 2
+    assert not torch.equal(torch.cat([p.detach().flatten() for p in warm.disc.parameters()]), disc_before)
+    assert messages[-1].startswith("discriminator warmed up for 3 steps")
+    warm.run(progress=False)
+    assert warm.step == 4
+    resumed = AEITrainer(trainer.crops, settings, tmp_path / "warm", log=messages.append)
+    disc_resumed = torch.cat([p.detach().flatten() for p in resumed.disc.parameters()]).clone()
+    resumed.warm_up_discriminator(progress=False)   # already done in this work folder: nothing moves
+    assert torch.equal(torch.cat([p.detach().flatten() for p in resumed.disc.parameters()]), disc_resumed)

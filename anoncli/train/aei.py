@@ -69,6 +69,7 @@ class AEITrainSettings:
     device: str = "cpu"
     config: dict = field(default_factory=dict)   # AEIConfig overrides
     init_from: str = ""                          # an earlier export to start a new work folder from (grown where shapes allow)
+    discriminator_warmup: int = 0                # discriminator-only steps before the generator's first step in this work folder (not in the book)
 
     def shape_key(self) -> dict:
         """What a resumed run must share with the checkpoint."""
@@ -109,6 +110,7 @@ class AEITrainer:
         self.step = 0
         self.rng = np.random.default_rng(settings.seed)
         self.elapsed = 0.0
+        self.discriminator_warmed = settings.discriminator_warmup == 0
         self._load_checkpoint()
         if self.step == 0 and settings.init_from:
             self._init_from_export(Path(settings.init_from))
@@ -124,6 +126,7 @@ class AEITrainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = state["step"]
         self.elapsed = state.get("elapsed", 0.0)
+        self.discriminator_warmed = state.get("discriminator_warmed", True)
         self.rng.bit_generator.state = state["rng"]
         self.log(f"resumed at step {self.step}")
 
@@ -174,7 +177,7 @@ class AEITrainer:
     def save_checkpoint(self) -> None:
         atomic_torch_save({
             "shape_key": self.settings.shape_key(), "settings": asdict(self.settings), "step": self.step,
-            "elapsed": self.elapsed, "net": self.net.state_dict(), "disc": self.disc.state_dict(),
+            "elapsed": self.elapsed, "discriminator_warmed": self.discriminator_warmed, "net": self.net.state_dict(), "disc": self.disc.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": self.rng.bit_generator.state,
         }, self.work / CHECKPOINT)
 
@@ -219,9 +222,37 @@ class AEITrainer:
             self._mask = composite_mask(self.config.resolution, self.settings.margin).to(self.device)
         return self._mask * fake + (1 - self._mask) * target
 
+    def discriminator_step(self, x, fake) -> float:
+        from .aei_losses import discriminator_loss
+
+        l_d = discriminator_loss(self.disc(x), self.disc(fake.detach()))
+        self.opt_d.zero_grad(set_to_none=True)
+        l_d.backward()
+        self.opt_d.step()
+        return float(l_d.detach())
+
+    def warm_up_discriminator(self, progress: bool = True) -> None:
+        """``discriminator_warmup`` steps of the discriminator alone against the generator as it is
+        (not in the book). For a generator started ``--init-from`` an export without a
+        discriminator: a fresh one trained jointly wins within a few hundred steps (README); warmed
+        up first, it starts level with the generator. Done once per work folder, then checkpointed."""
+        from tqdm import tqdm
+
+        if self.discriminator_warmed:
+            return
+        losses = []
+        for _ in tqdm(range(self.settings.discriminator_warmup), desc="discriminator warm-up", unit="step", disable=not progress):
+            x, codes, _same = self._batch()
+            with self.torch.no_grad():
+                fake, _ = self.net(codes, x)
+            losses.append(self.discriminator_step(x, fake))
+        self.discriminator_warmed = True
+        self.save_checkpoint()
+        tail = losses[-20:]
+        self.log(f"discriminator warmed up for {len(losses)} steps: loss {losses[0]:.3f} -> {sum(tail) / len(tail):.3f}")
+
     def train_step(self) -> dict:
-        from .aei_losses import (attribute_loss, discriminator_loss, generator_adversarial_loss, identity_loss,
-                                 reconstruction_loss)
+        from .aei_losses import attribute_loss, generator_adversarial_loss, identity_loss, reconstruction_loss
 
         s = self.settings
         x, codes, same = self._batch()
@@ -237,12 +268,9 @@ class AEITrainer:
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         self.opt_g.step()
-        l_d = discriminator_loss(self.disc(x), self.disc(fake.detach()))
-        self.opt_d.zero_grad(set_to_none=True)
-        l_d.backward()
-        self.opt_d.step()
+        l_d = self.discriminator_step(x, fake)
         self.step += 1
-        return {k: float(v.detach()) for k, v in (("g", total), ("adv", l_adv), ("id", l_id), ("att", l_att), ("rec", l_rec), ("d", l_d))}
+        return {**{k: float(v.detach()) for k, v in (("g", total), ("adv", l_adv), ("id", l_id), ("att", l_att), ("rec", l_rec))}, "d": l_d}
 
     # -- held-out measurement ---------------------------------------------------------------
     def evaluate(self, n: int = 64) -> dict:
@@ -256,6 +284,7 @@ class AEITrainer:
         from .loop import run_resumable
 
         s = self.settings
+        self.warm_up_discriminator(progress)
         run_resumable(self, s.steps, self.work / LOG, checkpoint_every=s.checkpoint_every,
                       evaluate_every=s.evaluate_every, desc="train aei", progress=progress)
 
