@@ -80,7 +80,8 @@ def train_aei(
                                           "the finest attribute map (not in the book; 0: the finest map is the res/2 map upsampled, as in FaceShifter)."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="In a work folder without a checkpoint, start from this earlier export: its weights "
                                              "(grown into wider --generator-channels or a --full-res-channels branch without changing its output), its identity "
-                                             "whitening, step count and training time; the discriminator and Adam's moments start afresh."),
+                                             "whitening, step count and training time, and its discriminator when it holds one of this shape (else a fresh one: see "
+                                             "--discriminator-warmup); Adam's moments start afresh."),
     discriminator_warmup: int = typer.Option(0, "--discriminator-warmup", min=0, help="Before the generator's first step in this work folder, train "
                                              "the discriminator alone for this many steps against the generator as it is (not in the book; for --init-from "
                                              "an export without a discriminator, which a fresh one otherwise overpowers within a few hundred steps)."),

@@ -609,10 +609,11 @@ def test_discriminator_warm_up_moves_only_the_discriminator_and_happens_once(tin
     (tmp_path / "warm").mkdir()
     messages = []
     warm = AEITrainer(trainer.crops, settings, tmp_path / "warm", log=messages.append)
-    generator_before = _params(warm).clone()
+    generator_before = {k: v.clone() for k, v in warm.net.state_dict().items()}
     disc_before = torch.cat([p.detach().flatten() for p in warm.disc.parameters()]).clone()
     warm.warm_up_discriminator(progress=False)
-    assert torch.equal(_params(warm), generator_before) and warm.step == 2
+    assert all(torch.equal(v, generator_before[k]) for k, v in warm.net.state_dict().items()) and warm.step == 2
+    assert warm.net.training
     assert not torch.equal(torch.cat([p.detach().flatten() for p in warm.disc.parameters()]), disc_before)
     assert messages[-1].startswith("discriminator warmed up for 3 steps")
     warm.run(progress=False)

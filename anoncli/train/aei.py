@@ -241,11 +241,13 @@ class AEITrainer:
         if self.discriminator_warmed:
             return
         losses = []
+        self.net.eval()   # nothing of the generator moves, not even its batch-norm statistics
         for _ in tqdm(range(self.settings.discriminator_warmup), desc="discriminator warm-up", unit="step", disable=not progress):
             x, codes, _same = self._batch()
             with self.torch.no_grad():
                 fake, _ = self.net(codes, x)
             losses.append(self.discriminator_step(x, fake))
+        self.net.train()
         self.discriminator_warmed = True
         self.save_checkpoint()
         tail = losses[-20:]
