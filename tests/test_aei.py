@@ -89,8 +89,8 @@ def dlib_encoder_present():
         pytest.skip(why)
 
 
-def _params(trainer):
-    return torch.cat([p.detach().flatten() for p in trainer.net.parameters()])
+def _params(trainer, network="net"):
+    return torch.cat([p.detach().flatten() for p in getattr(trainer, network).parameters()])
 
 
 def test_training_resumes_exactly_where_it_stopped(tmp_path, dlib_encoder_present):
@@ -610,15 +610,15 @@ def test_discriminator_warm_up_moves_only_the_discriminator_and_happens_once(tin
     messages = []
     warm = AEITrainer(trainer.crops, settings, tmp_path / "warm", log=messages.append)
     generator_before = {k: v.clone() for k, v in warm.net.state_dict().items()}
-    disc_before = torch.cat([p.detach().flatten() for p in warm.disc.parameters()]).clone()
+    disc_before = _params(warm, "disc")
     warm.warm_up_discriminator(progress=False)
     assert all(torch.equal(v, generator_before[k]) for k, v in warm.net.state_dict().items()) and warm.step == 2
     assert warm.net.training
-    assert not torch.equal(torch.cat([p.detach().flatten() for p in warm.disc.parameters()]), disc_before)
+    assert not torch.equal(_params(warm, "disc"), disc_before)
     assert messages[-1].startswith("discriminator warmed up for 3 steps")
     warm.run(progress=False)
     assert warm.step == 4
     resumed = AEITrainer(trainer.crops, settings, tmp_path / "warm", log=messages.append)
-    disc_resumed = torch.cat([p.detach().flatten() for p in resumed.disc.parameters()]).clone()
+    disc_resumed = _params(resumed, "disc")
     resumed.warm_up_discriminator(progress=False)   # already done in this work folder: nothing moves
-    assert torch.equal(torch.cat([p.detach().flatten() for p in resumed.disc.parameters()]), disc_resumed)
+    assert torch.equal(_params(resumed, "disc"), disc_resumed)
