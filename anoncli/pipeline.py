@@ -331,6 +331,8 @@ def key_record(rec: ImageRecord, secrets: list[FaceSecret]) -> KeyRecord:
         face = {"index": s.index, "params": s.params, "warp": s.warp, "landmarks": s.landmarks}
         if s.landmarks68 is not None:
             face["landmarks68"] = s.landmarks68
+        if s.brow_raises is not None:
+            face["brow_raises"] = s.brow_raises
         if s.escrow_pixels is not None:
             desc, blob = compress_patch(s.escrow_pixels, level=3)
             face["escrow"] = {"box": list(s.escrow_box), **desc}

@@ -170,6 +170,12 @@ def test_outline_raises_the_brows_and_keeps_the_jaw():
     np.testing.assert_array_equal(inset[17:], raised[17:])
     with pytest.raises(ValueError):
         outline_polygon(pts[:10], 0.2)
+    per_point = np.full(10, 0.25)
+    per_point[0] = 0.5
+    np.testing.assert_array_equal(outline_polygon(pts, np.full(10, 0.25)), raised)
+    uneven = outline_polygon(pts, per_point)
+    np.testing.assert_array_equal(uneven[:-1], raised[:-1])
+    assert uneven[-1, 1] < raised[-1, 1] - 10, "brow point 17 (the polygon's last) rises alone"
 
 
 def test_landmarks_mask_covers_eyes_to_mouth_and_not_the_corners():
@@ -262,20 +268,23 @@ class _InvertMethod(FaceMethod):
         return 0.0
 
 
-def test_stage_anonymize_and_restore_use_the_same_region():
+@pytest.mark.parametrize("forehead_raise", [0.0, 0.5])
+def test_stage_anonymize_and_restore_use_the_same_region(forehead_raise):
     """Through anonymize_faces on a real photo: outside the predicted region bit-identical, the
-    keyfile secret holds the dense landmarks and an escrow box covering every changed pixel; restore
-    with those landmarks changes nothing outside the region and brings the face back."""
+    keyfile secret holds the dense landmarks (and, with --forehead-raise, the brow raises read from
+    the photo) and an escrow box covering every changed pixel; restore with those changes nothing
+    outside the region and brings the face back."""
     from anoncli.faces.detectors import create_detector
     from anoncli.faces.stage import anonymize_faces, restore_faces
     from anoncli.io.images import LoadedImage
+    from anoncli.pipeline import key_record
 
     path = SHARED / "data" / "celeba-wild" / "images" / "003410.jpg"   # a frontal face, 270 px
     if not path.is_file():
         pytest.skip(f"{path} is not available")
     rgb = np.asarray(Image.open(path).convert("RGB"))
     dets = [max(create_detector("retinaface-onnx").detect([rgb])[0], key=lambda d: d.size)]
-    method = _InvertMethod(CompositingConfig(colour="none"))
+    method = _InvertMethod(CompositingConfig(colour="none", forehead_raise=forehead_raise))
     img = LoadedImage(rgb.copy(), "RGB", "PNG")
     key = type("Key", (), {"secret": b"k" * 32})()
     records, secrets = anonymize_faces(img, dets, method, lambda i: key, escrow=True)
@@ -284,16 +293,30 @@ def test_stage_anonymize_and_restore_use_the_same_region():
     x0, y0, x1, y1 = secrets[0].escrow_box
     assert changed.any() and not changed[:y0].any() and not changed[y1:].any()
     assert not changed[:, :x0].any() and not changed[:, x1:].any()
-    region = FaceRegion.from_landmarks(np.asarray(secrets[0].landmarks68), 0.25)
     full = (0, 0, rgb.shape[1], rgb.shape[0])
+    brow_line = FaceRegion.from_landmarks(np.asarray(secrets[0].landmarks68), 0.25)
+    if forehead_raise:
+        raises = secrets[0].brow_raises
+        assert raises is not None and len(raises) == 10 and min(raises) >= 0.25 and max(raises) > 0.25
+        record = key_record(type("Rec", (), {"input": "x", "input_sha256": "0"})(), secrets)
+        assert record.meta["faces"][0]["brow_raises"] == raises
+        region = FaceRegion.from_landmarks(np.asarray(secrets[0].landmarks68), np.asarray(raises))
+        assert region.hard_mask(full).sum() > brow_line.hard_mask(full).sum()
+        assert changed[region.hard_mask(full) > brow_line.hard_mask(full)].any(), "the forehead above the brow line changed"
+    else:
+        assert secrets[0].brow_raises is None
+        region = brow_line
     outside = region.hard_mask(full) == 0
     np.testing.assert_array_equal(img.pixels[outside], rgb[outside])
 
     anonymized = img.pixels.copy()
     face = {"index": 0, "warp": secrets[0].warp, "landmarks": secrets[0].landmarks, "params": {},
-            "landmarks68": secrets[0].landmarks68}
+            "landmarks68": secrets[0].landmarks68, "brow_raises": secrets[0].brow_raises}
     restore_faces(img, [face], method, {0: key})
     np.testing.assert_array_equal(img.pixels[outside], rgb[outside])
+    forehead = (region.hard_mask(full) > brow_line.hard_mask(full)) & (anonymized != rgb).any(2)
+    if forehead_raise:   # restore composed into the raised region too, not only up to the brow line
+        assert (img.pixels[forehead] != anonymized[forehead]).any(1).mean() > 0.5
     # inside the widest transition: a soft blend of anonymized and original pixels is not invertible
     inside = cv2.distanceTransform(region.hard_mask(full), cv2.DIST_L2, 5) > method.compositor.config.blend_width * region.width
     err_anon = np.abs(anonymized[inside].astype(int) - rgb[inside]).mean()

@@ -51,6 +51,7 @@ import numpy as np
 from .align import alignment_matrix, apply_affine, invert_affine
 from .blend import face_mask, warp_crop_to_roi
 from .compositing_config import CompositingConfig
+from .forehead import forehead_reach
 from .landmarks68 import CropLandmarks68
 from .outline import MEAN_OUTLINE_112, outline_polygon
 
@@ -84,9 +85,23 @@ def predict_landmarks68(rgb: np.ndarray, landmarks5: np.ndarray, weights_dir=Non
     the photo's face is larger) and the predictor runs on the box dlib's detector would have drawn
     there (``landmarks68.HOG_BOX_IN_ARCFACE_112``)."""
     predictor = _predictor(weights_dir)
-    m = alignment_matrix(np.asarray(landmarks5, np.float64) - np.asarray(origin, np.float64), PREDICTOR_CROP, PREDICTOR_MARGIN)
-    crop = resample_into_crop(np.asarray(rgb[..., :3], np.float32), m, (0, 0, rgb.shape[1], rgb.shape[0]), PREDICTOR_CROP)
+    crop, m = upright_crop(rgb, landmarks5, origin)
     return apply_affine(invert_affine(m), predictor(crop)) + np.asarray(origin, np.float64)
+
+
+def upright_crop(rgb: np.ndarray, landmarks5: np.ndarray, origin=(0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """The face resampled upright at ``PREDICTOR_CROP`` px (float RGB) and the matrix from ``rgb``'s
+    pixels into it (``predict_landmarks68``'s crop)."""
+    m = alignment_matrix(np.asarray(landmarks5, np.float64) - np.asarray(origin, np.float64), PREDICTOR_CROP, PREDICTOR_MARGIN)
+    return resample_into_crop(np.asarray(rgb[..., :3], np.float32), m, (0, 0, rgb.shape[1], rgb.shape[0]), PREDICTOR_CROP), m
+
+
+def forehead_raises(rgb: np.ndarray, landmarks5: np.ndarray, landmarks68: np.ndarray, low: float, high: float,
+                    origin=(0, 0)) -> np.ndarray:
+    """Per brow point, how far the region may rise (``forehead.forehead_reach``), read in the upright crop."""
+    crop, m = upright_crop(rgb, landmarks5, origin)
+    return forehead_reach(_lab(crop), apply_affine(m, np.asarray(landmarks68, np.float64) - np.asarray(origin, np.float64)),
+                          low, high)
 
 
 def landmark_disagreement(landmarks68: np.ndarray, landmarks5: np.ndarray) -> float:
@@ -106,11 +121,15 @@ class FaceRegion:
     landmarks68: np.ndarray | None       # (68, 2) image pixels, when the outline is the face's own
     width: float                         # the face's width in image pixels (the unit of blend widths)
     source: str = "landmarks68"          # landmarks68, mean-outline (the 68 failed), ellipse or hull
+    brow_raises: np.ndarray | None = None   # (10,) per brow point, when read from the photo (--forehead-raise)
 
     @classmethod
-    def from_landmarks(cls, landmarks68, brow_raise: float, jaw_inset: float = 0.0) -> "FaceRegion":
+    def from_landmarks(cls, landmarks68, brow_raise, jaw_inset: float = 0.0) -> "FaceRegion":
+        """``brow_raise``: one fraction, or ten (per brow point, kept as ``brow_raises``)."""
         pts = np.asarray(landmarks68, np.float64)
-        return cls(outline_polygon(pts, brow_raise, jaw_inset), pts, float(np.linalg.norm(pts[16] - pts[0])))
+        raises = np.asarray(brow_raise, np.float64)
+        return cls(outline_polygon(pts, raises, jaw_inset), pts, float(np.linalg.norm(pts[16] - pts[0])),
+                   brow_raises=raises if raises.ndim else None)
 
     @classmethod
     def from_mean_outline(cls, landmarks5, brow_raise: float, jaw_inset: float = 0.0) -> "FaceRegion":
@@ -217,19 +236,26 @@ class Compositor:
                m_image_to_crop: np.ndarray, resolution: int, margin: float) -> FaceRegion:
         """The face's region; ``rgb_roi``: the photo's uint8 RGB over ``roi`` (the crop's bounds)."""
         if self.config.shape == "landmarks":
+            cfg = self.config
             pts = predict_landmarks68(rgb_roi, landmarks5, self.weights_dir, origin=roi[:2])
             if landmark_disagreement(pts, landmarks5) > LANDMARK_DISAGREEMENT:
-                return FaceRegion.from_mean_outline(landmarks5, self.config.brow_raise, self.config.jaw_inset)
-            return FaceRegion.from_landmarks(pts, self.config.brow_raise, self.config.jaw_inset)
+                return FaceRegion.from_mean_outline(landmarks5, cfg.brow_raise, cfg.jaw_inset)
+            raise_by = cfg.brow_raise
+            if cfg.forehead_raise > cfg.brow_raise:
+                raise_by = forehead_raises(rgb_roi, landmarks5, pts, cfg.brow_raise, cfg.forehead_raise, origin=roi[:2])
+            return FaceRegion.from_landmarks(pts, raise_by, cfg.jaw_inset)
         return FaceRegion.from_crop_shape(self.config.shape, m_image_to_crop, resolution, margin,
                                           apply_affine(m_image_to_crop, landmarks5))
 
-    def region_from_record(self, landmarks68, landmarks5, m_image_to_crop, resolution: int, margin: float) -> FaceRegion:
-        """The region a run used, from what its keyfile kept (dense landmarks for shape landmarks)."""
+    def region_from_record(self, landmarks68, landmarks5, m_image_to_crop, resolution: int, margin: float,
+                           brow_raises=None) -> FaceRegion:
+        """The region a run used, from what its keyfile kept (dense landmarks for shape landmarks,
+        and the per-point brow raises where they were read from the photo)."""
         if self.config.shape == "landmarks":
             if landmarks68 is None:   # the run used the mean outline (its 68 points had failed)
                 return FaceRegion.from_mean_outline(landmarks5, self.config.brow_raise, self.config.jaw_inset)
-            return FaceRegion.from_landmarks(landmarks68, self.config.brow_raise, self.config.jaw_inset)
+            raise_by = self.config.brow_raise if brow_raises is None else brow_raises
+            return FaceRegion.from_landmarks(landmarks68, raise_by, self.config.jaw_inset)
         return FaceRegion.from_crop_shape(self.config.shape, m_image_to_crop, resolution, margin,
                                           apply_affine(m_image_to_crop, landmarks5))
 

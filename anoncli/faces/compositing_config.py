@@ -21,6 +21,10 @@ class CompositingConfig:
     detector landmarks."""
     brow_raise: float = 0.25
     """How far the brow points are moved up, as a fraction of the brow-to-chin distance (landmarks only)."""
+    forehead_raise: float = 0.0
+    """Above ``brow_raise``, each brow point's edge goes on up to this fraction (landmarks only) as
+    far as the photo shows the forehead's bare skin (``faces.forehead``): the region takes a bare
+    forehead and stops below a fringe, a hat or glasses; 0 (or at most ``brow_raise``) is off."""
     jaw_inset: float = 0.0
     """How far the jaw points are moved in toward the face's centre, as a fraction of the face's width
     (landmarks only): the photo keeps the face's edge where a generator draws a narrower face."""

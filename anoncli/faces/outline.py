@@ -21,16 +21,16 @@ landmarks, over 199 CelebA crops (RetinaFace landmarks, ``compositing.predict_la
 3.3 px across, 2.7 px down): the outline when only the crop is at hand."""
 
 
-def outline_polygon(landmarks: np.ndarray, brow_raise: float, jaw_inset: float = 0.0) -> np.ndarray:
+def outline_polygon(landmarks: np.ndarray, brow_raise, jaw_inset: float = 0.0) -> np.ndarray:
     """Jaw 0 -> 16, each point moved ``jaw_inset`` x the face's width (point 0 to 16) toward the
     outline's centre, then the brows 26 -> 17 moved up (from the chin toward the brows' centre and
-    beyond) by ``brow_raise`` x the chin-to-brows distance. ``landmarks``: the 68 points, or at
-    least their first 27 (jaw and brows)."""
+    beyond) by ``brow_raise`` x the chin-to-brows distance: one fraction for every brow point, or ten,
+    one per point 17-26. ``landmarks``: the 68 points, or at least their first 27 (jaw and brows)."""
     pts = np.asarray(landmarks, np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 27:
         raise ValueError("need the 68 landmarks (or at least jaw and brows, points 0-26) as (x, y)")
     brows = pts[BROWS]
-    raised = brows + brow_raise * (brows.mean(0) - pts[CHIN])
+    raised = brows + np.asarray(brow_raise, np.float64)[..., None] * (brows.mean(0) - pts[CHIN])
     jaw = pts[JAW]
     if jaw_inset:
         towards = pts[:27].mean(0) - jaw

@@ -94,6 +94,7 @@ class FaceSecret:
     escrow_box: tuple[int, int, int, int] | None = None   # x0, y0, x1, y1 in the image
     escrow_pixels: np.ndarray | None = None
     landmarks68: list | None = None   # the dense landmarks of the compositor's region (restore composes with the same)
+    brow_raises: list | None = None   # the region's per-brow-point raises, where read from the photo
 
 
 FaceResults = tuple[list[FaceResult], list[FaceSecret]]
@@ -194,6 +195,8 @@ def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMetho
             secret = FaceSecret(index, method.key_params(key), m.tolist(), np.asarray(det.landmarks).tolist())
             if getattr(region, "landmarks68", None) is not None:
                 secret.landmarks68 = region.landmarks68.tolist()
+            if getattr(region, "brow_raises", None) is not None:
+                secret.brow_raises = [float(r) for r in region.brow_raises]
             box = changed_box(mask_roi) if escrow else None
             if box is not None:
                 bx0, by0, bx1, by1 = box
@@ -293,7 +296,7 @@ def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys:
         quality = (float(method.restore_quality(crop, restored, landmarks_in_crop, keys[face["index"]], params))
                    if measure_quality else None)
         region = landmarks_in_crop if method.compositor is None else method.compositor.region_from_record(
-            face.get("landmarks68"), np.asarray(face["landmarks"], np.float64), m, res, method.margin)
+            face.get("landmarks68"), np.asarray(face["landmarks"], np.float64), m, res, method.margin, face.get("brow_raises"))
         restored_roi, mask_roi = _put_back(img, method, roi, m, restored, region, restoring=True)
         _composite_into(img, roi, restored_roi, mask_roi)
         done.append(RestoredFace(face["index"], quality))

@@ -15,6 +15,10 @@ def compositing_params(defaults: CompositingConfig = CompositingConfig(), shapes
               "from the 5 detector landmarks.", choices=shapes),
         Param("brow_raise", float, defaults.brow_raise, "With --shape landmarks: how far above the brows the region reaches, as a "
               "fraction of the brow-to-chin distance (0 = the brow line).", minimum=0.0, maximum=0.6),
+        Param("forehead_raise", float, defaults.forehead_raise, "With --shape landmarks: where the photo shows bare forehead "
+              "skin above a brow point, the region goes on up to this fraction of the brow-to-chin distance, stopping below "
+              "hair, a hat or glasses (read from the photo's colours; kept in the keyfile for restore); at most "
+              "--brow-raise: off.", minimum=0.0, maximum=0.6),
         Param("jaw_inset", float, defaults.jaw_inset, "With --shape landmarks: move the region's jaw line in toward the face's "
               "centre by this fraction of the face's width, so that the photo keeps the face's edge where the method draws "
               "a narrower face.", minimum=0.0, maximum=0.3),

@@ -12,6 +12,7 @@ _FFEM = "Zhu et al., People Taking Photos That Faces Never Share (FFEM)"
 
 CROP_SIZE = 256
 DETAIL_SIGMA = 0.5
+FOREHEAD_RAISE = 0.5   # the forehead's skin lets the original through: protection 0.92-0.94 -> 0.95-0.97 (README)
 """flowrot's --detail-sigma, in its 64 px crop's pixels (about 1/200 of the face's width): the largest
 of 0, 0.1, 0.15, 0.2, 0.25, 0.5 and 1 at which the fake faces of 40 held-out CelebA crops stayed
 protected for at least 95 % by both recognizers (README, flowrot); coarser detail of the photo
@@ -59,7 +60,7 @@ FLOWROT_SPEC = MethodSpec(
               "the flow sees it area-averaged to its 64 px, and its fake face comes back enlarged (bicubic). The photo keeps "
               "its own detail finer than this crop and than --detail-sigma of its pixels (64 = the flow's own crop: the photo "
               "keeps all detail finer than 64 px, which carries identity).", minimum=64, maximum=1024),
-        *compositing_params(CompositingConfig(detail_sigma=DETAIL_SIGMA)),
+        *compositing_params(CompositingConfig(detail_sigma=DETAIL_SIGMA, forehead_raise=FOREHEAD_RAISE)),
         Param("output_latent", bool, False, "Also write each face's encrypted latent Z_enc as an image (FFEM's \"encrypted "
               "latent-variable face\", for users who need no face at all) to OUTPUT/latents/<image>.face<i>.png: the m x 3m "
               "matrix as m x m RGB pixels, 128 + 32·z. `anoncli restore` needs these images (or --escrow)."),
