@@ -176,6 +176,8 @@ def test_outline_raises_the_brows_and_keeps_the_jaw():
     uneven = outline_polygon(pts, per_point)
     np.testing.assert_array_equal(uneven[:-1], raised[:-1])
     assert uneven[-1, 1] < raised[-1, 1] - 10, "brow point 17 (the polygon's last) rises alone"
+    with pytest.raises(ValueError):
+        outline_polygon(pts, np.full(9, 0.25))
 
 
 def test_landmarks_mask_covers_eyes_to_mouth_and_not_the_corners():

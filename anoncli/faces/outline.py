@@ -29,8 +29,11 @@ def outline_polygon(landmarks: np.ndarray, brow_raise, jaw_inset: float = 0.0) -
     pts = np.asarray(landmarks, np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 27:
         raise ValueError("need the 68 landmarks (or at least jaw and brows, points 0-26) as (x, y)")
+    raise_by = np.asarray(brow_raise, np.float64)
+    if raise_by.shape not in ((), (10,)):
+        raise ValueError(f"brow_raise: one fraction or ten (brow points 17-26), not shape {raise_by.shape}")
     brows = pts[BROWS]
-    raised = brows + np.asarray(brow_raise, np.float64)[..., None] * (brows.mean(0) - pts[CHIN])
+    raised = brows + raise_by[..., None] * (brows.mean(0) - pts[CHIN])
     jaw = pts[JAW]
     if jaw_inset:
         towards = pts[:27].mean(0) - jaw
