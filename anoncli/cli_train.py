@@ -225,6 +225,9 @@ def train_glow(
     device: str = DEVICE,
     seed: int = SEED,
     export: Optional[Path] = typer.Option(None, "--export", help="When done (or interrupted), write the weights here as safetensors."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="In a work folder without a checkpoint, start from this earlier "
+                                             "export (the same network and margin): its weights, step count and training time; "
+                                             "Adam's moments start afresh and the learning rate warms up again."),
     card_note: list[str] = CARD_NOTE,
     progress: bool = PROGRESS,
 ):
@@ -237,7 +240,8 @@ def train_glow(
     config = {"resolution": resolution, "levels": levels, "steps": flow_steps, "hidden": hidden, "n_bits": n_bits}
     settings = GlowTrainSettings(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                                  checkpoint_every=checkpoint_every, evaluate_every=evaluate_every, threads=threads,
-                                 seed=seed, device=_device(device), margin=margin, config=config)
+                                 seed=seed, device=_device(device), margin=margin, config=config,
+                                 init_from=str(init_from) if init_from else "")
     try:
         from .models.glow import GlowConfig
 

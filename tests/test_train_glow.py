@@ -79,3 +79,27 @@ def test_the_card_command_leaves_out_the_card_notes():
 
     args = ["--data", "d", "--card-note", "a long paragraph", "--steps", "9", "--card-note=another", "--card-note", "x"]
     assert _without_card_notes(args) == ["--data", "d", "--steps", "9"]
+
+
+def test_init_from_an_export_keeps_weights_steps_history_and_warms_up_again(tmp_path):
+    from dataclasses import replace
+
+    crops = gradient_crop_set()
+    for d in ("a", "b", "c"):
+        (tmp_path / d).mkdir()
+    first = GlowTrainer(crops, _settings(3), tmp_path / "a", log=lambda m: None)
+    first.run(progress=False)
+    first.export(tmp_path / "a.safetensors", {"machine": "cpu", "command": "first"})
+    second = GlowTrainer(crops, replace(_settings(5), init_from=str(tmp_path / "a.safetensors")), tmp_path / "b", log=lambda m: None)
+    assert second.step == 3 and second.warmup_from == 3
+    assert second.history == [{"steps": 3, "batch_size": 4, "train_seconds": round(first.elapsed), "machine": "cpu",
+                                "command": "first"}]
+    torch.testing.assert_close(_flat(second), _flat(first))
+    second.train_step()
+    assert second.opt.param_groups[0]["lr"] == pytest.approx(second.settings.lr / 2), "fresh Adam moments: the warm-up starts over"
+    second.run(progress=False)
+    resumed = GlowTrainer(crops, replace(_settings(5), init_from=str(tmp_path / "a.safetensors")), tmp_path / "b", log=lambda m: None)
+    assert resumed.step == 5 and resumed.warmup_from == 3 and resumed.history == second.history
+    with pytest.raises(ValueError, match="another network"):
+        GlowTrainer(crops, replace(_settings(5), init_from=str(tmp_path / "a.safetensors"), margin=0.3), tmp_path / "c",
+                    log=lambda m: None)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..io.atomic import write_atomic
 from .glow import save_grid
+from .lineage import continued_from
 from .loop import atomic_torch_save, load_checkpoint
 from .training_faces import ResidentFaces
 
@@ -110,13 +111,7 @@ class DiffAETrainer:
             raise ValueError(f"{path} was trained with another network or margin than this run asks for")
         self.model.load_state_dict(exported.model.state_dict())
         self.ema.load_state_dict(exported.model.state_dict())
-        card = exported.card
-        self.step, self.elapsed = int(card.get("steps", 0)), float(card.get("train_seconds", 0.0))
-        earlier = sum(run["steps"] for run in card.get("history", []))
-        self.history = card.get("history", []) + [{
-            "steps": self.step - earlier, "batch_size": card.get("settings", {}).get("batch_size"),
-            "train_seconds": round(self.elapsed - sum(run["train_seconds"] for run in card.get("history", []))),
-            "machine": card.get("machine"), "command": card.get("command")}]
+        self.step, self.elapsed, self.history = continued_from(exported.card)
         self.log(f"started from {path} (step {self.step})")
 
     def _faces(self, indices: np.ndarray, flips: np.ndarray | None = None):

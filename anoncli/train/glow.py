@@ -21,6 +21,7 @@ import numpy as np
 
 from ..flow.model import FORMAT
 from ..io.atomic import write_atomic
+from .lineage import continued_from
 from .loop import atomic_torch_save, load_checkpoint
 from .training_faces import ResidentFaces
 
@@ -42,6 +43,7 @@ class GlowTrainSettings:
     device: str = "cpu"
     margin: float = 0.2                            # of the aligned crops (anoncli.faces.align)
     config: dict = field(default_factory=dict)    # GlowConfig overrides
+    init_from: str = ""                           # an earlier export to start a new work folder from
 
     def shape_key(self) -> dict:
         return {"config": self.config, "margin": self.margin}
@@ -67,16 +69,35 @@ class GlowTrainer:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
         self.rng = np.random.default_rng(settings.seed)
         self.step, self.elapsed = 0, 0.0
+        self.history: list[dict] = []   # the runs an --init-from export came from, oldest first
+        self.warmup_from = 0            # the step this work folder's learning-rate warm-up counts from
         state = load_checkpoint(work / CHECKPOINT, settings.shape_key(), self.device)
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["opt"])
             self.step, self.elapsed = state["step"], state["elapsed"]
+            self.history, self.warmup_from = state.get("history", []), state.get("warmup_from", 0)
             self.rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"].cpu())   # map_location moved it to the device
             log(f"resumed at step {self.step}")
+        elif settings.init_from:
+            self._init_from_export(Path(settings.init_from))
         else:
             self._initialize_actnorm()
+
+    def _init_from_export(self, path: Path) -> None:
+        """Start from an earlier export: its weights (actnorm already initialised), step count and training
+        time, so that the card counts every step; Adam's moments start afresh, so the learning rate warms up
+        again from this step."""
+        from ..flow.model import read_flow_file
+
+        exported = read_flow_file(path)
+        if exported.config != self.config.to_dict() or exported.margin != self.settings.margin:
+            raise ValueError(f"{path} was trained with another network or margin than this run asks for")
+        self.model.load_state_dict({k: v.to(self.device) for k, v in exported.tensors.items()}, strict=True)
+        self.step, self.elapsed, self.history = continued_from(exported.card)
+        self.warmup_from = self.step
+        self.log(f"started from {path} (step {self.step})")
 
     def _images(self, indices: np.ndarray, flips: np.ndarray | None = None):
         return self.faces.batch(indices, flips)
@@ -90,7 +111,8 @@ class GlowTrainer:
     def save_checkpoint(self) -> None:
         atomic_torch_save({"shape_key": self.settings.shape_key(), "settings": asdict(self.settings), "step": self.step,
                            "elapsed": self.elapsed, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                           "rng": self.rng.bit_generator.state, "torch_rng": self.torch.get_rng_state()},
+                           "rng": self.rng.bit_generator.state, "torch_rng": self.torch.get_rng_state(),
+                           "history": self.history, "warmup_from": self.warmup_from},
                           self.work / CHECKPOINT)
 
     def train_step(self) -> dict:
@@ -98,7 +120,7 @@ class GlowTrainer:
         idx = self.rng.choice(self.train_idx, s.batch_size)
         x = self.model.preprocess(self._images(idx, self.rng.random(s.batch_size) < 0.5))
         for group in self.opt.param_groups:
-            group["lr"] = s.lr * min(1.0, (self.step + 1) / max(1, s.warmup_steps))
+            group["lr"] = s.lr * min(1.0, (self.step - self.warmup_from + 1) / max(1, s.warmup_steps))
         self.model.train()
         loss = self.model.bits_per_dim(x).mean()
         self.opt.zero_grad(set_to_none=True)
@@ -124,7 +146,7 @@ class GlowTrainer:
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         meta = {"format": FORMAT, "config": json.dumps(self.config.to_dict()), "margin": repr(float(self.settings.margin)),
                 "card": json.dumps({**card, "steps": self.step, "train_seconds": round(self.elapsed),
-                                    "settings": asdict(self.settings)})}
+                                    "settings": asdict(self.settings), "history": self.history})}
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, save(tensors, metadata=meta))
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from ..io.atomic import write_atomic
+from .lineage import run_lines
 
 
 def _with_licence_and_notes(lines: list[str], card: dict) -> str:
@@ -78,9 +79,10 @@ def glow_model_card(weights: Path, card: dict, sha256: str, size_bytes: int, sam
         "invertible 1x1 convolutions, affine couplings and learned priors, trained by bits per dimension.",
         "",
         *_file_network_and_aligned_data(weights, card, sha256, size_bytes),
-        f"- steps: {card.get('steps')} at batch {s.get('batch_size')}, Adam lr {s.get('lr')} after {s.get('warmup_steps')} "
-        f"warm-up steps, {card.get('train_seconds', 0) / 3600:.2f} h of training on {card.get('machine', 'this machine')}",
-        f"- command: `{card.get('command', '')}` (run again with the same --work folder to resume)",
+        f"- training: Adam lr {s.get('lr')} after {s.get('warmup_steps')} warm-up steps (again after an --init-from), "
+        f"gradient norm clipped to {s.get('max_grad_norm')}; {card.get('steps')} steps in all, "
+        f"{card.get('train_seconds', 0) / 3600:.2f} h:",
+        *run_lines(card, s),
         "",
         f"## Held-out measurement ({ev.get('faces')} faces)",
         "",
@@ -128,8 +130,6 @@ def student_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) 
 def diffae_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> str:
     ev = card.get("held_out_eval", {})
     s = card.get("settings", {})
-    history = card.get("history", [])
-    earlier = sum(run["steps"] for run in history)
     lines = [
         f"# {weights.name}",
         "",
@@ -142,10 +142,7 @@ def diffae_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -
         f"{s.get('loss_weighting', 'simple')}, forward pass in {s.get('precision', 'float32')}); Adam lr {s.get('lr')}, gradient norm clipped "
         f"to {s.get('max_grad_norm')}, EMA decay {s.get('ema_decay')} (the exported weights); {card.get('steps')} steps in all, "
         f"{card.get('train_seconds', 0) / 3600:.2f} h:",
-    ] + [f"  - {run['steps']} steps at batch {run['batch_size']} in {run['train_seconds'] / 3600:.2f} h on {run['machine']}: "
-         f"`{run['command']}`" for run in history] + [
-        f"  - {card.get('steps', 0) - earlier} steps at batch {s.get('batch_size')} on {card.get('machine', 'this machine')}: "
-        f"`{card.get('command', '')}` (run again with the same --work folder to resume)",
+        *run_lines(card, s),
         *([f"- code prior (in the file, `code_prior.*`, float32): a Gaussian over z̄ fitted to the codes of "
            f"{card['code_prior']['faces']} training faces, its covariance shrunk by {card['code_prior']['shrinkage']} toward "
            "its diagonal's mean; `--method diffusion` draws its fake set's codes from it (thesis §6.5.2 trains a latent "
