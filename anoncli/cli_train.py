@@ -228,6 +228,10 @@ def train_glow(
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="In a work folder without a checkpoint, start from this earlier "
                                              "export (the same network and margin): its weights, step count and training time; "
                                              "Adam's moments start afresh and the learning rate warms up again."),
+    precision: str = typer.Option("float32", "--precision", help="float32, or bfloat16: the coupling networks' convolutions "
+                                  "under bfloat16 autocast (the flow's transforms, log-determinants, weights, optimiser and "
+                                  "held-out evaluation stay float32; on 2 CPU cores with bfloat16 instructions a step takes "
+                                  "0.55 of the time, README)."),
     card_note: list[str] = CARD_NOTE,
     progress: bool = PROGRESS,
 ):
@@ -241,10 +245,13 @@ def train_glow(
     settings = GlowTrainSettings(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                                  checkpoint_every=checkpoint_every, evaluate_every=evaluate_every, threads=threads,
                                  seed=seed, device=_device(device), margin=margin, config=config,
-                                 init_from=str(init_from) if init_from else "")
+                                 init_from=str(init_from) if init_from else "", precision=precision)
     try:
         from .models.glow import GlowConfig
+        from .train.loop import PRECISIONS
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         GlowConfig(**config).check()
         crops = prepare(list(data), work / "data", 128, settings.margin, progress)
         trainer = GlowTrainer(crops, settings, work, log=lambda m: console.print(m))
@@ -369,7 +376,7 @@ def train_diffae(
                                    prior_shrinkage=prior_shrinkage)
     try:
         from .diffusion.ddim import DEFAULT_TRAINING_STEPS, LOSS_WEIGHTINGS, ddim_timesteps
-        from .train.diffae import PRECISIONS
+        from .train.loop import PRECISIONS
 
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"--loss-weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {loss_weighting!r}")

@@ -103,3 +103,15 @@ def test_init_from_an_export_keeps_weights_steps_history_and_warms_up_again(tmp_
     with pytest.raises(ValueError, match="another network"):
         GlowTrainer(crops, replace(_settings(5), init_from=str(tmp_path / "a.safetensors"), margin=0.3), tmp_path / "c",
                     log=lambda m: None)
+
+
+def test_bfloat16_couplings_train_and_evaluate_in_float32(tmp_path):
+    crops = gradient_crop_set()
+    settings = GlowTrainSettings(steps=4, batch_size=4, warmup_steps=2, checkpoint_every=2, evaluate_every=20, threads=1,
+                                 config=TINY, precision="bfloat16")
+    trainer = GlowTrainer(crops, settings, tmp_path, log=lambda m: None)
+    before = _flat(trainer).clone()
+    trainer.run(progress=False)
+    assert not torch.equal(_flat(trainer), before)
+    assert all(m.net_dtype is None for m in trainer.model.modules() if hasattr(m, "net_dtype"))
+    assert trainer.evaluate()["round_trip_max_abs"] < 1e-4

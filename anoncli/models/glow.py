@@ -19,6 +19,7 @@ training is in ``anoncli.train``.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -149,9 +150,15 @@ class AffineCoupling(nn.Module):
             nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
             ZeroConv2d(hidden, channels),
         )
+        self.net_dtype: torch.dtype | None = None   # Glow.coupling_precision
 
     def _shift_scale(self, x_a):
-        h = self.net(x_a)
+        if self.net_dtype is None:
+            h = self.net(x_a)
+        else:
+            with torch.autocast(x_a.device.type, dtype=self.net_dtype):
+                h = self.net(x_a)
+            h = h.to(x_a.dtype)
         shift, raw = h[:, 0::2], h[:, 1::2]
         return shift, torch.sigmoid(raw + 2.0)
 
@@ -211,6 +218,21 @@ class Glow(nn.Module):
             if isinstance(module, InvConv2dLU):
                 module.freeze()
         return self
+
+    @contextmanager
+    def coupling_precision(self, dtype: torch.dtype | None):
+        """Within the block, the coupling networks (nearly all of the flow's multiply-adds) compute
+        under autocast to ``dtype``; their outputs, every transform and log-determinant, and the
+        weights stay in the input's precision. None: no autocast."""
+        couplings = [m for m in self.modules() if isinstance(m, AffineCoupling)]
+        before = [c.net_dtype for c in couplings]
+        for c in couplings:
+            c.net_dtype = dtype
+        try:
+            yield self
+        finally:
+            for c, d in zip(couplings, before):
+                c.net_dtype = d
 
     def latent_shapes(self) -> list[tuple[int, int, int]]:
         shapes, c, size = [], 3, self.config.resolution

@@ -29,7 +29,6 @@ from .loop import atomic_torch_save, load_checkpoint
 from .training_faces import ResidentFaces
 
 CHECKPOINT = "diffae-checkpoint.pt"
-PRECISIONS = ("float32", "bfloat16")
 LOG = "diffae-train-log.jsonl"
 
 

@@ -44,6 +44,7 @@ class GlowTrainSettings:
     margin: float = 0.2                            # of the aligned crops (anoncli.faces.align)
     config: dict = field(default_factory=dict)    # GlowConfig overrides
     init_from: str = ""                           # an earlier export to start a new work folder from
+    precision: str = "float32"                    # bfloat16: the coupling networks under autocast (Glow.coupling_precision)
 
     def shape_key(self) -> dict:
         return {"config": self.config, "margin": self.margin}
@@ -122,7 +123,8 @@ class GlowTrainer:
         for group in self.opt.param_groups:
             group["lr"] = s.lr * min(1.0, (self.step - self.warmup_from + 1) / max(1, s.warmup_steps))
         self.model.train()
-        loss = self.model.bits_per_dim(x).mean()
+        with self.model.coupling_precision(self.torch.bfloat16 if s.precision == "bfloat16" else None):
+            loss = self.model.bits_per_dim(x).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)

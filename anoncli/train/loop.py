@@ -16,6 +16,8 @@ from pathlib import Path
 
 from ..io.atomic import write_atomic
 
+PRECISIONS = ("float32", "bfloat16")   # a trainer's --precision: its forward pass (or part of it) under bfloat16 autocast
+
 
 def atomic_torch_save(obj, path: Path) -> None:
     import torch
