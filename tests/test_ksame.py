@@ -448,7 +448,7 @@ def test_ksame_m_on_celeba_crops_every_group_is_one_sharp_face_of_k_identities(t
     faces = _faces(out)
     assert len(faces) == 27
     labels = read_labels(CROPS / "labels.csv")
-    # ksame-m works on 256 px crops and is composited into each face's own 68-point region (located
+    # ksame-m works on its --resolution crops and is composited into each face's own 68-point region (located
     # in the original photo), fully replaced from --blend-width (0.1) x the face's width inside its edge
     import cv2
     from PIL import Image
@@ -459,15 +459,16 @@ def test_ksame_m_on_celeba_crops_every_group_is_one_sharp_face_of_k_identities(t
 
     params = get_method_spec("ksame-m").resolve_params({"k": 3})
     compositor = Compositor(config_from_params(params))
+    res = params["resolution"]
 
     def replaced(rel, face):
-        """Where the face's crop (256 px) shows the group face alone."""
+        """Where the face's crop shows the group face alone."""
         photo = np.asarray(Image.open(src / rel).convert("RGB"))
         whole = (0, 0, photo.shape[1], photo.shape[0])
-        region = compositor.locate(photo, whole, np.asarray(face["landmarks"]), np.asarray(face["warp"]), 256, 0.0)
+        region = compositor.locate(photo, whole, np.asarray(face["landmarks"]), np.asarray(face["warp"]), res, 0.0)
         hard = region.hard_mask(whole)
         interior = (cv2.distanceTransform(hard, cv2.DIST_L2, 3) > 1.2 * params["blend_width"] * region.width).astype(np.float32)
-        return cv2.warpAffine(interior, np.asarray(face["warp"], np.float64), (256, 256), flags=cv2.INTER_NEAREST) > 0.5
+        return cv2.warpAffine(interior, np.asarray(face["warp"], np.float64), (res, res), flags=cv2.INTER_NEAREST) > 0.5
 
     groups: dict[int, list] = {}
     for rel, face in faces:
@@ -479,15 +480,15 @@ def test_ksame_m_on_celeba_crops_every_group_is_one_sharp_face_of_k_identities(t
         assert len(set(people)) >= 3
         assert max(people.count(p) for p in people) * 3 <= len(people), "no person above 1/k of the group's faces"
         assert members[0][1]["guarantee"]["largest_unit_faces"] == max(people.count(p) for p in people)
-        crops = [_aligned(out / rel, face["warp"], 256) for rel, face in members]
+        crops = [_aligned(out / rel, face["warp"], res) for rel, face in members]
         interiors = [replaced(rel, face) for rel, face in members]
         for c, interior in zip(crops, interiors):
             both = interior & interiors[0]
             assert both.mean() > 0.04
             assert np.nanmean(np.abs(c - crops[0])[both]) < 4.0, "one face per group (up to JPEG)"
-    originals = {rel: _aligned(src / rel, face["warp"], 256) for rel, face in faces}
+    originals = {rel: _aligned(src / rel, face["warp"], res) for rel, face in faces}
     rel, face = faces[0]
-    anon = _aligned(out / rel, face["warp"], 256)
+    anon = _aligned(out / rel, face["warp"], res)
     inside = replaced(rel, face)
     assert np.nanmean(np.abs(anon[inside] - originals[rel][inside])) > 8.0, "the face was replaced"
     run = json.loads((out / "run.json").read_text())
