@@ -106,10 +106,18 @@ def test_init_from_an_export_keeps_weights_steps_history_and_warms_up_again(tmp_
 
 
 def test_bfloat16_couplings_train_and_evaluate_in_float32(tmp_path):
+    """The same first steps in both precisions (the couplings' last layers start at zero, so the third
+    step's loss is the first that their outputs reach): close, not equal, since the couplings did run in
+    bfloat16; afterwards the model computes in float32 again and still inverts exactly."""
     crops = gradient_crop_set()
-    settings = GlowTrainSettings(steps=4, batch_size=4, warmup_steps=2, checkpoint_every=2, evaluate_every=20, threads=1,
-                                 config=TINY, precision="bfloat16")
-    trainer = GlowTrainer(crops, settings, tmp_path, log=lambda m: None)
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        settings = GlowTrainSettings(steps=4, batch_size=4, warmup_steps=2, checkpoint_every=2, evaluate_every=20,
+                                     threads=1, config=TINY, precision=precision)
+        trainer = GlowTrainer(crops, settings, tmp_path / precision, log=lambda m: None)
+        losses[precision] = [trainer.train_step()["bpd"] for _ in range(3)][-1]
+    assert losses["bfloat16"] != losses["float32"]
+    assert abs(losses["bfloat16"] - losses["float32"]) < 0.01 * losses["float32"]
     before = _flat(trainer).clone()
     trainer.run(progress=False)
     assert not torch.equal(_flat(trainer), before)
