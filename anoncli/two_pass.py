@@ -24,7 +24,7 @@ from .config import RunConfig
 from .io.atomic import write_atomic
 from .io.face_store import FaceStore
 from .io.labels import LabelsError, LabelTable, read_labels
-from .methods.base import FaceMethod
+from .methods.base import FaceMethod, PlanRefused
 from .pipeline import Placement
 from .records import ImageRecord
 
@@ -33,6 +33,12 @@ FIT_DIR = "fit"   # a method's own resumable work while it plans (per plan diges
 PLAN_ARRAYS = "plan.npy"
 PLAN_RECORD = "plan.json"
 PLAN_FORMAT = 2   # the saved plan's layout (2: the method's own record under "plan"); older plans are refitted
+
+
+def _remove_original_faces(store: FaceStore, state: Path) -> None:
+    """The first pass's cache and a method's planning work: both hold the original faces."""
+    shutil.rmtree(store.root, ignore_errors=True)
+    shutil.rmtree(state / FIT_DIR, ignore_errors=True)
 
 
 class PlanError(ValueError):
@@ -174,7 +180,7 @@ def build_plan(rows, store: FaceStore, config: RunConfig, state: Path, inputs: l
         work.mkdir(mode=0o700, parents=True, exist_ok=True)
         (state / FIT_DIR).chmod(0o700)
         plan, summary = method.fit(rows, store.crops(), labels_info, log, progress, work)
-    except LandmarksUnavailable as e:
+    except (LandmarksUnavailable, PlanRefused) as e:
         raise PlanError(str(e)) from None
     summary = {"digest": digest, **summary, "reused": False}
     _save_plan(state, digest, plan, summary, inputs)
@@ -266,6 +272,10 @@ def run_two_passes(items, records: dict[str, ImageRecord], config: RunConfig, st
         aligned = [i for i in items if i.rel in current]
         plan, summary = build_plan(face_rows(aligned, current), store, config, state, [i.rel for i in aligned], labels_info, log,
                                    method, progress)
+    except PlanError:
+        store.close()
+        _remove_original_faces(store, state)   # a refused plan is run again with other flags, which start afresh
+        raise
     finally:
         store.close()
     redone = [rel for rel, rec in records.items()
@@ -295,8 +305,7 @@ def run_two_passes(items, records: dict[str, ImageRecord], config: RunConfig, st
             bar.close()
     pass1_info = {"aligned_now": pass1.aligned_now, "cached": pass1.cached}
     if all(i.rel in records and records[i.rel].done for i in items):
-        shutil.rmtree(store.root, ignore_errors=True)  # it holds the original faces; the run no longer needs them
-        shutil.rmtree(state / FIT_DIR, ignore_errors=True)   # so does a method's planning work
+        _remove_original_faces(store, state)
         pass1_info["cache"] = "removed: every image is done"
     else:
         pass1_info["cache"] = (f"kept in {store.root} until every image is done: it holds the ORIGINAL aligned faces, "

@@ -426,6 +426,44 @@ def test_ksame_m_refuses_a_dataset_under_k():
     assert "holds 2 identities (< k=3)" in plan.excluded[("0.jpg", 0)]
 
 
+def test_ksame_m_refuses_a_plan_larger_than_the_memory_available(monkeypatch):
+    """Before any texture is built: the plan's estimated bytes against what the kernel has available,
+    with the flag that lowers them; no estimate where the available memory is unknown."""
+    from anoncli.methods import ksame_m
+
+    with pytest.raises(ValueError, match=r"--resolution 256 .*a quarter"):
+        ksame_m.check_plan_memory(10_000, 512, available=8 * 2**30)   # 10,000 faces at 512 px: about 18 GiB
+    ksame_m.check_plan_memory(1_000, 512, available=8 * 2**30)
+    ksame_m.check_plan_memory(10_000, 512, available=None)
+    crops, shapes, units = _model_faces(n_people=4, per_person=2)
+    refs = [FaceRef(f"{i}.jpg", 0, i, u) for i, u in enumerate(units)]
+    monkeypatch.setattr(ksame_m, "available_memory", lambda: 1024)
+    with pytest.raises(ValueError, match="needs about"):
+        plan_ksame_m(refs, crops, shapes, k=3, unit_kind="identities")
+
+
+def test_a_refused_plan_exits_with_its_reason_and_leaves_no_original_face(monkeypatch, tmp_path):
+    """Through the CLI (in process, the memory check made to refuse): exit 2, the reason and the flag on
+    one line, and the first pass's cache of original faces removed with the planning work."""
+    pytest.importorskip("dlib")
+    from typer.testing import CliRunner
+
+    from anoncli import cli
+    from anoncli.methods import ksame_m
+
+    src = _celeba_subset(tmp_path, identities=3, per_identity=2)
+    out = tmp_path / "out"
+    monkeypatch.setenv("ANONCLI_PASSPHRASE", "test passphrase")
+    monkeypatch.setattr(ksame_m, "available_memory", lambda: 1024)
+    result = CliRunner().invoke(cli.app, ["anonymize", str(src), "-o", str(out), "--method", "ksame-m", "--k", "3",
+                                          "--identity-column", "none", "-q", "-j", "1"])
+    assert result.exit_code == 2, result.output
+    assert "needs about" in result.output and "--resolution 256" in result.output
+    assert "Traceback" not in result.output
+    assert not (out / ".anoncli" / "pass1").exists() and not (out / ".anoncli" / "fit").exists()
+    assert not [p for p in out.rglob("*") if p.suffix.lower() in (".jpg", ".png", ".bin", ".npy")]
+
+
 def test_ksame_m_without_dlib_names_the_install_command(monkeypatch):
     import importlib.util
 

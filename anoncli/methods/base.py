@@ -167,6 +167,10 @@ class FaceRequest:
     ``Compositor``; otherwise None."""
 
 
+class PlanRefused(ValueError):
+    """A dataset-level method cannot plan this dataset as asked; the message names what would let it."""
+
+
 class FaceMethod:
     """A method that replaces the aligned face crop.
 
