@@ -106,7 +106,7 @@ def library_versions() -> dict[str, str]:
 
 def _prepare_state(state: Path, config: RunConfig, overwrite: bool, keys: KeyOptions | None) -> tuple[RunJournal, str]:
     """The journal and run id of this output folder's run; a clash with the earlier run
-    (configuration, keyfile settings) is a ``RunError`` unless ``overwrite``."""
+    (configuration, keyfile settings) is a ``RunError`` unless ``overwrite`` or that run wrote nothing."""
     state.mkdir(parents=True, exist_ok=True)
     journal = RunJournal(state / "journal.jsonl")
     config_path = state / "config.json"
@@ -118,7 +118,8 @@ def _prepare_state(state: Path, config: RunConfig, overwrite: bool, keys: KeyOpt
             previous = {}
     key_info = keys.describe() if keys else None
     same_config = bool(previous) and previous.get("hash") == config.hash
-    if previous and not same_config and not overwrite:
+    wrote_nothing = not journal.load() and not (state.parent / "manifest.csv").exists()   # e.g. its plan was refused
+    if previous and not same_config and not overwrite and not wrote_nothing:
         diff = config.differences(previous.get("config", {}))
         raise RunError("this output folder holds a run with a different configuration ("
                        + "; ".join(diff[:6]) + "). Re-run with --overwrite to replace it, "

@@ -444,7 +444,8 @@ def test_ksame_m_refuses_a_plan_larger_than_the_memory_available(monkeypatch):
 
 def test_a_refused_plan_exits_with_its_reason_and_leaves_no_original_face(monkeypatch, tmp_path):
     """Through the CLI (in process, the memory check made to refuse): exit 2, the reason and the flag on
-    one line, and the first pass's cache of original faces removed with the planning work."""
+    one line, and the first pass's cache of original faces removed with the planning work; the same
+    folder then takes the run with other flags without --overwrite, since nothing was written."""
     pytest.importorskip("dlib")
     from typer.testing import CliRunner
 
@@ -462,6 +463,11 @@ def test_a_refused_plan_exits_with_its_reason_and_leaves_no_original_face(monkey
     assert "Traceback" not in result.output
     assert not (out / ".anoncli" / "pass1").exists() and not (out / ".anoncli" / "fit").exists()
     assert not [p for p in out.rglob("*") if p.suffix.lower() in (".jpg", ".png", ".bin", ".npy")]
+    monkeypatch.setattr(ksame_m, "available_memory", lambda: None)
+    again = CliRunner().invoke(cli.app, ["anonymize", str(src), "-o", str(out), "--method", "ksame-m", "--k", "3",
+                                         "--identity-column", "none", "--resolution", "128", "-q", "-j", "1"])
+    assert again.exit_code == 0, again.output   # the refused run wrote nothing: other flags need no --overwrite
+    assert len(list(out.glob("*.jpg"))) == 6
 
 
 def test_ksame_m_without_dlib_names_the_install_command(monkeypatch):
