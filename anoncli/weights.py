@@ -149,7 +149,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             name="glow-celeba-utk-64",
             filename="glow_celeba_utk_64.safetensors",
             url="weights/glow_celeba_utk_64.md (trained by this project; no download)",
-            sha256="0535b9e7b5ec0c2f21b496003e968f1d3eff7f324a32856492abee87672d2c7d",
+            sha256="c108f35b336f4a2920ab44805b7f26db526735a830d4d8db6e71f83f6c668c3e",
             licence="MIT (code); trained on CelebA and UTKFace, whose terms allow non-commercial research only",
             what="flowrot's flow (FFEM, seed 001): Glow on 64 px aligned faces; model card next to the file",
             train_command="anoncli train glow --data ../shared/data/celeba-crops --data ../shared/data/utkface "
@@ -184,7 +184,8 @@ REGISTRY: dict[str, WeightsEntry] = {
             url="weights/flow_student_celeba_utk_64.md (trained by this project; no download)",
             sha256="6081b296053e31b301ec0e96d36f95b4c6409ca4f9536bc407c703ffddf2889b",
             licence="MIT (code); distilled from the Glow above on CelebA and UTKFace, whose terms allow non-commercial research only",
-            what="flowrot --model student (seed 000, MCKD): tiny CNN encoder and decoder distilled from glow-celeba-utk-64",
+            what="flowrot --model student (seed 000, MCKD): tiny CNN encoder and decoder distilled from glow-celeba-utk-64 "
+                 "as it was at 3,273 steps (sha256 0535b9e7…; not yet distilled again from the current flow)",
             train_command="anoncli train student --data ../shared/data/celeba-crops --data ../shared/data/utkface "
                           "--work ~/student-work --export weights/flow_student_celeba_utk_64.safetensors",
         ),

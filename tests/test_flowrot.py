@@ -38,10 +38,33 @@ def _key(i):
     return FaceKey(f"face{i}", bytes([i]) * 32)
 
 
+PLAIN = {"crosshatch_sigma": 0.0, "sharpen": 0.0}   # the fake face as the flow decodes it (enlarged, bicubic)
+
+
 @pytest.fixture(scope="module")
 def method():
+    """Defaults, less the enlargement's crosshatch removal and sharpening, so that re-encoding the fake
+    face (FFEM's model-only restore) sees the flow's own decode."""
     spec = get_method_spec("flowrot")
-    return FlowRotation(flow=_flow(), **spec.resolve_params({}))
+    return FlowRotation(flow=_flow(), **spec.resolve_params(PLAIN))
+
+
+def test_the_default_fake_face_is_the_decode_without_crosshatch_sharpened_and_its_latent_image_restores_exactly():
+    from anoncli.flow.enlarge import enlarge_fake
+    from anoncli.methods.flow_specs import CROSSHATCH_SIGMA, SHARPEN, SHARPEN_SIGMA
+
+    flow = _flow()
+    spec = get_method_spec("flowrot")
+    default = FlowRotation(flow=flow, **spec.resolve_params({"output_latent": "true"}))
+    plain = FlowRotation(flow=flow, **spec.resolve_params({**PLAIN, "output_latent": "true"}))
+    face = _faces(1)[0]
+    out, plain_out = default.anonymize_face(face, None, _key(1)), plain.anonymize_face(face, None, _key(1))
+    decode = plain._decode(encrypt_latent(flow.encode(plain._to_flow(face)), plain._rotation(_key(1)), 0))
+    np.testing.assert_allclose(out.crop, enlarge_fake(decode, R, CROSSHATCH_SIGMA, SHARPEN, SHARPEN_SIGMA), atol=1e-3)
+    assert np.abs(out.crop - plain_out.crop).mean() > 0.5
+    restored = default.restore_crop(out.crop, None, _key(1), {"side_images": out.side_images})
+    np.testing.assert_allclose(restored, plain.restore_crop(plain_out.crop, None, _key(1), {"side_images": plain_out.side_images}))
+    assert np.abs(restored - face).mean() < 1.0
 
 
 def test_rotation_is_orthogonal_per_face_and_the_latent_round_trips():
@@ -122,7 +145,7 @@ def test_output_latent_writes_one_png_per_face_beside_the_output(method, tmp_pat
     face = _faces(1)[0]
     fake, none = _crop_and_side(method.anonymize_face(face, None, _key(1)))
     assert none == {}
-    with_latent = FlowRotation(flow=method.flow, **get_method_spec("flowrot").resolve_params({"output_latent": "true"}))
+    with_latent = FlowRotation(flow=method.flow, **get_method_spec("flowrot").resolve_params({**PLAIN, "output_latent": "true"}))
     same_fake, side = _crop_and_side(with_latent.anonymize_face(face, None, _key(1)))
     np.testing.assert_array_equal(same_fake, fake)
     assert list(side) == ["latent"] and side["latent"].shape == (R, R, 3)

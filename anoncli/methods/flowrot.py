@@ -119,7 +119,8 @@ class FlowRotation(FaceMethod):
 
     @staticmethod
     def _from_flow(crop: np.ndarray, size: int) -> np.ndarray:
-        """The flow's output enlarged to the working crop's ``size`` (bicubic, on ``_to_flow``'s grid)."""
+        """The flow's output enlarged to the working crop's ``size`` (bicubic, on ``_to_flow``'s grid): the
+        restored face, which the fake face's crosshatch removal and sharpening must not alter."""
         import cv2
 
         crop = np.asarray(crop, np.float32)
@@ -142,7 +143,11 @@ class FlowRotation(FaceMethod):
     def anonymize_face(self, crop, landmarks_in_crop, key=None):
         encrypted = encrypt_latent(self.flow.encode(self._to_flow(crop)), self._rotation(key), self.keep_levels)
         side = {"latent": latent_image(encrypted, self.flow.resolution)} if self.params["output_latent"] else {}
-        return AnonymizedFace(self._from_flow(self._decode(encrypted), np.shape(crop)[0]), side)
+        from ..flow.enlarge import enlarge_fake
+
+        fake = enlarge_fake(self._decode(encrypted), np.shape(crop)[0], self.params.get("crosshatch_sigma", 0.0),
+                            self.params.get("sharpen", 0.0), self.params.get("sharpen_sigma", 1.0))
+        return AnonymizedFace(fake, side)
 
     restore_quality_measure = ("PSNR in dB of the flow's own encode-decode round trip on the restored face, inside the blend "
                                "mask (higher is better); it cannot see detail lost before, so it reads above the restore's "
