@@ -157,6 +157,17 @@ REGISTRY: dict[str, WeightsEntry] = {
                           "--export weights/glow_celeba_utk_64.safetensors",
         ),
         WeightsEntry(
+            name="glow-celeba-utk-64-3273",
+            filename="glow_celeba_utk_64_3273.safetensors",
+            url="weights/glow_celeba_utk_64_3273.md (trained by this project; no download)",
+            sha256="0535b9e7b5ec0c2f21b496003e968f1d3eff7f324a32856492abee87672d2c7d",
+            licence="MIT (code); trained on CelebA and UTKFace, whose terms allow non-commercial research only",
+            what="the same Glow at 3,273 steps (flowrot's until 2026-12-05): fsap's and dpimage's `glow` backbone and the student's teacher; model card next to the file",
+            train_command="anoncli train glow --data ../shared/data/celeba-crops --data ../shared/data/utkface "
+                          "--work ~/glow-work --resolution 64 --levels 4 --flow-steps 8 --hidden 128 "
+                          "--steps 3273 --export weights/glow_celeba_utk_64_3273.safetensors",
+        ),
+        WeightsEntry(
             name="diffae-celeba-utk-64",
             filename="diffae_celeba_utk_64.safetensors",
             url="weights/diffae_celeba_utk_64.md (trained by this project; no download)",
@@ -184,8 +195,8 @@ REGISTRY: dict[str, WeightsEntry] = {
             url="weights/flow_student_celeba_utk_64.md (trained by this project; no download)",
             sha256="6081b296053e31b301ec0e96d36f95b4c6409ca4f9536bc407c703ffddf2889b",
             licence="MIT (code); distilled from the Glow above on CelebA and UTKFace, whose terms allow non-commercial research only",
-            what="flowrot --model student (seed 000, MCKD): tiny CNN encoder and decoder distilled from glow-celeba-utk-64 "
-                 "as it was at 3,273 steps (sha256 0535b9e7…; not yet distilled again from the current flow)",
+            what="flowrot --model student (seed 000, MCKD): tiny CNN encoder and decoder distilled from glow-celeba-utk-64-3273 "
+                 "(the flow at 3,273 steps; not yet distilled again from flowrot's current flow)",
             train_command="anoncli train student --data ../shared/data/celeba-crops --data ../shared/data/utkface "
                           "--work ~/student-work --export weights/flow_student_celeba_utk_64.safetensors",
         ),

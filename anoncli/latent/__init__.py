@@ -68,11 +68,12 @@ def _register(spec: BackboneSpec) -> None:
 
 _register(BackboneSpec(
     name="glow",
-    summary="the project's Glow (weights/glow_celeba_utk_64): every level's ε with the learned prior divided out, "
+    summary="the project's Glow at 3,273 steps (weights/glow_celeba_utk_64_3273; flowrot's flow has since trained on, and "
+            "on it FSAP needs more iterations: README, FSAP): every level's ε with the learned prior divided out, "
             "concatenated; an invertible flow, so f_E(f_D(z)) = z to float precision; offline, the default",
     citation="Kingma & Dhariwal, Glow, NeurIPS 2018; trained here (`anoncli train glow`, model card beside the weights)",
     resolution=64, latent_shape=(64 * 64 * 3,), clip=3.0, exact_inverse=True,
-    weights=("glow-celeba-utk-64",), module="anoncli.latent.glow", cls="GlowBackbone",
+    weights=("glow-celeba-utk-64-3273",), module="anoncli.latent.glow", cls="GlowBackbone",
 ))
 _register(BackboneSpec(
     name="flow-student",
