@@ -118,8 +118,8 @@ def _prepare_state(state: Path, config: RunConfig, overwrite: bool, keys: KeyOpt
             previous = {}
     key_info = keys.describe() if keys else None
     same_config = bool(previous) and previous.get("hash") == config.hash
-    wrote_nothing = not journal.load() and not (state.parent / "manifest.csv").exists()   # e.g. its plan was refused
-    if previous and not same_config and not overwrite and not wrote_nothing:
+    if (previous and not same_config and not overwrite
+            and (journal.load() or (state.parent / "manifest.csv").exists())):   # a run that wrote nothing (its plan refused) is replaced
         diff = config.differences(previous.get("config", {}))
         raise RunError("this output folder holds a run with a different configuration ("
                        + "; ".join(diff[:6]) + "). Re-run with --overwrite to replace it, "

@@ -145,8 +145,8 @@ class FlowRotation(FaceMethod):
         side = {"latent": latent_image(encrypted, self.flow.resolution)} if self.params["output_latent"] else {}
         from ..flow.enlarge import enlarge_fake
 
-        fake = enlarge_fake(self._decode(encrypted), np.shape(crop)[0], self.params.get("crosshatch_sigma", 0.0),
-                            self.params.get("sharpen", 0.0), self.params.get("sharpen_sigma", 1.0))
+        fake = enlarge_fake(self._decode(encrypted), np.shape(crop)[0], self.params["crosshatch_sigma"],
+                            self.params["sharpen"], self.params["sharpen_sigma"])
         return AnonymizedFace(fake, side)
 
     restore_quality_measure = ("PSNR in dB of the flow's own encode-decode round trip on the restored face, inside the blend "
