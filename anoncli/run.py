@@ -415,10 +415,20 @@ def _execute_run(run: PreparedRun, config: RunConfig, executor: ExecutorOptions,
     finally:
         if runner is not None:
             runner.close()
+        _remove_unrecorded_outputs(run)
         if bar is not None:
             bar.close()
         run.journal.close()
     return stopped, dataset
+
+
+def _remove_unrecorded_outputs(run: PreparedRun) -> None:
+    """After the workers are gone: an image written but never journalled (its worker was stopped
+    between the rename and the record reaching the journal, so its key record may be lost too) is
+    removed, so the folder holds exactly the journalled images and a resume redoes that one."""
+    for rel, _, dst in run.todo:
+        if rel not in run.records:
+            Path(dst).unlink(missing_ok=True)
 
 
 def _summarise(run: PreparedRun, stopped: str | None, dataset: dict | None, started: float) -> RunSummary:

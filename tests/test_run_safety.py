@@ -3,6 +3,7 @@ behind when stopped (SIGTERM, SIGHUP) or killed (the next command removes what t
 restored originals readable by their owner only."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -312,3 +313,36 @@ def test_restore_on_the_process_pool_writes_what_the_in_process_restore_writes(e
         outputs[workers] = {p.relative_to(back).as_posix(): p.read_bytes() for p in back.rglob("*")
                             if p.is_file() and p.name != "restore.json"}
     assert outputs["1"] == outputs["2"] and len(outputs["1"]) >= 6
+
+
+def test_an_image_written_but_never_journalled_is_removed_and_redone_on_resume(tmp_path, monkeypatch):
+    """A stop that lands after a worker renamed its output but before the record reached the
+    journal (the pool's race, simulated here in-process) leaves no unjournalled image behind."""
+    import anoncli.run as run_module
+    from anoncli.config import RunConfig
+
+    taken = []
+    original = run_module.Recorder.__call__
+
+    def stop_on_the_second(self, finished):
+        if taken:
+            raise KeyboardInterrupt   # the second image is on disk; its record never arrives
+        taken.extend(finished)
+        return original(self, finished)
+
+    out = tmp_path / "out"
+    config = RunConfig(method="blur")
+    monkeypatch.setattr(run_module.Recorder, "__call__", stop_on_the_second)
+    summary = run_module.run_anonymize(EXAMPLES, out, config, workers=1, batch_size=1, progress=False, log=lambda m: None)
+    assert summary.stopped and "interrupted" in summary.stopped
+    journalled = [json.loads(line)["input"] for line in (out / ".anoncli" / "journal.jsonl").read_text().splitlines()]
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
+                     and ".anoncli" not in p.parts and p.name not in ("manifest.csv", "manifest.parquet", "run.json"))
+    assert journalled == [taken[0].input] and written == journalled
+    monkeypatch.setattr(run_module.Recorder, "__call__", original)
+    summary = run_module.run_anonymize(EXAMPLES, out, config, workers=1, batch_size=1, progress=False, log=lambda m: None)
+    assert summary.exit_code == 0 and summary.resumed == 1
+    journalled = [json.loads(line)["input"] for line in (out / ".anoncli" / "journal.jsonl").read_text().splitlines()]
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
+                     and ".anoncli" not in p.parts and p.name not in ("manifest.csv", "manifest.parquet", "run.json"))
+    assert len(journalled) == len(set(journalled)) == summary.counts["ok"] > 2 and sorted(journalled) == written
