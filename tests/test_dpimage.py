@@ -93,3 +93,32 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, flags, messa
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_the_decoded_glow_face_loses_its_crosshatch_and_goes_through_the_upsampler(monkeypatch):
+    """On a squeeze-layer backbone the released face is f_D(z_T) without its period-2 patterns,
+    enlarged by --upsampler; other backbones' decodes go to the upsampler as they are."""
+    import torch
+
+    from anoncli.faces.upsampling import resize
+    from anoncli.flow.enlarge import remove_crosshatch
+    from anoncli.flow.model import FlowModel
+    from anoncli.latent import get_backbone_spec
+    from anoncli.latent.glow import GlowBackbone
+    from anoncli.methods import get_method_spec
+    from anoncli.methods.dpimage import DPImage
+    from anoncli.models.glow import Glow, GlowConfig
+
+    torch.manual_seed(0)
+    backbone = GlowBackbone(get_backbone_spec("glow"), flow=FlowModel.from_network(Glow(GlowConfig(resolution=16, levels=2, steps=2, hidden=8)), 0.3))
+    assert backbone.spec.squeeze_grid and not get_backbone_spec("stylegan2-psp").squeeze_grid
+    params = get_method_spec("dpimage").resolve_params({"crop_size": "64", "shape": "ellipse", "iterations": "1",
+                                                        "upsampler": "bicubic"})
+    method = DPImage(backbone_model=backbone, **params)
+    z = np.random.default_rng(2).normal(0.0, 0.3, 16 * 16 * 3)
+    monkeypatch.setattr(method, "release_latent", lambda crop: z)
+    with torch.no_grad():
+        decoded = method.to_crop(backbone.decode(torch.as_tensor(z, dtype=torch.float32)[None]))
+    out = method.anonymize_crop(np.zeros((64, 64, 3), np.float32), None)
+    np.testing.assert_allclose(out, resize(remove_crosshatch(decoded, 1.5).clip(0, 255), 64), atol=1e-3)
+    assert np.abs(out - resize(decoded, 64)).mean() > 0.01

@@ -38,7 +38,7 @@ def _key(i):
     return FaceKey(f"face{i}", bytes([i]) * 32)
 
 
-PLAIN = {"crosshatch_sigma": 0.0, "sharpen": 0.0}   # the fake face as the flow decodes it (enlarged, bicubic)
+PLAIN = {"crosshatch_sigma": 0.0, "sharpen": 0.0, "upsampler": "bicubic"}   # the fake face as the flow decodes it (enlarged, bicubic)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def method():
     return FlowRotation(flow=_flow(), **spec.resolve_params(PLAIN))
 
 
-def test_the_default_fake_face_is_the_decode_without_crosshatch_sharpened_and_its_latent_image_restores_exactly():
+def test_the_default_fake_face_is_the_decode_without_crosshatch_upsampled_and_its_latent_image_restores_exactly():
     from anoncli.flow.enlarge import enlarge_fake
     from anoncli.methods.flow_specs import CROSSHATCH_SIGMA, SHARPEN, SHARPEN_SIGMA
 
@@ -60,7 +60,8 @@ def test_the_default_fake_face_is_the_decode_without_crosshatch_sharpened_and_it
     face = _faces(1)[0]
     out, plain_out = default.anonymize_face(face, None, _key(1)), plain.anonymize_face(face, None, _key(1))
     decode = plain._decode(encrypt_latent(flow.encode(plain._to_flow(face)), plain._rotation(_key(1)), 0))
-    np.testing.assert_allclose(out.crop, enlarge_fake(decode, R, CROSSHATCH_SIGMA, SHARPEN, SHARPEN_SIGMA), atol=1e-3)
+    assert default.upsample.learned
+    np.testing.assert_allclose(out.crop, enlarge_fake(decode, R, CROSSHATCH_SIGMA, SHARPEN, SHARPEN_SIGMA, default.upsample), atol=1e-3)
     assert np.abs(out.crop - plain_out.crop).mean() > 0.5
     restored = default.restore_crop(out.crop, None, _key(1), {"side_images": out.side_images})
     np.testing.assert_allclose(restored, plain.restore_crop(plain_out.crop, None, _key(1), {"side_images": plain_out.side_images}))
@@ -194,9 +195,11 @@ def test_model_student_needs_the_students_weights_and_names_the_command_that_tra
 
     spec = get_method_spec("flowrot")
     predictor = "dlib-shape-predictor-68"   # the compositing's 68-point region (--shape landmarks, the default)
-    assert spec.weights_needed(spec.resolve_params({})) == ("glow-celeba-utk-64", predictor)
-    assert spec.weights_needed(spec.resolve_params({"model": "student"})) == ("glow-celeba-utk-64", "flow-student-celeba-utk-64", predictor)
-    assert spec.weights_needed(spec.resolve_params({"shape": "ellipse"})) == ("glow-celeba-utk-64",)
+    upsampler = "realesrgan-x4plus-ncnn"    # the learned upsampler (--upsampler realesrgan-x4plus, the default)
+    assert spec.weights_needed(spec.resolve_params({})) == ("glow-celeba-utk-64", upsampler, predictor)
+    assert spec.weights_needed(spec.resolve_params({"model": "student"})) == (
+        "glow-celeba-utk-64", "flow-student-celeba-utk-64", upsampler, predictor)
+    assert spec.weights_needed(spec.resolve_params({"shape": "ellipse", "upsampler": "bicubic"})) == ("glow-celeba-utk-64",)
     assert "anoncli train student" in missing_message(REGISTRY["flow-student-celeba-utk-64"], [])
     with pytest.raises(ValueError, match="--model"):
         spec.resolve_params({"model": "tiny"})

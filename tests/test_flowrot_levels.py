@@ -42,7 +42,8 @@ def _key(i):
 def _method(flow, **given):
     """flowrot whose fake face is the flow's decode, enlarged plainly (no crosshatch removal, no sharpening),
     so that the tests can compare it with the flow's own levels."""
-    return FlowRotation(flow=flow, **get_method_spec("flowrot").resolve_params({"crosshatch_sigma": 0.0, "sharpen": 0.0, **given}))
+    return FlowRotation(flow=flow, **get_method_spec("flowrot").resolve_params({"crosshatch_sigma": 0.0, "sharpen": 0.0, "upsampler": "bicubic",
+                                                                                   **given}))
 
 
 def test_kept_levels_are_untouched_and_the_rotated_ones_come_back():

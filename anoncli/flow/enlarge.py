@@ -1,18 +1,21 @@
 """Enlarging a flow's 64 px fake face into the working crop (flowrot's ``--crosshatch-sigma``,
-``--sharpen``, ``--sharpen-sigma``). Pure functions.
+``--upsampler``, ``--sharpen``, ``--sharpen-sigma``). Pure functions but the upsampler, which is passed in.
 
 The Glow's squeeze layers (2 x 2 space-to-depth) leave a crosshatch at the 2-pixel period of its
 grid: patterns (−1)^x, (−1)^y and (−1)^(x+y) whose amplitude varies slowly over the face. Enlarged
 as it is, the face is a blur with a faint grid; sharpened as it is, the grid comes forward. So the
 three patterns are first demodulated away (each one's local amplitude, a Gaussian average of the
 image times the pattern, is subtracted; a notch at the grid's frequency that leaves the rest of the
-spectrum nearly as it was), the face is enlarged (bicubic), and then sharpened by unsharp masking,
-x + a·(x − G_s·x): the features' edges regain the contrast the enlargement spread.
+spectrum nearly as it was), the face is enlarged (bicubic, or by a learned upsampler that would
+otherwise draw the grid as texture), and then optionally sharpened by unsharp masking,
+x + a·(x − G_s·x): the features' edges regain the contrast a bicubic enlargement spread.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from ..faces.upsampling import resize
 
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -46,11 +49,12 @@ def unsharp(image: np.ndarray, amount: float, sigma: float) -> np.ndarray:
     return x + amount * (x - _blur(x, sigma))
 
 
-def enlarge_fake(face: np.ndarray, size: int, crosshatch_sigma: float, sharpen: float, sharpen_sigma: float) -> np.ndarray:
-    """The flow's face (its own pixels, 0-255 float) without crosshatch, enlarged to ``size``
-    (bicubic) and sharpened; ``crosshatch_sigma`` and ``sharpen_sigma`` are in the flow's pixels."""
+def enlarge_fake(face: np.ndarray, size: int, crosshatch_sigma: float, sharpen: float, sharpen_sigma: float,
+                 upsample=resize) -> np.ndarray:
+    """The flow's face (its own pixels, 0-255 float) without crosshatch, enlarged to ``size`` by
+    ``upsample(face, size)`` (``faces.upsampling``; bicubic by default) and sharpened;
+    ``crosshatch_sigma`` and ``sharpen_sigma`` are in the flow's pixels."""
     x = remove_crosshatch(face, crosshatch_sigma)
     scale = size / x.shape[0]
-    if x.shape[0] != size:
-        x = cv2.resize(x, (size, size), interpolation=cv2.INTER_CUBIC)
+    x = upsample(x.clip(0.0, 255.0), size)
     return unsharp(x, sharpen, sharpen_sigma * scale).clip(0.0, 255.0)

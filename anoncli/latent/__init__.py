@@ -28,6 +28,7 @@ class BackboneSpec:
     weights: tuple[str, ...]     # registry names (``anoncli weights``) the backbone loads
     module: str                  # where its class lives, imported only when it is created
     cls: str
+    squeeze_grid: bool = False   # its decodes carry the 2-pixel crosshatch of Glow's squeeze (``flow.enlarge``)
 
     @property
     def latent_size(self) -> int:
@@ -73,7 +74,7 @@ _register(BackboneSpec(
             "concatenated; an invertible flow, so f_E(f_D(z)) = z to float precision; offline, the default",
     citation="Kingma & Dhariwal, Glow, NeurIPS 2018; trained here (`anoncli train glow`, model card beside the weights)",
     resolution=64, latent_shape=(64 * 64 * 3,), clip=3.0, exact_inverse=True,
-    weights=("glow-celeba-utk-64-3273",), module="anoncli.latent.glow", cls="GlowBackbone",
+    weights=("glow-celeba-utk-64-3273",), module="anoncli.latent.glow", cls="GlowBackbone", squeeze_grid=True,
 ))
 _register(BackboneSpec(
     name="flow-student",
@@ -82,6 +83,7 @@ _register(BackboneSpec(
     citation="seed 000 (MCKD distillation; METHODS.md §7); trained here (`anoncli train student`, model card beside the weights)",
     resolution=64, latent_shape=(64 * 64 * 3,), clip=3.0, exact_inverse=False,
     weights=("flow-student-celeba-utk-64",), module="anoncli.latent.flow_student", cls="FlowStudentBackbone",
+    squeeze_grid=True,
 ))
 _register(BackboneSpec(
     name="stylegan2-psp",

@@ -4,7 +4,7 @@ face of the run is needed before the fake set is paired to them.
 ``fit`` (between the two passes of ``anoncli.two_pass``) area-averages each aligned face to the
 diffusion autoencoder's side and runs ``anoncli.diffusion.deidentify``'s stages in the plan's work
 folder (fake set, pairing, z̄ optimisation with the face's x_T fixed); the plan keeps each face's
-result at the autoencoder's side, and the second pass enlarges it to the working crop (bicubic) and
+result at the autoencoder's side, and the second pass enlarges it to the working crop (``--upsampler``) and
 composites it into the photo's face region (68-point outline, colour matched, the photo's finest
 detail kept, multi-band blend). The manifest records, per face, the paired fake and the final losses; there is no formal guarantee.
 """
@@ -64,6 +64,7 @@ class DiffusionDeid(FaceMethod):
         from ..weights import resolve_weights
 
         self._weights_dir = weights_dir
+        self._upsample = None
         self._paths = {name: resolve_weights(name, weights_dir).path for name in (AUTOENCODER, ATTRIBUTES)}
         self.side, self.margin = autoencoder_crops(self._paths[AUTOENCODER])
         self.resolution = int(self.params["crop_size"])
@@ -142,12 +143,12 @@ class DiffusionDeid(FaceMethod):
         return DiffusionPlan.from_saved(record, arrays)
 
     def placing(self, results: list[np.ndarray], records: list[dict]) -> PlacedOutcomes:
-        """One image's faces: each result enlarged to the working crop (bicubic), with its record."""
-        import cv2
+        """One image's faces: each result enlarged to the working crop (``--upsampler``), with its record."""
+        if self._upsample is None:   # built on first use: only the second pass's workers place faces
+            from .upsampling_specs import create_method_upsampler
 
-        size = self.resolution
-        crops = [cv2.resize(np.asarray(r, np.float32), (size, size), interpolation=cv2.INTER_CUBIC).clip(0.0, 255.0)
-                 for r in results]
+            self._upsample = create_method_upsampler(self.params, self._weights_dir)
+        crops = [self._upsample(np.asarray(r, np.float32), self.resolution) for r in results]
         return PlacedOutcomes(self, crops, records)
 
 

@@ -7,6 +7,7 @@ from ..faces.compositing_config import CompositingConfig
 from .base import MethodSpec, Param
 from .compositing_specs import compositing_params, compositing_weights
 from .flow_specs import CROP_SIZE, DETAIL_SIGMA
+from .upsampling_specs import upsampler_params, upsampler_weights
 
 _THESIS = "PhD thesis (seed 004), ch. 6: §6.4 diffusion autoencoder, §6.5 fake set, pairing, eq. 6.7-6.8; METHODS.md §10"
 
@@ -66,14 +67,15 @@ DIFFUSION_SPEC = MethodSpec(
         Param("batch", int, 4, "Faces optimised together; also the unit an interrupted plan resumes from.", minimum=1,
               maximum=256),
         Param("crop_size", int, CROP_SIZE, "Side in pixels of the aligned crop the face is cached at and composited from: "
-              "the autoencoder sees it area-averaged to its 64 px and its result comes back enlarged (bicubic); the photo "
+              "the autoencoder sees it area-averaged to its 64 px and its result comes back enlarged (--upsampler); the photo "
               "keeps its own detail finer than --detail-sigma of this crop's pixels.", minimum=64, maximum=1024),
+        *upsampler_params("the autoencoder's 64 px face", "bicubic", 1.0),
         *compositing_params(CompositingConfig(detail_sigma=DETAIL_SIGMA)),
     ),
     load=_load,
     dataset_level=True,
     weights=("diffae-celeba-utk-64", "attributes-celeba-64", "dlib-face-recognition-resnet"),
-    param_weights=compositing_weights,
+    param_weights=lambda params: upsampler_weights(params) + compositing_weights(params),
     recognizers=("dlib",),
     check=_check,
     advisory=_autoencoder_advisory,

@@ -1,7 +1,7 @@
 """DP-Image (thesis ch. 4, Algorithm 6, Theorem 4.4.1; METHODS.md §8) on a latent backbone
 (``anoncli.latent``; the project's Glow by default): z_0 = f_E(x) of the face at the backbone's
 resolution, T noisy clipped steps (``latent.dpimage.dp_image_chain``, noise from the OS's
-cryptographic generator, never stored), X_T = f_D(z_T) enlarged to the working crop and put into
+cryptographic generator, never stored), X_T = f_D(z_T) enlarged to the working crop (``--upsampler``) and put into
 the photo's face region by ``anoncli.faces.compositing``. The manifest's guarantee per face is
 what ``latent.dpimage.dp_image_account`` computes, stated as proved or assumed per backbone."""
 from __future__ import annotations
@@ -43,7 +43,10 @@ class DPImage(LatentFaceMethod):
         super().__init__(weights_dir, backbone_model, **params)
         from ..latent.dpimage import dp_image_account
 
+        from .upsampling_specs import create_method_upsampler
+
         spec = self.backbone.spec
+        self.upsample = create_method_upsampler(self.params, weights_dir, self.device)
         self.settings = dpimage_settings(self.params, spec)
         self.account = dp_image_account(self.settings, spec.latent_size)
 
@@ -71,7 +74,12 @@ class DPImage(LatentFaceMethod):
         z = self.release_latent(crop)
         with torch.no_grad():
             decoded = self.backbone.decode(torch.as_tensor(z, dtype=torch.float32, device=self.device)[None])
-            return self.to_crop(self.enlarge(decoded.clamp(-1.0, 1.0)))
+        face = self.to_crop(decoded)
+        if self.backbone.spec.squeeze_grid:
+            from ..flow.enlarge import remove_crosshatch
+
+            face = remove_crosshatch(face, self.params.get("crosshatch_sigma", 0.0)).clip(0.0, 255.0)
+        return self.upsample(face, self.resolution)
 
     def guarantee(self) -> dict:
         spec, a, s = self.backbone.spec, self.account, self.settings

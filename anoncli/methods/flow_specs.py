@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..faces.compositing_config import CompositingConfig
 from .base import MethodSpec, Param, RestoreCapability, RestoreKind
 from .compositing_specs import compositing_params, compositing_weights
+from .upsampling_specs import upsampler_params, upsampler_weights
 
 _FLOW = "glow-celeba-utk-64"
 _STUDENT = "flow-student-celeba-utk-64"
@@ -20,12 +21,19 @@ CROSSHATCH_SIGMA = 1.5
 """flowrot's --crosshatch-sigma, in the flow's pixels: the Gaussian over which the local amplitude of
 each of the Glow's period-2 patterns is measured and removed (``flow.enlarge``); 1.5 leaves smooth
 content within 0.05 grey levels on average (tests/test_flow_enlarge.py)."""
-SHARPEN = 1.5
+UPSAMPLER_STRENGTH = 0.75
+"""flowrot's --upsampler-strength. On the 300 held-out crops KID / floor (dlib mid) was 7.7 and 8.1 with
+bicubic and sharpening (two runs), 8.0 at 0.75 and 9.1 at 1 (9.9 is issue 20's bound); on 40 CelebA
+wild photos the texture was 0.53, 0.52 at 0.5, 0.68 at 0.75 and 0.76 at 1 (0.6 asked); protection
+rose (0.954-0.984 -> 0.993 by MobileFaceNet on the crops at 0.75). README, flowrot."""
+SHARPEN = 0.0
+SHARPEN_BICUBIC = 1.5
 SHARPEN_SIGMA = 1.0
-"""flowrot's --sharpen and --sharpen-sigma (flow pixels): unsharp masking of the enlarged fake face. On
-the 300 held-out crops (README, flowrot) it brought KID / floor (dlib mid) from 13.2 to 7.4 at 1.5 and 7.3
-at 2.0, after the crosshatch removal, with protection unchanged; 1.5 draws softer edges than 2.0
-(looked at). Without the crosshatch removal, sharpening brings the Glow's grid forward."""
+"""flowrot's --sharpen and --sharpen-sigma (flow pixels): unsharp masking of the enlarged fake face. With
+--upsampler bicubic, on the 300 held-out crops (README, flowrot) it brought KID / floor (dlib mid) from 13.2
+to 7.4 at 1.5 and 7.3 at 2.0, after the crosshatch removal, with protection unchanged; 1.5 draws softer
+edges than 2.0 (looked at). Without the crosshatch removal, sharpening brings the Glow's grid forward.
+The learned upsampler draws its own edges: off by default."""
 FOREHEAD_RAISE = 0.5
 """flowrot's --forehead-raise: a bare forehead lets the original through; raising the region over it
 lifted MobileFaceNet protection on the 300 held-out crops from 0.921/0.938 to 0.938-0.967 (mean 0.954, four
@@ -54,7 +62,7 @@ def _restore_capability(params: dict) -> RestoreCapability:
 FLOWROT_SPEC = MethodSpec(
     name="flowrot",
     summary="FFEM: the face's flow latent turned by an orthogonal matrix derived from the face's key and decoded at "
-            "temperature λ into a fake face (the flow's crosshatch removed, enlarged and sharpened), put into the photo's face region (68-point outline, colour matched, the photo's "
+            "temperature λ into a fake face (the flow's crosshatch removed, enlarged by Real-ESRGAN), put into the photo's face region (68-point outline, colour matched, the photo's "
             "finest detail kept, multi-band blend); restore turns back the latent images written with --output-latent "
             "(refused without them).",
     citation=_FFEM + ", Sec. 3.2 (encryption Z_enc = A·Z), 3.3 (temperature λ = 0.5), 5 (setup); METHODS.md §7 decision "
@@ -76,8 +84,11 @@ FLOWROT_SPEC = MethodSpec(
         Param("crosshatch_sigma", float, CROSSHATCH_SIGMA, "Before the fake face is enlarged, the crosshatch the Glow's "
               "squeeze layers leave (patterns of a 2-pixel period) is removed: each pattern's local amplitude, averaged "
               "over a Gaussian of this sigma in the flow's pixels, is subtracted; 0 keeps it.", minimum=0.0, maximum=8.0),
+        *upsampler_params("the flow's 64 px fake face", "realesrgan-x4plus", UPSAMPLER_STRENGTH,
+                          " Restored faces are always enlarged bicubic."),
         Param("sharpen", float, SHARPEN, "Unsharp masking of the enlarged fake face, x + a·(x − G·x): a, the amount "
-              "(0 = the plain bicubic enlargement). Not applied to restored faces.", minimum=0.0, maximum=5.0),
+              f"(0 = none; with --upsampler bicubic, {SHARPEN_BICUBIC} was measured best). Not applied to restored faces.",
+              minimum=0.0, maximum=5.0),
         Param("sharpen_sigma", float, SHARPEN_SIGMA, "The Gaussian G of --sharpen, in the flow's pixels.", minimum=0.1, maximum=8.0),
         *compositing_params(CompositingConfig(detail_sigma=DETAIL_SIGMA, forehead_raise=FOREHEAD_RAISE)),
         Param("output_latent", bool, False, "Also write each face's encrypted latent Z_enc as an image (FFEM's \"encrypted "
@@ -87,7 +98,8 @@ FLOWROT_SPEC = MethodSpec(
     load=_load,
     reversible=True,
     weights=(_FLOW,),
-    param_weights=lambda params: ((_STUDENT,) if params.get("model") == "student" else ()) + compositing_weights(params),
+    param_weights=lambda params: (((_STUDENT,) if params.get("model") == "student" else ())
+                                  + upsampler_weights(params) + compositing_weights(params)),
     restore=_restore_capability,
     aliases=("ffem",),
 )

@@ -97,6 +97,9 @@ class FlowRotation(FaceMethod):
         self.temperatures = level_temperatures(len(flow.shapes), self.keep_levels, self.params["temperature"])
         from ..faces.compositing import Compositor
         from ..faces.compositing_config import config_from_params
+        from .upsampling_specs import create_method_upsampler
+
+        self.upsample = create_method_upsampler(self.params, weights_dir)
 
         self.compositor = Compositor(config_from_params(self.params), weights_dir)
 
@@ -146,7 +149,7 @@ class FlowRotation(FaceMethod):
         from ..flow.enlarge import enlarge_fake
 
         fake = enlarge_fake(self._decode(encrypted), np.shape(crop)[0], self.params["crosshatch_sigma"],
-                            self.params["sharpen"], self.params["sharpen_sigma"])
+                            self.params["sharpen"], self.params["sharpen_sigma"], self.upsample)
         return AnonymizedFace(fake, side)
 
     restore_quality_measure = ("PSNR in dB of the flow's own encode-decode round trip on the restored face, inside the blend "
