@@ -42,7 +42,6 @@ class DPImage(LatentFaceMethod):
     def __init__(self, weights_dir=None, backbone_model=None, **params):
         super().__init__(weights_dir, backbone_model, **params)
         from ..latent.dpimage import dp_image_account
-
         from .upsampling_specs import create_method_upsampler
 
         spec = self.backbone.spec
