@@ -97,10 +97,9 @@ class FlowRotation(FaceMethod):
         self.temperatures = level_temperatures(len(flow.shapes), self.keep_levels, self.params["temperature"])
         from ..faces.compositing import Compositor
         from ..faces.compositing_config import config_from_params
-        from .upsampling_specs import create_method_upsampler
 
-        self.upsample = create_method_upsampler(self.params, weights_dir)
-
+        self._weights_dir = weights_dir
+        self._upsample = None   # loaded when a fake face is first made: restore never needs it
         self.compositor = Compositor(config_from_params(self.params), weights_dir)
 
     def blend_mask(self, landmarks_in_crop: np.ndarray) -> np.ndarray:
@@ -123,13 +122,19 @@ class FlowRotation(FaceMethod):
     @staticmethod
     def _from_flow(crop: np.ndarray, size: int) -> np.ndarray:
         """The flow's output enlarged to the working crop's ``size`` (bicubic, on ``_to_flow``'s grid): the
-        restored face, which the fake face's crosshatch removal and sharpening must not alter."""
-        import cv2
+        restored face, which the fake face's crosshatch removal, upsampler and sharpening must not alter."""
+        from ..faces.upsampling import resize
 
-        crop = np.asarray(crop, np.float32)
-        if crop.shape[0] == size:
-            return crop
-        return cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC).clip(0.0, 255.0)
+        return resize(crop, size)
+
+    @property
+    def upsample(self):
+        """The fake face's upsampler (``--upsampler``)."""
+        if self._upsample is None:
+            from .upsampling_specs import create_method_upsampler
+
+            self._upsample = create_method_upsampler(self.params, self._weights_dir)
+        return self._upsample
 
     def _decode(self, eps: list[np.ndarray]) -> np.ndarray:
         """f⁻¹ with every level at its own temperature (z = μ + T·σ·ε is f⁻¹ of T·ε at temperature 1)."""
