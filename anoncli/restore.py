@@ -106,10 +106,14 @@ def check_restorable(anon_dir: Path) -> None:
     read here is left to ``run_restore``'s own checks."""
     try:
         record = json.loads((Path(anon_dir) / RUN_RECORD_NAME).read_text())
-        config, keyfile = record["config"], record.get("keyfile") or {}
-        method, params, escrow = config["method"], config.get("params") or {}, keyfile.get("escrow", False)
+        config, keyfile = record["config"], record.get("keyfile")
+        method, params, escrow = config["method"], config.get("params") or {}, (keyfile or {}).get("escrow", False)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return
+    if "keyfile" in record and keyfile is None:
+        raise RestoreRefused(f"this {method} run was made without a keyfile, so nothing can restore it; anonymize with "
+                             "--keyfile PATH (and --escrow for methods that cannot be undone from their output) to make a "
+                             "restorable run")
     try:
         run_capability(method, params, escrow)
     except (KeyError, ValueError):

@@ -230,3 +230,15 @@ def test_default_flowrot_restore_refuses_up_front_naming_the_flags(tmp_path):
     lines = error_lines(r.stderr)
     assert r.returncode == 7 and len(lines) == 1 and "--output-latent" in lines[0], r.stderr
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".restored")]
+
+
+def test_a_run_made_without_a_keyfile_is_refused_as_such(tmp_path):
+    src = png_faces(tmp_path / "in", 1)
+    anon, out = tmp_path / "anon", tmp_path / "restored"
+    r = cli("anonymize", src, "-o", anon, "--method", "blur", "-q", "-j", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli("restore", anon, "--keyfile", tmp_path / "no.key", "-o", out, "-q", env_extra={"ANONCLI_PASSPHRASE": ""})
+    lines = error_lines(r.stderr)
+    assert r.returncode == 7 and len(lines) == 1, r.stderr
+    assert "made without a keyfile" in lines[0] and "--keyfile" in lines[0] and "holds no escrow" not in lines[0]
+    assert not out.exists()
