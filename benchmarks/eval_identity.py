@@ -9,6 +9,8 @@
                                                                   [--set crops|wild|utkface]
     .venv/bin/python benchmarks/eval_identity.py --method fsap|dpimage [--method-flag sigma=0.3 ...]   (issue 22)
     .venv/bin/python benchmarks/eval_identity.py --method diffusion [--method-flag steps=20 ...]      (issue 23)
+    .venv/bin/python benchmarks/eval_identity.py --method blur --method-flag sigma=0.003              (a yardstick for the
+                                                                                                   realism figures)
 
 Faces are held out from the generator's training: ``crops`` takes CelebA crops of the identities the
 trainer holds out (identity mod 10 = 0, anoncli.train.face_crops), ``wild`` the CelebA photos, whose
@@ -158,7 +160,7 @@ def summarise(report: dict, method: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", required=True, choices=["identitydp", "idrotate", "flowrot", "fsap", "dpimage", "diffusion"])
+    ap.add_argument("--method", required=True, choices=["identitydp", "idrotate", "flowrot", "fsap", "dpimage", "diffusion", "blur"])
     ap.add_argument("--epsilon", type=float, default=6.0)
     ap.add_argument("--sensitivity", default="bound", choices=["bound", "empirical"])
     ap.add_argument("--level", type=int, default=9)
@@ -181,7 +183,7 @@ def main() -> None:
     images, labels = held_out_images(args.set, args.limit, args.offset)
     load_before = os.getloadavg()[0]
     flags = {"identitydp": ["--epsilon", args.epsilon, "--sensitivity", args.sensitivity], "idrotate": ["--level", args.level],
-             "flowrot": ["--temperature", args.temperature, "--model", args.model], "fsap": [], "dpimage": [], "diffusion": []}[args.method]
+             "flowrot": ["--temperature", args.temperature, "--model", args.model], "fsap": [], "dpimage": [], "diffusion": [], "blur": []}[args.method]
     keyed = args.method in ("idrotate", "flowrot")
     if args.output_latent:
         flags += ["--output-latent", "true"]
