@@ -136,7 +136,7 @@ def test_differentiable_ssim_equals_the_metric():
     assert float(cosine_distance(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]]))) == pytest.approx(1.0)
 
 
-def _small_fsap(**params):
+def _small_fsap(real_networks: bool = False, **params):
     from anoncli.flow.model import FlowModel
     from anoncli.latent import get_backbone_spec
     from anoncli.latent.glow import GlowBackbone
@@ -161,7 +161,15 @@ def _small_fsap(**params):
             return lambda y, rows: self(x[rows], y)
 
     resolved = get_method_spec("fsap").resolve_params({"crop_size": "64", "device": "cpu", "shape": "ellipse", **params})
+    if real_networks:
+        return FSAP(backbone_model=backbone, **resolved)
     return FSAP(backbone_model=backbone, recognizer_model=recognizer, perceptual_loss=Perceptual(), **resolved)
+
+
+def test_the_offline_perceptual_term_reads_the_dlib_recognizer_the_method_already_holds():
+    method = _small_fsap(real_networks=True, perceptual="offline")
+    assert method.perceptual.name == "dlib-perceptual"
+    assert method.perceptual.net.representation.encoder is method.recognizer   # one dlib network per worker
 
 
 def test_the_released_crop_is_the_original_plus_the_decoded_perturbation():

@@ -59,9 +59,11 @@ def ssim_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 class PerceptualLoss(torch.nn.Module):
     """L_l: LPIPS v0.1 (AlexNet) when its two files are present (``anoncli weights``), else the
     offline stand-in ``models.perceptual.DlibPerceptual`` (LPIPS's form on dlib's first residual
-    blocks, unit channel weights); ``name`` says which, and the manifest records it."""
+    blocks, unit channel weights); ``name`` says which, and the manifest records it. ``dlib_encoder``:
+    a frozen dlib network already loaded (a method whose recognizer is dlib's), which the stand-in
+    then shares instead of loading its own copy."""
 
-    def __init__(self, resolution: int, margin: float, weights_dir=None, prefer_lpips: bool = True):
+    def __init__(self, resolution: int, margin: float, weights_dir=None, prefer_lpips: bool = True, dlib_encoder=None):
         super().__init__()
         from ..metrics import lpips
 
@@ -73,7 +75,8 @@ class PerceptualLoss(torch.nn.Module):
             from ..identity.encoders import load_identity_encoder
             from ..models.perceptual import DlibPerceptual
 
-            self.net = DlibPerceptual(load_identity_encoder("dlib-resnet", weights_dir), resolution, margin)
+            encoder = dlib_encoder if dlib_encoder is not None else load_identity_encoder("dlib-resnet", weights_dir)
+            self.net = DlibPerceptual(encoder, resolution, margin)
             self.name = "dlib-perceptual"   # the offline stand-in for LPIPS
             self._scale = 0.5          # DlibPerceptual reads [-0.5, 0.5]
         self.net.eval().requires_grad_(False)

@@ -85,8 +85,9 @@ class FSAP(LatentFaceMethod):
         self.chip_size = encoder_spec.chip_size
         self.chip_theta = torch.tensor(recognizer_chip_theta(encoder_spec, self.resolution, self.margin),
                                        dtype=torch.float32, device=self.device)[None]
-        self.perceptual = perceptual_loss or PerceptualLoss(self.backbone.spec.resolution, self.margin, weights_dir,
-                                                       prefer_lpips=self.params["perceptual"] == "auto")
+        self.perceptual = perceptual_loss or PerceptualLoss(
+            self.backbone.spec.resolution, self.margin, weights_dir, prefer_lpips=self.params["perceptual"] == "auto",
+            dlib_encoder=self.recognizer if encoder_spec.name == "dlib-resnet" else None)
         self.perceptual = self.perceptual.to(self.device)
         # Channels-last convolutions: the same maths, about a sixth less time per iteration on the CPU (README, FSAP).
         self.backbone.to(self.device, torch.channels_last)
