@@ -33,7 +33,7 @@ from .io.partial_restores import record_staging, remove_abandoned, remove_dead_s
 from .io.stop_signals import stop_signals_interrupt
 from .keys.format import KeyfileMismatch
 from .methods.base import RestoreCapability, RestoreKind
-from .run import MANIFEST_NAME, RUN_RECORD_NAME, RunError
+from .run import MANIFEST_NAME, RUN_RECORD_NAME, RunError, read_run_folder
 
 RESTORE_RECORD_NAME = "restore.json"
 RESTORE_COLUMNS = ["input", "status", "restored_from", "n_faces", "round_trip", "reason", "output_sha256"]
@@ -69,23 +69,6 @@ class RestoreSummary:
 def default_restore_output(anon_dir: Path) -> Path:
     anon_dir = Path(os.path.abspath(anon_dir))
     return anon_dir.with_name(anon_dir.name + "-restored")
-
-
-def _load_run(anon_dir: Path):
-    from .io.journal import read_manifest
-
-    manifest_path, record_path = anon_dir / MANIFEST_NAME, anon_dir / RUN_RECORD_NAME
-    if not anon_dir.is_dir():
-        raise RunError(f"{anon_dir} is not a folder")
-    if not manifest_path.is_file() or not record_path.is_file():
-        raise RunError(f"{anon_dir} has no {MANIFEST_NAME} and {RUN_RECORD_NAME}: not the output of `anoncli anonymize`")
-    try:
-        manifest_bytes = manifest_path.read_bytes()
-        record = json.loads(record_path.read_text())
-        manifest = read_manifest(manifest_path)
-    except (OSError, ValueError) as e:
-        raise RunError(f"cannot read the run in {anon_dir}: {e}") from None
-    return record, manifest, hashlib.sha256(manifest_bytes).hexdigest()
 
 
 def run_capability(method: str, params: dict, escrow: bool) -> RestoreCapability:
@@ -143,7 +126,7 @@ def run_restore(anon_dir: Path, keyfile: Path, unlocker, output: Path | None = N
         raise RunError(f"output folder {output} exists; restore writes a new folder (choose another with -o)")
     if paths_overlap(anon_dir, output):
         raise RunError(f"output {output} and the anonymized folder {anon_dir} overlap; choose another -o")
-    record, manifest, manifest_sha256 = _load_run(anon_dir)
+    record, manifest, manifest_sha256 = read_run_folder(anon_dir)
     workers = max(1, min(workers, len(manifest)))   # no more processes than images
     claimed = read_header(keyfile).get("run_id")  # plain, checked again once authenticated
     if claimed != record.get("run_id"):

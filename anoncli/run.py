@@ -70,6 +70,27 @@ class RunSummary:
         return 1 if (self.failed or self.stopped) else 0
 
 
+def read_run_folder(anon_dir: Path):
+    """(run.json's record, manifest.csv as a frame, the manifest's sha256) of a folder `anoncli anonymize`
+    wrote; ``RunError`` with one line saying what is wrong otherwise."""
+    import hashlib
+
+    from .io.journal import read_manifest
+
+    manifest_path, record_path = anon_dir / MANIFEST_NAME, anon_dir / RUN_RECORD_NAME
+    if not anon_dir.is_dir():
+        raise RunError(f"{anon_dir} is not a folder")
+    if not manifest_path.is_file() or not record_path.is_file():
+        raise RunError(f"{anon_dir} has no {MANIFEST_NAME} and {RUN_RECORD_NAME}: not the output of `anoncli anonymize`")
+    try:
+        manifest_bytes = manifest_path.read_bytes()
+        record = json.loads(record_path.read_text())
+        manifest = read_manifest(manifest_path)
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read the run in {anon_dir}: {e}") from None
+    return record, manifest, hashlib.sha256(manifest_bytes).hexdigest()
+
+
 def default_output(input_dir: Path) -> Path:
     input_dir = Path(os.path.abspath(input_dir))
     return input_dir.with_name(input_dir.name + "-anon")

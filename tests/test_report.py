@@ -101,3 +101,13 @@ def test_report_json_shows_mobilefacenet_verifies_celeba_crops(tmp_path):
     verification = next(e for e in report["evaluators"] if e["name"] == "mobilefacenet")["verification"]
     assert verification["genuine_pairs"] >= 150 and verification["impostor_pairs"] >= 5000
     assert verification["auc"] >= 0.95
+
+
+def test_report_of_a_folder_that_is_no_run_says_so_in_one_line(tmp_path):
+    (tmp_path / "photos").mkdir()
+    for folder, said in ((tmp_path / "photos", "has no manifest.csv and run.json: not the output of `anoncli anonymize`"),
+                         (tmp_path / "absent", "is not a folder")):
+        r = cli("report", folder)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and said in lines[0], r.stderr
+        assert "Errno" not in r.stderr and "Traceback" not in r.stderr

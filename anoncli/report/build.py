@@ -52,13 +52,12 @@ class FaceItem:
 
 
 def load_run(anon_dir: Path):
-    from ..io.journal import read_manifest
+    from ..run import RunError, read_run_folder
 
     try:
-        record = json.loads((anon_dir / "run.json").read_text())
-        manifest = read_manifest(anon_dir / "manifest.csv")
-    except (OSError, ValueError) as e:
-        raise ReportError(f"{anon_dir} is not the output of `anoncli anonymize` (run.json, manifest.csv): {e}") from None
+        record, manifest, _ = read_run_folder(anon_dir)
+    except RunError as e:
+        raise ReportError(str(e)) from None
     return record, manifest
 
 
