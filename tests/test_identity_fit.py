@@ -77,3 +77,41 @@ def test_faces_fitted_together_follow_their_own_fits():
         refine_identity_inputs_many(net.generator, representation, targets[:2], [a[:2] for a in attributes],
                                     [refinements[0], Refinement(crops[1], mask, 7, 0.05)], starts[:2])
 
+
+
+@pytest.mark.parametrize("blend", ["multiband", "alpha"])
+def test_the_fit_sees_the_change_as_the_compositor_blends_it(blend):
+    """With the photo at the crop's scale (identity warp), ``paste`` with the stage's ``CropBlend``
+    gives what ``Compositor.composite`` writes, band by band at the region's edge; the plain
+    feathered mask (what the fit saw before) does not."""
+    from anoncli.faces.compositing import Compositor, FaceRegion
+    from anoncli.faces.compositing_config import CompositingConfig
+    from anoncli.faces.outline import MEAN_OUTLINE_112
+    from anoncli.models.tensors import to_images, to_tensor
+
+    res = 128
+    rng = np.random.default_rng(2)
+    y, x = np.mgrid[0:res, 0:res].astype(np.float32)
+    photo = np.clip(np.stack([90 + 60 * np.sin(x / 30), 110 + 50 * np.cos(y / 25), 100 + 0.3 * (x + y)], 2)
+                    + rng.normal(0, 6, (res, res, 3)), 0, 255).astype(np.float32)
+    new = np.clip(rng.normal(120, 40, (res, res, 3)), 0, 255).astype(np.float32)
+    outline = np.asarray(MEAN_OUTLINE_112, np.float64) * 0.9 + 8.0
+    region = FaceRegion.from_landmarks(np.vstack([outline, np.repeat(outline[-1:], 68 - len(outline), 0)]), 0.25)
+    identity, roi = np.array([[1.0, 0, 0], [0, 1.0, 0]]), (0, 0, res, res)
+    compositor = Compositor(CompositingConfig(shape="landmarks", blend=blend, colour="lab", detail_sigma=0.5))
+    written, _ = compositor.composite(photo, new, identity, roi, region)
+
+    crop_blend = compositor.crop_blend(region, identity, res)
+    coloured = compositor.colour_in_crop(new, photo, crop_blend.region, crop_blend.width, crop_blend.transition)
+    shift = to_tensor(coloured[None]) - to_tensor(new[None])
+    bands = [(crop_blend.band_sigmas, torch.as_tensor(crop_blend.band_masks)[:, None])]
+    twin = to_images(paste(to_tensor(new[None]), to_tensor(photo[None]), None, 0.5, shift, bands))[0]
+    feathered = torch.as_tensor(region.crop_mask(identity, res, 0.02))[None, None]
+    plain = to_images(paste(to_tensor(new[None]), to_tensor(photo[None]), feathered, 0.5, shift))[0]
+
+    inner = (slice(8, -8), slice(8, -8))   # the blurs' borders differ (OpenCV's reflect and torch's)
+    twin_error = np.abs(twin - written)[inner].mean()
+    plain_error = np.abs(plain - written)[inner].mean()
+    assert len(crop_blend.band_masks) == (len(crop_blend.band_sigmas) + 1 if blend == "multiband" else 1)
+    assert twin_error < 0.3, twin_error
+    assert plain_error > 3 * twin_error, (plain_error, twin_error)

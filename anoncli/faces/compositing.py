@@ -36,9 +36,11 @@ crop into the same region. Used directly (coordinates are image pixels unless na
     region.crop_mask(m_image_to_crop, resolution, feather)  # the same region in crop space
 
 ``locate`` needs the photo (the original for anonymizing); ``FaceRegion.from_landmarks`` rebuilds
-the same region from stored dense landmarks (restore). The crop-space shape for a method's own use
-when it has only the crop (e.g. a generator's identity fit) is ``blend.face_mask(res, "landmarks")``,
-the mean 68-point outline.
+the same region from stored dense landmarks (restore). ``compositor.crop_blend(region, m, res)`` is
+what ``composite`` does to a change, in crop space (its bands and their ramps), for a method that
+fits its face to how the photo will show it (the identity methods' fit; the stage hands it over as
+``FaceRequest.blend_in_crop``). The crop-space shape for a method's own use when it has only the
+crop (restore's fit) is ``blend.face_mask(res, "landmarks")``, the mean 68-point outline.
 """
 from __future__ import annotations
 
@@ -171,6 +173,21 @@ class FaceRegion:
         return np.clip(mask, 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class CropBlend:
+    """``Compositor.composite``'s weighing of a crop-space change D, modelled in crop space (without
+    its resampling to the photo and back): D is low-passed at ``detail_sigma``, split into the
+    Gaussian-stack bands of ``band_sigmas`` (finest first; none: one band) and band k is added with
+    ``band_masks[k]`` (its ramp from the region's edge). ``region`` (bool R x R), ``width`` (the face's
+    width) and ``transition`` (the widest band's ramp, crop px) are what the colour match measures in."""
+
+    band_sigmas: tuple[float, ...]
+    band_masks: np.ndarray    # (len(band_sigmas) + 1) x R x R, float32 in [0, 1]
+    region: np.ndarray
+    width: float
+    transition: float
+
+
 def ramp(distance: np.ndarray, width: float) -> np.ndarray:
     """0 at distance 0 (the region's edge and outside), 1 from ``width`` inwards, smooth (C1) between."""
     t = np.clip(distance / max(width, 1e-6), 0.0, 1.0)
@@ -277,6 +294,25 @@ class Compositor:
             new = transfer_low_frequencies(new, base_crop, cfg.colour_scale * width, LOCAL_COLOUR[cfg.colour])
         return new
 
+    def widest_transition(self, region: FaceRegion) -> float:
+        """The blend's widest transition (its lowest band's), in photo px."""
+        return max(self.config.blend_width * region.width, 2.0)
+
+    def crop_blend(self, region: FaceRegion, m_image_to_crop: np.ndarray, resolution: int) -> CropBlend:
+        """What ``composite`` will do with a crop-space change, in crop space, for a method that fits
+        its face to how it will look in the photo (``CropBlend``)."""
+        m = np.asarray(m_image_to_crop, np.float64)
+        scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+        inside = region.crop_mask(m, resolution) > 0.5
+        distance = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        widest = self.widest_transition(region) * scale
+        if self.config.blend == "multiband":
+            sigmas, widths = band_layout(widest, scale)
+        else:
+            sigmas, widths = [], [self.widest_transition(region)]
+        masks = np.stack([ramp(distance, width * scale) for width in widths])
+        return CropBlend(tuple(sigmas), masks, inside, region.width * scale, widest)
+
     def composite(self, base_rgb: np.ndarray, crop_rgb: np.ndarray, m_image_to_crop: np.ndarray,
                   roi: tuple[int, int, int, int], region: FaceRegion, restoring: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The roi with the method's crop put in: float RGB (0-255 scale), and the support mask
@@ -310,7 +346,7 @@ class Compositor:
         res = crop_rgb.shape[0]
         scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))   # crop px per photo px
         base_crop = resample_into_crop(base, m, roi, res)
-        widest = max(cfg.blend_width * region.width, 2.0)       # photo px
+        widest = self.widest_transition(region)
         new = np.asarray(crop_rgb, np.float32)
         if not restoring:
             new = self.colour_in_crop(new, base_crop, region.crop_mask(m, res) > 0.5, region.width * scale, widest * scale)
@@ -360,17 +396,24 @@ def resample_into_crop(image: np.ndarray, m_image_to_crop: np.ndarray, roi: tupl
                           borderMode=cv2.BORDER_REPLICATE)
 
 
+def band_layout(widest_in_crop: float, scale: float) -> tuple[list[float], list[float]]:
+    """The multi-band split of a crop-space change: its Gaussian-stack sigmas (crop px, finest first)
+    and the width in photo px over which each of the len(sigmas) + 1 bands is faded in at the region's
+    edge: three of its sigmas (at least 2 px), the lowest band over ``widest_in_crop`` / ``scale``."""
+    sigmas = band_sigmas(widest_in_crop, CROP_FINEST_SIGMA)
+    widths = [max(BAND_TRANSITIONS * sigma / scale, 2.0) for sigma in sigmas] + [max(widest_in_crop / scale, 2.0)]
+    return sigmas, widths
+
+
 def crop_bands(diff: np.ndarray, widest_in_crop: float, scale: float) -> tuple[list[np.ndarray], list[float]]:
     """The Gaussian-stack bands of a crop-space change (they sum to it), finest first, and the width
-    in photo px over which each is faded in at the region's edge: three of its sigmas (at least 2 px),
-    the lowest band over ``widest_in_crop`` / ``scale``."""
-    bands, widths = [], []
+    in photo px over which each is faded in at the region's edge (``band_layout``)."""
+    sigmas, widths = band_layout(widest_in_crop, scale)
+    bands = []
     previous = diff
-    for sigma in band_sigmas(widest_in_crop, CROP_FINEST_SIGMA):
+    for sigma in sigmas:
         low = _blur(diff, sigma)
         bands.append(previous - low)
-        widths.append(max(BAND_TRANSITIONS * sigma / scale, 2.0))
         previous = low
     bands.append(previous)
-    widths.append(max(widest_in_crop / scale, 2.0))
     return bands, widths

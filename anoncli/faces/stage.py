@@ -183,8 +183,11 @@ def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMetho
         region = _locate(img, method, roi, m, det.landmarks, landmarks_in_crop)
         if method.compositor is not None:
             record.region = region.source
-        region_in_crop = region.crop_mask(m, res, method.region_feather) if method.compositor is not None else None
-        face = yield FaceRequest(crop, landmarks_in_crop, key, region_in_crop)
+        region_in_crop = blend_in_crop = None
+        if method.compositor is not None:
+            region_in_crop = region.crop_mask(m, res, method.region_feather)
+            blend_in_crop = method.compositor.crop_blend(region, m, res)
+        face = yield FaceRequest(crop, landmarks_in_crop, key, region_in_crop, blend_in_crop)
         anon = face.crop
         if face.side_images:
             record.side_image_pixels = face.side_images

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -128,8 +128,8 @@ class Refinement:
     with its schedule (``learning_rate``). Optional: ``start``, the unit vector the fit starts
     from (default the target); ``readout``, a differentiable map of the shown r_id (N x d
     tensors) and ``goal``, the vector its output should point to (default: the shown r_id
-    itself and the target); ``detail_sigma`` and ``colour``, what the compositing will do to the
-    face (``paste``)."""
+    itself and the target); ``detail_sigma``, ``colour`` and ``blend`` (a
+    ``faces.compositing.CropBlend``), what the compositing will do to the face (``paste``)."""
 
     crop: np.ndarray
     mask: np.ndarray
@@ -141,22 +141,43 @@ class Refinement:
     schedule: str = "constant"
     detail_sigma: float = 0.0
     colour: Callable[[np.ndarray], np.ndarray] | None = None
+    blend: Any = None
 
 
 COLOUR_REFRESH = 10   # steps between re-measurements of the compositing's colour correction in the fit
 
 
-def paste(faces, crops, masks, detail_sigma: float, colour_shift=None):
+def paste(faces, crops, masks, detail_sigma: float, colour_shift=None, blends=None):
     """The crop as the compositing will leave it, in crop space: X + M·G_σ * (h + c − X), where the
     change is low-passed at ``detail_sigma`` (the photo keeps its own finer detail; 0: none) and
     ``colour_shift`` c is the colour correction the compositing applies to h (held fixed: it is
-    mostly the photo's low-frequency colour and varies little with h). Without either, M·h + (1 − M)·X."""
+    mostly the photo's low-frequency colour and varies little with h). Without either, M·h + (1 − M)·X.
+    ``blends``: per face None or (band sigmas, band masks B x R x R tensor) of a ``CropBlend``: that
+    face's change is then added band by band, X + Σ_k M_k·B_k with B_k the Gaussian-stack bands of
+    G_σ * (h + c − X), as ``Compositor.composite`` adds it (in place of M)."""
+    import torch
+
     from ..latent.perturbation import gaussian_blur
 
     change = faces - crops if colour_shift is None else faces + colour_shift - crops
     if detail_sigma > 0:
         change = gaussian_blur(change, detail_sigma)
-    return crops + masks * change
+    if blends is None or all(b is None for b in blends):
+        return crops + masks * change
+    return crops + torch.cat([masks[i:i + 1] * change[i:i + 1] if b is None else banded(change[i:i + 1], *b)
+                              for i, b in enumerate(blends)])
+
+
+def banded(change, sigmas, masks):
+    """Σ_k M_k·B_k of one change (1 x 3 x R x R) split into its Gaussian-stack bands at ``sigmas``."""
+    from ..latent.perturbation import gaussian_blur
+
+    out, previous = 0.0, change
+    for mask, sigma in zip(masks, sigmas):
+        low = gaussian_blur(change, sigma)
+        out = out + mask * (previous - low)
+        previous = low
+    return out + masks[-1] * previous
 
 
 def refine_identity_inputs(generator, representation, target, attributes, refinement: Refinement, start=None):
@@ -200,6 +221,8 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
     goals = torch.stack([target if r.goal is None else torch.as_tensor(np.asarray(r.goal, np.float32)).reshape(-1)
                          for target, r in zip(targets.reshape(len(refinements), -1), refinements)])
 
+    blends = [None if r.blend is None else (r.blend.band_sigmas, torch.as_tensor(r.blend.band_masks)[:, None])
+              for r in refinements]
     with torch.no_grad():   # the attributes' share of the generator, the same at every step
         modulations = generator.modulations(attributes)
 
@@ -230,7 +253,7 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
                 shift = colour_shift(w.detach())
             with context():
                 face = generator(F.normalize(w, dim=-1), modulations)
-                shown = representation(paste(face, crops, masks, first.detail_sigma, shift))
+                shown = representation(paste(face, crops, masks, first.detail_sigma, shift, blends))
             loss = (1.0 - F.cosine_similarity(readout(shown.float()), goals, dim=1)).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -165,6 +165,9 @@ class FaceRequest:
     """The region the stage's compositing will replace, in crop space (R x R in [0, 1], its edge
     feathered by the method's ``region_feather``), when the method composites through a
     ``Compositor``; otherwise None."""
+    blend_in_crop: Any = None
+    """With ``region_in_crop``: how that compositing will weigh the method's change, band by band, in
+    crop space (``anoncli.faces.compositing.CropBlend``)."""
 
 
 class PlanRefused(ValueError):

@@ -65,23 +65,28 @@ class _GeneratorMethod(FaceMethod):
         return None if dtype is None else (lambda: torch.autocast("cpu", dtype=dtype))
 
     def refinement(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, steps: int | None = None,
-                   restoring: bool = False, region_in_crop: np.ndarray | None = None, **fit):
+                   restoring: bool = False, region_in_crop: np.ndarray | None = None, blend_in_crop=None, **fit):
         """The ``Refinement`` of one face; ``fit``: its optional start, readout and goal. The fit sees
         the face as the compositing will put it into the photo: in its region (``region_in_crop``, the
-        stage's; without it ``blend_mask``), with the photo's detail finer than ``--detail-sigma`` and
-        its colour (``Compositor.colour_in_crop``), except when ``restoring`` (restore composites
-        without either)."""
+        stage's; without it ``blend_mask``), band by band as the stage will blend it (``blend_in_crop``,
+        a ``CropBlend``, when the stage hands one over), with the photo's detail finer than
+        ``--detail-sigma`` and its colour (``Compositor.colour_in_crop``), except when ``restoring``
+        (restore composites without either)."""
         from ..identity.generator import Refinement
 
         steps = self.params["refine_steps"] if steps is None else steps
         mask = self.blend_mask(landmarks_in_crop) if region_in_crop is None else region_in_crop
         composited = {}
         if self.compositor is not None and not restoring:
-            region = mask > 0.5
-            columns = np.flatnonzero(region.any(0))
-            width = float(columns[-1] - columns[0] + 1) if len(columns) else float(self.resolution)
-            composited = {"detail_sigma": self.compositor.config.detail_sigma,
-                          "colour": lambda face: self.compositor.colour_in_crop(face, crop, region, width)}
+            if blend_in_crop is not None:
+                region, width, transition = blend_in_crop.region, blend_in_crop.width, blend_in_crop.transition
+            else:
+                region = mask > 0.5
+                columns = np.flatnonzero(region.any(0))
+                width = float(columns[-1] - columns[0] + 1) if len(columns) else float(self.resolution)
+                transition = None
+            composited = {"detail_sigma": self.compositor.config.detail_sigma, "blend": blend_in_crop,
+                          "colour": lambda face: self.compositor.colour_in_crop(face, crop, region, width, transition)}
         return Refinement(crop, mask, steps, self.params["refine_lr"], schedule=self.params["refine_schedule"],
                           **composited, **fit)
 
@@ -116,7 +121,8 @@ class _GeneratorMethod(FaceMethod):
                     continue
                 targets.append(target)
                 refinements.append(self.refinement(requests[i].crop, requests[i].landmarks_in_crop,
-                                                   region_in_crop=requests[i].region_in_crop, **fit))
+                                                   region_in_crop=requests[i].region_in_crop,
+                                                   blend_in_crop=requests[i].blend_in_crop, **fit))
                 rows.append(row)
             if not rows:
                 continue
