@@ -78,7 +78,6 @@ def test_faces_fitted_together_follow_their_own_fits():
                                     [refinements[0], Refinement(crops[1], mask, 7, 0.05)], starts[:2])
 
 
-
 @pytest.mark.parametrize("blend", ["multiband", "alpha"])
 def test_the_fit_sees_the_change_as_the_compositor_blends_it(blend):
     """With the photo at the crop's scale (identity warp), ``paste`` with the stage's ``CropBlend``
