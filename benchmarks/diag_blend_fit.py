@@ -1,8 +1,8 @@
 """What the identity fit reaches against what the photo shows (idrotate, issue 20 point 2).
 
-    .venv/bin/python benchmarks/diag_blend_fit.py [--limit 16] [--method-flag NAME=VALUE ...]
+    .venv/bin/python benchmarks/diag_blend_fit.py [--set crops|wild] [--limit 16] [--method-flag NAME=VALUE ...]
 
-The first face of each of the first ``--limit`` held-out CelebA crops, anonymized through the face
+The first face of each of the first ``--limit`` held-out CelebA crops (or CelebA photos in the wild), anonymized through the face
 stage as a run does it (eight faces per pass, keys derived from the file names, so the same faces
 and keys in every run), then per face the cosine to z_new = A·z̄ of r_id (i) of the face as the fit
 sees it pasted into its crop (``paste`` with the stage's ``CropBlend``) and (ii) read back from the
@@ -24,6 +24,7 @@ from eval_identity import held_out_images  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", default="crops", choices=["crops", "wild"])
     ap.add_argument("--limit", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--method-flag", action="append", default=[], metavar="NAME=VALUE")
@@ -55,7 +56,7 @@ def main() -> None:
         return extract_crop(img, m, method.resolution, crop_bounds_in_image(m, method.resolution, img.height, img.width))
 
     images, originals = [], []
-    for path in held_out_images("crops", args.limit)[0]:
+    for path in held_out_images(args.set, args.limit)[0]:
         photo = load_image(path.read_bytes(), 10 ** 9)
         detections = detector.detect([rgb_view(photo.pixels, photo.mode)])[0][:1]
         if detections:
@@ -74,7 +75,7 @@ def main() -> None:
         seen = paste(to_tensor(h[None]), to_tensor(np.asarray(request.crop, np.float32)[None]),
                      torch.as_tensor(fit.mask, dtype=torch.float32)[None, None], fit.detail_sigma,
                      to_tensor(fit.colour(h)[None]) - to_tensor(h[None]),
-                     [(blend.band_sigmas, torch.as_tensor(blend.band_masks)[:, None])])
+                     [(blend.band_sigmas, torch.as_tensor(blend.band_masks)[:, None], blend.scale)])
         with torch.no_grad():
             as_fitted = method.generator.rep(seen)[0].double().numpy()
         rows.append((float(target @ as_fitted), float(target @ r_id(crop_of(protected, m)))))

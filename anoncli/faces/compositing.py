@@ -175,17 +175,21 @@ class FaceRegion:
 
 @dataclass(frozen=True)
 class CropBlend:
-    """``Compositor.composite``'s weighing of a crop-space change D, modelled in crop space (without
-    its resampling to the photo and back): D is low-passed at ``detail_sigma``, split into the
-    Gaussian-stack bands of ``band_sigmas`` (finest first; none: one band) and band k is added with
-    ``band_masks[k]`` (its ramp from the region's edge). ``region`` (bool R x R), ``width`` (the face's
-    width) and ``transition`` (the widest band's ramp, crop px) are what the colour match measures in."""
+    """``Compositor.composite``'s weighing of a crop-space change D, modelled in crop space: D is
+    low-passed at ``detail_sigma``, split into the Gaussian-stack bands of ``band_sigmas`` (finest
+    first; none: one band) and band k is added with ``band_masks[k]`` (its ramp from the region's
+    edge). ``region`` (bool R x R), ``width`` (the face's width) and ``transition`` (the widest band's
+    ramp, crop px) are what the colour match measures in. ``scale`` (crop px per photo px) is what
+    the change goes through on its way into the photo and back into a crop, where a reader (restore,
+    a recognizer) finds it: enlarged to the photo's pixels (bicubic), then resampled into the crop
+    (``resample_into_crop``); ``identity.generator.photo_round_trip`` models it."""
 
     band_sigmas: tuple[float, ...]
     band_masks: np.ndarray    # (len(band_sigmas) + 1) x R x R, float32 in [0, 1]
     region: np.ndarray
     width: float
     transition: float
+    scale: float = 1.0
 
 
 def ramp(distance: np.ndarray, width: float) -> np.ndarray:
@@ -311,7 +315,7 @@ class Compositor:
         else:
             sigmas, widths = [], [self.widest_transition(region)]
         masks = np.stack([ramp(distance, width * scale) for width in widths])
-        return CropBlend(tuple(sigmas), masks, inside, region.width * scale, widest)
+        return CropBlend(tuple(sigmas), masks, inside, region.width * scale, widest, scale)
 
     def composite(self, base_rgb: np.ndarray, crop_rgb: np.ndarray, m_image_to_crop: np.ndarray,
                   roi: tuple[int, int, int, int], region: FaceRegion, restoring: bool = False) -> tuple[np.ndarray, np.ndarray]:

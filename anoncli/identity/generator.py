@@ -152,9 +152,10 @@ def paste(faces, crops, masks, detail_sigma: float, colour_shift=None, blends=No
     change is low-passed at ``detail_sigma`` (the photo keeps its own finer detail; 0: none) and
     ``colour_shift`` c is the colour correction the compositing applies to h (held fixed: it is
     mostly the photo's low-frequency colour and varies little with h). Without either, M·h + (1 − M)·X.
-    ``blends``: per face None or (band sigmas, band masks B x R x R tensor) of a ``CropBlend``: that
-    face's change is then added band by band, X + Σ_k M_k·B_k with B_k the Gaussian-stack bands of
-    G_σ * (h + c − X), as ``Compositor.composite`` adds it (in place of M)."""
+    ``blends``: per face None or (band sigmas, band masks B x R x R tensor, scale) of a ``CropBlend``:
+    that face's change is then added band by band, X + T_s(Σ_k M_k·B_k) with B_k the Gaussian-stack
+    bands of G_σ * (h + c − X), as ``Compositor.composite`` adds it (in place of M), and T_s its trip
+    into the photo at ``scale`` crop px per photo px and back into the crop (``photo_round_trip``)."""
     import torch
 
     from ..latent.perturbation import gaussian_blur
@@ -164,7 +165,8 @@ def paste(faces, crops, masks, detail_sigma: float, colour_shift=None, blends=No
         change = gaussian_blur(change, detail_sigma)
     if blends is None or all(b is None for b in blends):
         return crops + masks * change
-    return crops + torch.cat([masks[i:i + 1] * change[i:i + 1] if b is None else banded(change[i:i + 1], *b)
+    return crops + torch.cat([masks[i:i + 1] * change[i:i + 1] if b is None else
+                              photo_round_trip(banded(change[i:i + 1], b[0], b[1]), b[2])
                               for i, b in enumerate(blends)])
 
 
@@ -178,6 +180,30 @@ def banded(change, sigmas, masks):
         out = out + mask * (previous - low)
         previous = low
     return out + masks[-1] * previous
+
+
+def photo_round_trip(change, scale: float):
+    """A crop-space change (N x C x R x R) as a reader finds it in the crop again after the compositing
+    put it into the photo at ``scale`` crop px per photo px: enlarged to the photo's R / scale pixels
+    (bicubic, ``Compositor.composite``'s warp), then brought back as
+    ``faces.compositing.resample_into_crop`` brings the photo (area-averaged to about twice the crop
+    where the photo is more than twice finer, then bilinear). Where the photo is coarser than the crop
+    (scale > 1) the warp aliases the change's finest detail into noise whose pattern depends on where
+    the photo's pixels fall; the model removes that detail instead (antialiased), so that the fit
+    neither counts on it nor on one sampling's aliases. The warp's rotation and offset are left out:
+    they move the samples, not how much of each frequency survives. A photo more than four times
+    finer than the crop is modelled at four times (what comes back barely differs, and the
+    enlargement's cost grows with its area). Identity at scale 1."""
+    import torch.nn.functional as F
+
+    size = change.shape[-1]
+    photo = min(max(2, round(size / scale)), 4 * size)
+    if photo == size:
+        return change
+    out = F.interpolate(change, size=(photo, photo), mode="bicubic", align_corners=False, antialias=photo < size)
+    if photo > 2 * size:
+        out = F.interpolate(out, size=(2 * size, 2 * size), mode="area")
+    return F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def refine_identity_inputs(generator, representation, target, attributes, refinement: Refinement, start=None):
@@ -221,7 +247,7 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
     goals = torch.stack([target if r.goal is None else torch.as_tensor(np.asarray(r.goal, np.float32)).reshape(-1)
                          for target, r in zip(targets.reshape(len(refinements), -1), refinements)])
 
-    blends = [None if r.blend is None else (r.blend.band_sigmas, torch.as_tensor(r.blend.band_masks)[:, None])
+    blends = [None if r.blend is None else (r.blend.band_sigmas, torch.as_tensor(r.blend.band_masks)[:, None], r.blend.scale)
               for r in refinements]
     with torch.no_grad():   # the attributes' share of the generator, the same at every step
         modulations = generator.modulations(attributes)
