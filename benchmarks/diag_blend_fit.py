@@ -71,11 +71,10 @@ def main() -> None:
         fit = method.refinement(request.crop, request.landmarks_in_crop, region_in_crop=request.region_in_crop,
                                 blend_in_crop=request.blend_in_crop)
         h = np.asarray(face.crop, np.float32)
-        blend = request.blend_in_crop
         seen = paste(to_tensor(h[None]), to_tensor(np.asarray(request.crop, np.float32)[None]),
                      torch.as_tensor(fit.mask, dtype=torch.float32)[None, None], fit.detail_sigma,
                      to_tensor(fit.colour(h)[None]) - to_tensor(h[None]),
-                     [(blend.band_sigmas, torch.as_tensor(blend.band_masks)[:, None], blend.scale)])
+                     [request.blend_in_crop])
         with torch.no_grad():
             as_fitted = method.generator.rep(seen)[0].double().numpy()
         rows.append((float(target @ as_fitted), float(target @ r_id(crop_of(protected, m)))))

@@ -251,7 +251,8 @@ class _InvertMethod(FaceMethod):
 
         return AnonymizedFace(255.0 - crop)
 
-    def restore_crop(self, crop, landmarks_in_crop, key, face_params):
+    def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None):
+        self.restored_into = (region_in_crop, blend_in_crop)
         return 255.0 - crop
 
     def blend_mask(self, landmarks_in_crop):
@@ -316,6 +317,12 @@ def test_stage_anonymize_and_restore_use_the_same_region(forehead_raise):
             "landmarks68": secrets[0].landmarks68, "brow_raises": secrets[0].brow_raises}
     restore_faces(img, [face], method, {0: key})
     np.testing.assert_array_equal(img.pixels[outside], rgb[outside])
+    # the restored crop is made for the compositing restore puts it back with: its region and bands
+    warp, region_in_crop, blend_in_crop = np.asarray(secrets[0].warp), *method.restored_into
+    np.testing.assert_array_equal(region_in_crop, region.crop_mask(warp, RES, method.region_feather))
+    expected = method.compositor.crop_blend(region, warp, RES)
+    assert blend_in_crop.band_sigmas == expected.band_sigmas and blend_in_crop.scale == pytest.approx(expected.scale)
+    np.testing.assert_array_equal(blend_in_crop.band_masks, expected.band_masks)
     forehead = (region.hard_mask(full) > brow_line.hard_mask(full)) & (anonymized != rgb).any(2)
     if forehead_raise:   # restore composed into the raised region too, not only up to the brow line
         assert (img.pixels[forehead] != anonymized[forehead]).any(1).mean() > 0.5

@@ -3,6 +3,7 @@ faces fitted together as one by one, the compositing seen in crop space, the rat
 what idrotate fits by default."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -103,8 +104,7 @@ def test_the_fit_sees_the_change_as_the_compositor_blends_it(blend):
     crop_blend = compositor.crop_blend(region, identity, res)
     coloured = compositor.colour_in_crop(new, photo, crop_blend.region, crop_blend.width, crop_blend.transition)
     shift = to_tensor(coloured[None]) - to_tensor(new[None])
-    bands = [(crop_blend.band_sigmas, torch.as_tensor(crop_blend.band_masks)[:, None], crop_blend.scale)]
-    twin = to_images(paste(to_tensor(new[None]), to_tensor(photo[None]), None, 0.5, shift, bands))[0]
+    twin = to_images(paste(to_tensor(new[None]), to_tensor(photo[None]), None, 0.5, shift, [crop_blend]))[0]
     feathered = torch.as_tensor(region.crop_mask(identity, res, 0.02))[None, None]
     plain = to_images(paste(to_tensor(new[None]), to_tensor(photo[None]), feathered, 0.5, shift))[0]
 
@@ -145,11 +145,10 @@ def test_the_fit_sees_the_change_as_a_reader_finds_it_in_the_photo(scale, closer
 
     crop_blend = compositor.crop_blend(region, warp, res)
     assert crop_blend.scale == pytest.approx(scale)
-    masks = torch.as_tensor(crop_blend.band_masks)[:, None]
 
     def twin(trip_scale):
-        blends = [(crop_blend.band_sigmas, masks, trip_scale)]
-        return to_images(paste(to_tensor(new[None]), to_tensor(crop[None]), None, 0.5, None, blends))[0]
+        blend = dataclasses.replace(crop_blend, scale=trip_scale)
+        return to_images(paste(to_tensor(new[None]), to_tensor(crop[None]), None, 0.5, None, [blend]))[0]
 
     inner = (slice(12, -12), slice(12, -12))
     with_trip = np.abs(twin(scale) - read)[inner].mean()

@@ -290,16 +290,19 @@ def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys:
         params = face.get("params", {})
         if face["index"] in side_images:
             params = {**params, "side_images": side_images[face["index"]]}
-        restored = method.restore_crop(crop, landmarks_in_crop, keys[face["index"]], params)
+        region = landmarks_in_crop if method.compositor is None else method.compositor.region_from_record(
+            face.get("landmarks68"), np.asarray(face["landmarks"], np.float64), m, res, method.margin, face.get("brow_raises"))
+        placement = {} if method.compositor is None else {
+            "region_in_crop": region.crop_mask(m, res, method.region_feather),
+            "blend_in_crop": method.compositor.crop_blend(region, m, res)}
+        restored = method.restore_crop(crop, landmarks_in_crop, keys[face["index"]], params, **placement)
         mask = method.blend_mask(landmarks_in_crop)
         try:
             check_restored_crop(restored, crop, mask, edge_px=2.0 * np.sqrt(abs(np.linalg.det(m[:, :2]))))
         except RestoreFailed as e:
             raise RestoreFailed(f"face {face['index']}: {e}") from None
-        quality = (float(method.restore_quality(crop, restored, landmarks_in_crop, keys[face["index"]], params))
+        quality = (float(method.restore_quality(crop, restored, landmarks_in_crop, keys[face["index"]], params, **placement))
                    if measure_quality else None)
-        region = landmarks_in_crop if method.compositor is None else method.compositor.region_from_record(
-            face.get("landmarks68"), np.asarray(face["landmarks"], np.float64), m, res, method.margin, face.get("brow_raises"))
         restored_roi, mask_roi = _put_back(img, method, roi, m, restored, region, restoring=True)
         _composite_into(img, roi, restored_roi, mask_roi)
         done.append(RestoredFace(face["index"], quality))

@@ -152,10 +152,10 @@ def paste(faces, crops, masks, detail_sigma: float, colour_shift=None, blends=No
     change is low-passed at ``detail_sigma`` (the photo keeps its own finer detail; 0: none) and
     ``colour_shift`` c is the colour correction the compositing applies to h (held fixed: it is
     mostly the photo's low-frequency colour and varies little with h). Without either, M·h + (1 − M)·X.
-    ``blends``: per face None or (band sigmas, band masks B x R x R tensor, scale) of a ``CropBlend``:
-    that face's change is then added band by band, X + T_s(Σ_k M_k·B_k) with B_k the Gaussian-stack
-    bands of G_σ * (h + c − X), as ``Compositor.composite`` adds it (in place of M), and T_s its trip
-    into the photo at ``scale`` crop px per photo px and back into the crop (``photo_round_trip``)."""
+    ``blends``: per face None or its ``faces.compositing.CropBlend``: that face's change is then added
+    band by band, X + T_s(Σ_k M_k·B_k) with B_k the Gaussian-stack bands of G_σ * (h + c − X) and M_k
+    the blend's band masks, as ``Compositor.composite`` adds it (in place of M), and T_s its trip into
+    the photo at the blend's ``scale`` crop px per photo px and back into the crop (``photo_round_trip``)."""
     import torch
 
     from ..latent.perturbation import gaussian_blur
@@ -166,7 +166,8 @@ def paste(faces, crops, masks, detail_sigma: float, colour_shift=None, blends=No
     if blends is None or all(b is None for b in blends):
         return crops + masks * change
     return crops + torch.cat([masks[i:i + 1] * change[i:i + 1] if b is None else
-                              photo_round_trip(banded(change[i:i + 1], b[0], b[1]), b[2])
+                              photo_round_trip(banded(change[i:i + 1], b.band_sigmas, torch.as_tensor(b.band_masks)[:, None]),
+                                               b.scale)
                               for i, b in enumerate(blends)])
 
 
@@ -247,8 +248,7 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
     goals = torch.stack([target if r.goal is None else torch.as_tensor(np.asarray(r.goal, np.float32)).reshape(-1)
                          for target, r in zip(targets.reshape(len(refinements), -1), refinements)])
 
-    blends = [None if r.blend is None else (r.blend.band_sigmas, torch.as_tensor(r.blend.band_masks)[:, None], r.blend.scale)
-              for r in refinements]
+    blends = [r.blend for r in refinements]
     with torch.no_grad():   # the attributes' share of the generator, the same at every step
         modulations = generator.modulations(attributes)
 

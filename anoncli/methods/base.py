@@ -197,17 +197,21 @@ class FaceMethod:
     def anonymize_crop(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key=None) -> np.ndarray:
         raise NotImplementedError
 
-    def restore_crop(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key, face_params: dict) -> np.ndarray:
-        """The original crop from the anonymized one and the face's key (reversible methods only)."""
+    def restore_crop(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key, face_params: dict, *,
+                     region_in_crop: np.ndarray | None = None, blend_in_crop=None) -> np.ndarray:
+        """The original crop from the anonymized one and the face's key (reversible methods only).
+        ``region_in_crop`` and ``blend_in_crop``: as in ``FaceRequest``, how restore's compositing will
+        put the restored face back (``Compositor.composite`` with ``restoring``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot restore without escrow")
 
     restore_quality_measure: str | None = None   # what ``restore_quality`` returns (unit; higher is better)
 
     def restore_quality(self, anonymized: np.ndarray, restored: np.ndarray, landmarks_in_crop: np.ndarray, key,
-                        face_params: dict) -> float:
+                        face_params: dict, *, region_in_crop: np.ndarray | None = None, blend_in_crop=None) -> float:
         """For a method whose inverse is approximate (``RestoreKind.APPROXIMATE``): one face's
         round-trip quality, measured from the anonymized crop, the restored one and the key
-        alone (the original is not at hand), as described by ``restore_quality_measure``."""
+        alone (the original is not at hand), as described by ``restore_quality_measure``;
+        ``region_in_crop`` and ``blend_in_crop`` as in ``restore_crop``."""
         raise NotImplementedError(f"{type(self).__name__} measures no restore quality")
 
     def anonymize_face(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key=None) -> "AnonymizedFace":

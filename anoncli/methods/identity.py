@@ -71,13 +71,15 @@ class _GeneratorMethod(FaceMethod):
         stage's; without it ``blend_mask``), band by band as the stage will blend it (``blend_in_crop``,
         a ``CropBlend``, when the stage hands one over), with the photo's detail finer than
         ``--detail-sigma`` and its colour (``Compositor.colour_in_crop``), except when ``restoring``
-        (restore composites without either)."""
+        (restore composites without either, band by band all the same)."""
         from ..identity.generator import Refinement
 
         steps = self.params["refine_steps"] if steps is None else steps
         mask = self.blend_mask(landmarks_in_crop) if region_in_crop is None else region_in_crop
         composited = {}
-        if self.compositor is not None and not restoring:
+        if self.compositor is not None and restoring:
+            composited = {"blend": blend_in_crop}
+        elif self.compositor is not None:
             if blend_in_crop is not None:
                 region, width, transition = blend_in_crop.region, blend_in_crop.width, blend_in_crop.transition
             else:
@@ -245,20 +247,31 @@ class IdRotate(_GeneratorMethod):
             return recovered / np.linalg.norm(recovered)
         return unrotate_identity(rotated, self.reference(key), self.degrees)
 
-    def restore_crop(self, crop, landmarks_in_crop, key, face_params):
+    def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None):
         rotated, attributes = self.generator.encode(crop)
         return self.render(self.recovered_identity(rotated, key, self.rotation_of(face_params)), attributes, crop, landmarks_in_crop,
-                           self.params["restore_refine_steps"], restoring=True)
+                           self.params["restore_refine_steps"], restoring=True, region_in_crop=region_in_crop,
+                           blend_in_crop=blend_in_crop)
 
-    restore_quality_measure = ("cosine between the identity vector r_id of the restored face, pasted into its crop, and "
+    restore_quality_measure = ("cosine between the identity vector r_id of the restored face, pasted into its crop as restore "
+                               "composites it, and "
                                "the identity restore read back from the protected face (eq. 6.20): how faithfully the "
                                "generator rendered it (1 at best; higher is better)")
 
-    def restore_quality(self, anonymized, restored, landmarks_in_crop, key, face_params):
+    def restore_quality(self, anonymized, restored, landmarks_in_crop, key, face_params, *, region_in_crop=None,
+                        blend_in_crop=None):
+        import torch
+
+        from ..identity.generator import paste
+        from ..models.tensors import to_tensor
+
         rotated, _ = self.generator.encode(anonymized)
         target = self.recovered_identity(rotated, key, self.rotation_of(face_params))
-        mask = self.blend_mask(landmarks_in_crop)[..., None]
-        shown, _ = self.generator.encode(np.float32(mask * restored + (1.0 - mask) * anonymized))
+        mask = self.blend_mask(landmarks_in_crop) if region_in_crop is None else region_in_crop
+        with torch.no_grad():
+            composited = paste(to_tensor(np.float32(restored)[None]), to_tensor(np.float32(anonymized)[None]),
+                               torch.as_tensor(mask, dtype=torch.float32)[None, None], 0.0, None, [blend_in_crop])
+            shown = self.generator.rep(composited)[0].double().numpy()
         return float(np.dot(shown, target) / (np.linalg.norm(shown) * np.linalg.norm(target)))
 
     def key_params(self, key) -> dict:
