@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--method-flag", action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--save", type=Path, help="also write each face's z̄, A and read-back r_id to this .npz")
     args = ap.parse_args()
 
     import torch
@@ -64,10 +65,11 @@ def main() -> None:
             images.append((copy.deepcopy(photo), detections, lambda i, key=key: key))
             originals.append((path.name, photo, key))
     results = anonymize_images(images, method)
-    rows = []
+    rows, saved = [], {"original": [], "turn": [], "read_back": []}
     for (name, photo, key), (protected, _, _), result, (request, face) in zip(originals, images, results, handed):
         m = np.asarray(result[1][0].warp)
-        target = method.orthogonal(key) @ r_id(crop_of(photo, m))
+        original = r_id(crop_of(photo, m))
+        target = method.orthogonal(key) @ original
         fit = method.refinement(request.crop, request.landmarks_in_crop, region_in_crop=request.region_in_crop,
                                 blend_in_crop=request.blend_in_crop)
         h = np.asarray(face.crop, np.float32)
@@ -77,10 +79,15 @@ def main() -> None:
                      [request.blend_in_crop])
         with torch.no_grad():
             as_fitted = method.generator.rep(seen)[0].double().numpy()
-        rows.append((float(target @ as_fitted), float(target @ r_id(crop_of(protected, m)))))
+        read_back = r_id(crop_of(protected, m))
+        rows.append((float(target @ as_fitted), float(target @ read_back)))
+        for name_, value in (("original", original), ("turn", method.orthogonal(key)), ("read_back", read_back)):
+            saved[name_].append(value)
         print(f"{name}  as fitted {rows[-1][0]:.3f}  read back {rows[-1][1]:.3f}", flush=True)
     fitted, back = np.mean(rows, 0)
     print(f"{len(rows)} faces: cosine to z_new as fitted {fitted:.3f}, read back from the photo {back:.3f}")
+    if args.save:
+        np.savez(args.save, **{k: np.stack(v) for k, v in saved.items()})
 
 
 if __name__ == "__main__":

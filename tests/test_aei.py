@@ -567,7 +567,7 @@ def test_idrotate_orthogonal_keeps_nothing_of_the_owner_and_its_key_restores_exa
     np.testing.assert_allclose(turned, -0.5, atol=1e-6)
 
 
-def test_the_fit_sees_the_compositing_and_restore_only_its_bands(tiny_generator):
+def test_the_fit_sees_the_compositing_and_restore_its_bands_and_low_pass(tiny_generator):
     from anoncli.methods import build_method
 
     method = build_method("identitydp", {"epsilon": 6, "detail_sigma": 0.75}, weights_dir=tiny_generator[0])
@@ -576,11 +576,11 @@ def test_the_fit_sees_the_compositing_and_restore_only_its_bands(tiny_generator)
     assert fit.detail_sigma == 0.75 and fit.colour is not None
     recoloured = fit.colour(np.full_like(crop, 40.0))
     assert abs(float(recoloured.mean()) - float(crop.mean())) < abs(40.0 - float(crop.mean()))   # towards the photo's colour
-    plain = method.refinement(crop, None, restoring=True)
-    assert plain.detail_sigma == 0.0 and plain.colour is None and plain.blend is None
-    blend = object()   # restore's compositing adds its change band by band too, without colour match or low-pass
+    plain = method.refinement(crop, None, restoring=True)   # restore's compositing low-passes too, without colour match
+    assert plain.detail_sigma == 0.75 and plain.colour is None and plain.blend is None
+    blend = object()   # and adds its change band by band
     banded = method.refinement(crop, None, restoring=True, blend_in_crop=blend)
-    assert banded.blend is blend and banded.detail_sigma == 0.0 and banded.colour is None
+    assert banded.blend is blend and banded.detail_sigma == 0.75 and banded.colour is None
     region = np.zeros((32, 32), np.float32)
     region[8:24, 10:22] = 1.0
     np.testing.assert_array_equal(method.refinement(crop, None, region_in_crop=region).mask, region)   # the stage's region

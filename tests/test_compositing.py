@@ -353,3 +353,26 @@ def test_five_landmark_shapes_composite_inside_their_mask(shape):
     x0, y0 = roi[:2]
     for x, y in (lm - [x0, y0]).round().astype(int):
         assert support[y, x] == 1
+
+
+def test_restore_keeps_the_photos_detail_finer_than_detail_sigma_and_not_its_colour():
+    """Restoring composites a model's smooth face without colour matching but low-passed like the
+    anonymizing change: the protected photo's detail finer than ``detail_sigma`` (the original's own,
+    which anonymizing kept) stays, the more of it the larger ``detail_sigma``; the restored face's
+    colour arrives unmatched."""
+    photo = textured_photo(seed=7)
+    _, m, roi, region = face_setup(face_px=46)   # about one crop px per photo px: the grain is at the crop's scale
+    y, x = np.mgrid[0:RES, 0:RES].astype(np.float32)
+    crop = np.stack([200 + 10 * np.sin(x / 9), 60 + 10 * np.cos(y / 7), 90 + x], 2).astype(np.float32)
+    base = in_roi(photo, roi)
+    mask = region.hard_mask(roi)
+
+    def restored(sigma):
+        return Compositor(CompositingConfig(detail_sigma=sigma, colour="lab")).composite(base, crop, m, roi, region, restoring=True)[0]
+
+    kept = {sigma: texture_ratio(restored(sigma), base, mask) for sigma in (0.0, 0.5, 1.0)}
+    assert kept[1.0] > 1.2 * kept[0.5] and kept[0.5] > 1.1 * kept[0.0], kept
+    anonymized, _ = Compositor(CompositingConfig(detail_sigma=1.0, colour="lab")).composite(base, crop, m, roi, region)
+    core = cv2.erode(mask.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    red = {"restored": float(restored(1.0)[..., 0][core].mean()), "anonymized": float(anonymized[..., 0][core].mean())}
+    assert red["restored"] > 185 > red["anonymized"] + 20, red   # the crop's red, not matched to the photo's

@@ -324,9 +324,11 @@ class Compositor:
 
         ``restoring``: ``crop_rgb`` is a method's inverse of the anonymized face, to be put back into
         the anonymized photo: no colour matching (the restored face has the original's colour, the
-        photo around it the fake's) and no low-pass (the anonymized photo kept the original's detail
-        finer than ``detail_sigma``, which the restored crop carries too), so that the change undoes
-        the anonymizing one instead of blurring it a second time.
+        photo around it the fake's). The change is low-passed at ``detail_sigma`` all the same: the
+        anonymized photo kept the original's detail finer than that, so restore changes only what
+        anonymizing changed, and a model's restored face (a generator's, smoother than a photograph)
+        does not replace the original's finest detail with its own (on 40 CelebA photos in the wild,
+        idrotate's restores within dlib 0.5 rose from 37 to 40 of 44 faces: README).
 
         The change is computed at the crop's resolution, where the method has information: the
         photo is resampled into the crop (antialiased), colour matched there, the difference
@@ -355,7 +357,7 @@ class Compositor:
         if not restoring:
             new = self.colour_in_crop(new, base_crop, region.crop_mask(m, res) > 0.5, region.width * scale, widest * scale)
         diff = new - base_crop
-        if cfg.detail_sigma > 0 and not restoring:
+        if cfg.detail_sigma > 0:
             diff = _blur(diff, cfg.detail_sigma)
 
         def enlarged(a):

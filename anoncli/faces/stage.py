@@ -56,6 +56,16 @@ def _locate(img: LoadedImage, method: FaceMethod, roi, m: np.ndarray, landmarks:
                                     method.resolution, method.margin)
 
 
+def _placement(method: FaceMethod, region, m: np.ndarray) -> dict:
+    """Where the compositor will put the method's crop, handed to the method so its fit sees it:
+    ``region_in_crop`` (the region's crop-space mask) and ``blend_in_crop`` (its ``CropBlend``);
+    empty for a method without a compositor."""
+    if method.compositor is None:
+        return {}
+    return {"region_in_crop": region.crop_mask(m, method.resolution, method.region_feather),
+            "blend_in_crop": method.compositor.crop_blend(region, m, method.resolution)}
+
+
 def _composite_into(img: LoadedImage, roi, rgb_roi: np.ndarray, mask_roi: np.ndarray) -> None:
     """Blend float RGB ``rgb_roi`` into the image's colour channels inside ``roi`` (in place)."""
     x0, y0, x1, y1 = roi
@@ -183,11 +193,7 @@ def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMetho
         region = _locate(img, method, roi, m, det.landmarks, landmarks_in_crop)
         if method.compositor is not None:
             record.region = region.source
-        region_in_crop = blend_in_crop = None
-        if method.compositor is not None:
-            region_in_crop = region.crop_mask(m, res, method.region_feather)
-            blend_in_crop = method.compositor.crop_blend(region, m, res)
-        face = yield FaceRequest(crop, landmarks_in_crop, key, region_in_crop, blend_in_crop)
+        face = yield FaceRequest(crop, landmarks_in_crop, key, **_placement(method, region, m))
         anon = face.crop
         if face.side_images:
             record.side_image_pixels = face.side_images
@@ -292,9 +298,7 @@ def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys:
             params = {**params, "side_images": side_images[face["index"]]}
         region = landmarks_in_crop if method.compositor is None else method.compositor.region_from_record(
             face.get("landmarks68"), np.asarray(face["landmarks"], np.float64), m, res, method.margin, face.get("brow_raises"))
-        placement = {} if method.compositor is None else {
-            "region_in_crop": region.crop_mask(m, res, method.region_feather),
-            "blend_in_crop": method.compositor.crop_blend(region, m, res)}
+        placement = _placement(method, region, m)
         restored = method.restore_crop(crop, landmarks_in_crop, keys[face["index"]], params, **placement)
         mask = method.blend_mask(landmarks_in_crop)
         try:

@@ -70,15 +70,15 @@ class _GeneratorMethod(FaceMethod):
         the face as the compositing will put it into the photo: in its region (``region_in_crop``, the
         stage's; without it ``blend_mask``), band by band as the stage will blend it (``blend_in_crop``,
         a ``CropBlend``, when the stage hands one over), with the photo's detail finer than
-        ``--detail-sigma`` and its colour (``Compositor.colour_in_crop``), except when ``restoring``
-        (restore composites without either, band by band all the same)."""
+        ``--detail-sigma`` and its colour (``Compositor.colour_in_crop``), the colour except when
+        ``restoring`` (restore composites without it)."""
         from ..identity.generator import Refinement
 
         steps = self.params["refine_steps"] if steps is None else steps
         mask = self.blend_mask(landmarks_in_crop) if region_in_crop is None else region_in_crop
         composited = {}
         if self.compositor is not None and restoring:
-            composited = {"blend": blend_in_crop}
+            composited = {"detail_sigma": self.compositor.config.detail_sigma, "blend": blend_in_crop}
         elif self.compositor is not None:
             if blend_in_crop is not None:
                 region, width, transition = blend_in_crop.region, blend_in_crop.width, blend_in_crop.transition
@@ -268,9 +268,10 @@ class IdRotate(_GeneratorMethod):
         rotated, _ = self.generator.encode(anonymized)
         target = self.recovered_identity(rotated, key, self.rotation_of(face_params))
         mask = self.blend_mask(landmarks_in_crop) if region_in_crop is None else region_in_crop
+        detail_sigma = 0.0 if self.compositor is None else self.compositor.config.detail_sigma
         with torch.no_grad():
             composited = paste(to_tensor(np.float32(restored)[None]), to_tensor(np.float32(anonymized)[None]),
-                               torch.as_tensor(mask, dtype=torch.float32)[None, None], 0.0, None, [blend_in_crop])
+                               torch.as_tensor(mask, dtype=torch.float32)[None, None], detail_sigma, None, [blend_in_crop])
             shown = self.generator.rep(composited)[0].double().numpy()
         return float(np.dot(shown, target) / (np.linalg.norm(shown) * np.linalg.norm(target)))
 
