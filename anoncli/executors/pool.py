@@ -21,6 +21,20 @@ def worker_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def _shut_down_after_the_last_result(pool: ProcessPoolExecutor, poll: Callable[[], None] | None) -> None:
+    """Every result is in: wait for the workers to exit, running ``poll`` meanwhile. A worker exits
+    only once its queues' feeder threads have written everything it put on them, so a caller's
+    queue that nobody drains (streamed records, escrow pixels among them: more than a pipe holds)
+    would keep it alive for ever while ``shutdown(wait=True)`` waited for it (seen in CI)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False)
+    for process in processes:
+        while process.is_alive():
+            if poll is not None:
+                poll()
+            process.join(POLL_SECONDS)
+
+
 def pool_results(batches: Iterable[Any], fn: Callable[[Any], Any], workers: int, initializer: Callable,
                  initargs: tuple, poll: Callable[[], None] | None = None, context=None) -> Iterator[Any]:
     """``fn(batch)`` for every batch on ``workers`` spawned processes (``initializer(*initargs)``
@@ -45,7 +59,7 @@ def pool_results(batches: Iterable[Any], fn: Callable[[Any], Any], workers: int,
                 yield from finished()
         while pending:
             yield from finished()
-        pool.shutdown(wait=True)
+        _shut_down_after_the_last_result(pool, poll)
     except BaseException:
         # Futures are not cancelled: the pool's manager thread fails the pending ones itself when
         # it sees its workers gone (and, in Python 3.11, raises on a future already cancelled).
