@@ -6,7 +6,8 @@ The first face of each of the first ``--limit`` held-out CelebA crops (or CelebA
 stage as a run does it (eight faces per pass, keys derived from the file names, so the same faces
 and keys in every run), then per face the cosine to z_new = A·z̄ of r_id (i) of the face as the fit
 sees it pasted into its crop (``paste`` with the stage's ``CropBlend``) and (ii) read back from the
-composited photo as restore reads it. Prints the per-face pairs and their means.
+composited photo as restore reads it, before encoding and (iii) from the file as the run writes it
+(the input's format; JPEG with the input's quantisation tables). Prints the per-face pairs and their means.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def main() -> None:
     from anoncli.faces.detectors import create_detector
     from anoncli.faces.stage import anonymize_images, extract_crop
     from anoncli.identity.generator import paste
-    from anoncli.io.images import load_image, rgb_view
+    from anoncli.io.images import encode_image, load_image, rgb_view
     from anoncli.keys.derive import FaceKey
     from anoncli.methods import build_method, get_method_spec
     from anoncli.models.tensors import to_tensor
@@ -80,12 +81,15 @@ def main() -> None:
         with torch.no_grad():
             as_fitted = method.generator.rep(seen)[0].double().numpy()
         read_back = r_id(crop_of(protected, m))
-        rows.append((float(target @ as_fitted), float(target @ read_back)))
+        from_file = r_id(crop_of(load_image(encode_image(protected), 10 ** 9), m))
+        rows.append((float(target @ as_fitted), float(target @ read_back), float(target @ from_file)))
         for name_, value in (("original", original), ("turn", method.orthogonal(key)), ("read_back", read_back)):
             saved[name_].append(value)
-        print(f"{name}  as fitted {rows[-1][0]:.3f}  read back {rows[-1][1]:.3f}", flush=True)
-    fitted, back = np.mean(rows, 0)
-    print(f"{len(rows)} faces: cosine to z_new as fitted {fitted:.3f}, read back from the photo {back:.3f}")
+        print(f"{name}  as fitted {rows[-1][0]:.3f}  read back {rows[-1][1]:.3f}  from the written file {rows[-1][2]:.3f}",
+              flush=True)
+    fitted, back, from_file = np.mean(rows, 0)
+    print(f"{len(rows)} faces: cosine to z_new as fitted {fitted:.3f}, read back from the photo {back:.3f}, "
+          f"from the file as written (the input's format and JPEG tables) {from_file:.3f}")
     if args.save:
         np.savez(args.save, **{k: np.stack(v) for k, v in saved.items()})
 

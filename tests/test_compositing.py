@@ -251,7 +251,7 @@ class _InvertMethod(FaceMethod):
 
         return AnonymizedFace(255.0 - crop)
 
-    def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None):
+    def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None, read_back=None):
         self.restored_into = (region_in_crop, blend_in_crop)
         return 255.0 - crop
 
@@ -376,3 +376,49 @@ def test_restore_keeps_the_photos_detail_finer_than_detail_sigma_and_not_its_col
     core = cv2.erode(mask.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     red = {"restored": float(restored(1.0)[..., 0][core].mean()), "anonymized": float(anonymized[..., 0][core].mean())}
     assert red["restored"] > 185 > red["anonymized"] + 20, red   # the crop's red, not matched to the photo's
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_read_back_is_what_the_written_file_shows(fmt):
+    """The ``read_back`` the stage hands a method (anonymizing and restoring) gives, for the crop the
+    method returns, the crop a reader extracts from the file as the run writes it: the compositing,
+    the samples' rounding and, for a JPEG (the input's tables, 4:2:0), its encoding, done on a part
+    of the photo aligned to the JPEG's block grid."""
+    from anoncli.faces.detectors import create_detector
+    from anoncli.faces.stage import anonymize_faces, extract_crop, restore_faces
+    from anoncli.io.images import encode_image, load_image
+
+    path = SHARED / "data" / "celeba-wild" / "images" / "003410.jpg"
+    if not path.is_file():
+        pytest.skip(f"{path} is not available")
+    photo = load_image(path.read_bytes(), 10 ** 8)
+    if fmt == "PNG":
+        photo = type(photo)(photo.pixels, "RGB", "PNG")
+    dets = [max(create_detector("retinaface-onnx").detect([photo.pixels])[0], key=lambda d: d.size)]
+    method = _InvertMethod(CompositingConfig())
+    handed = []
+    method.anonymize_many = lambda requests: handed.extend(requests) or [method.anonymize_face(r.crop, r.landmarks_in_crop) for r in requests]
+    key = type("Key", (), {"secret": b"k" * 32})()
+    img = type(photo)(photo.pixels.copy(), photo.mode, photo.format, photo.save_options)
+    records, secrets = anonymize_faces(img, dets, method, lambda i: key)
+    warp = np.asarray(secrets[0].warp)
+    roi = crop_bounds_in_image(warp, RES, img.height, img.width)
+
+    def read(image):
+        return extract_crop(load_image(encode_image(image), 10 ** 8), warp, RES, roi)
+
+    predicted = handed[0].read_back(255.0 - handed[0].crop)
+    assert np.abs(predicted - read(img)).max() <= 1e-3
+    written = read(img)
+    if fmt == "JPEG":   # the encoding matters: without it the prediction would be off
+        assert np.abs(extract_crop(img, warp, RES, roi) - written).mean() > 0.1
+
+    back_handed = []
+    restore_crop = method.restore_crop
+    method.restore_crop = lambda *a, **k: back_handed.append(k["read_back"]) or restore_crop(*a, **k)
+    anonymized = read(img)
+    protected = load_image(encode_image(img), 10 ** 8)
+    face = {"index": 0, "warp": secrets[0].warp, "landmarks": secrets[0].landmarks, "params": {},
+            "landmarks68": secrets[0].landmarks68, "brow_raises": secrets[0].brow_raises}
+    restore_faces(protected, [face], method, {0: key})
+    assert np.abs(back_handed[0](255.0 - anonymized) - read(protected)).max() <= 1e-3

@@ -79,6 +79,45 @@ def test_faces_fitted_together_follow_their_own_fits():
                                     [refinements[0], Refinement(crops[1], mask, 7, 0.05)], starts[:2])
 
 
+def test_the_fit_reads_what_read_back_finds_in_the_written_photo():
+    """A refinement's ``read_back`` (the written photo's crop: here ``paste``'s plus a fixed pattern,
+    as a lossy encoding adds one) is where the fit reads the face: through it the fitted face shows
+    the target better than after a fit that reads ``paste``'s model only. The representation bends
+    (as dlib's network does), so where it reads matters."""
+    from anoncli.faces.blend import face_mask
+    from anoncli.models.tensors import to_images, to_tensor
+
+    torch.manual_seed(0)
+    net = AEINet(AEIConfig(**TINY)).eval().requires_grad_(False)
+    projection = torch.randn(192, 128, generator=torch.Generator().manual_seed(5))
+
+    def representation(crops):
+        return torch.nn.functional.normalize(torch.relu(3 * torch.nn.functional.avg_pool2d(crops, 4).flatten(1)) @ projection, dim=1)
+
+    rng = np.random.default_rng(4)
+    crop = rng.uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    mask = face_mask(32, "ellipse", 0.02, 0.2)
+    pattern = rng.normal(0, 40, (32, 32, 3)).astype(np.float32)
+
+    def read_back(face):
+        modelled = paste(to_tensor(face[None]), to_tensor(crop[None]), torch.as_tensor(mask)[None, None], 0.0)
+        return to_images(modelled)[0] + pattern
+
+    target = torch.nn.functional.normalize(torch.randn(1, 128), dim=1)
+    with torch.no_grad():
+        attributes = net.encoder(to_tensor(crop[None]))
+
+    def shown_through_read_back(refinement):
+        w = refine_identity_inputs(net.generator, representation, target, attributes, refinement)
+        with torch.no_grad():
+            face = to_images(net.generator(w, attributes))[0]
+            return float(representation(to_tensor(read_back(face)[None]))[0] @ target[0])
+
+    modelled_only = shown_through_read_back(Refinement(crop, mask, 100, 0.01))
+    through = shown_through_read_back(Refinement(crop, mask, 100, 0.01, read_back=read_back))
+    assert through > modelled_only + 0.04, (through, modelled_only)
+
+
 @pytest.mark.parametrize("blend", ["multiband", "alpha"])
 def test_the_fit_sees_the_change_as_the_compositor_blends_it(blend):
     """With the photo at the crop's scale (identity warp), ``paste`` with the stage's ``CropBlend``

@@ -321,7 +321,7 @@ def test_model_based_restore_uses_each_faces_derived_key(tmp_path):
         def anonymize_crop(self, crop, landmarks_in_crop, key=None):
             return (crop - 127.5) @ self._matrix(key).T * 0.5 + 127.5
 
-        def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None):
+        def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None, read_back=None):
             return ((crop - 127.5) / 0.5) @ self._matrix(key) + 127.5
 
         def blend_mask(self, landmarks_in_crop):

@@ -102,12 +102,12 @@ def _method_class():
         def anonymize_crop(self, crop, landmarks_in_crop, key=None):
             return (crop - 127.5) @ self._matrix(key).T * 0.5 + 127.5
 
-        def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None):
+        def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None, read_back=None):
             back = ((crop - 127.5) / 0.5) @ self._matrix(key) + 127.5
             return np.round(back / 24.0) * 24.0 if self.params["lossy"] else back
 
         def restore_quality(self, anonymized, restored, landmarks_in_crop, key, face_params, *, region_in_crop=None,
-                            blend_in_crop=None):
+                            blend_in_crop=None, read_back=None):
             again = self.anonymize_crop(restored, landmarks_in_crop, key)
             return 10 * np.log10(255.0 ** 2 / max(float(np.mean((again - anonymized) ** 2)), 1e-10))
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..keys.derive import FaceKey
 from ..keys.escrow import changed_box
-from ..io.images import COLOUR_CHANNELS, LoadedImage, from_rgb, rgb8, rgb_view
+from ..io.images import COLOUR_CHANNELS, LoadedImage, encode_image, from_rgb, load_image, rgb8, rgb_view
 from ..methods.base import AnonymizedFace, FaceMethod, FaceRequest
 from ..records import FaceResult
 from .align import affine_scale, alignment_matrix, apply_affine
@@ -40,10 +40,15 @@ def _put_back(img: LoadedImage, method: FaceMethod, roi, m: np.ndarray, crop_out
     crop_out = crop_out.astype(np.float32, copy=False)
     if method.compositor is not None:
         x0, y0, x1, y1 = roi
-        base = rgb_view(img.pixels[y0:y1, x0:x1], img.mode)
-        out, support = method.compositor.composite(base, crop_out, m, roi, region, restoring)
-        return out, (support > 0).astype(np.float32)
+        return _composited(rgb_view(img.pixels[y0:y1, x0:x1], img.mode), method, roi, m, crop_out, region, restoring)
     return warp_crop_to_roi(crop_out, m, roi), warp_crop_to_roi(method.blend_mask(region), m, roi)
+
+
+def _composited(base: np.ndarray, method: FaceMethod, roi, m: np.ndarray, crop_out: np.ndarray,
+                region, restoring: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``_put_back`` through the method's compositor onto ``base``, the roi's float RGB."""
+    out, support = method.compositor.composite(base, crop_out.astype(np.float32, copy=False), m, roi, region, restoring)
+    return out, (support > 0).astype(np.float32)
 
 
 def _locate(img: LoadedImage, method: FaceMethod, roi, m: np.ndarray, landmarks: np.ndarray, landmarks_in_crop: np.ndarray):
@@ -56,14 +61,48 @@ def _locate(img: LoadedImage, method: FaceMethod, roi, m: np.ndarray, landmarks:
                                     method.resolution, method.margin)
 
 
-def _placement(method: FaceMethod, region, m: np.ndarray) -> dict:
+def _placement(method: FaceMethod, img: LoadedImage, roi, region, m: np.ndarray, restoring: bool = False) -> dict:
     """Where the compositor will put the method's crop, handed to the method so its fit sees it:
-    ``region_in_crop`` (the region's crop-space mask) and ``blend_in_crop`` (its ``CropBlend``);
-    empty for a method without a compositor."""
+    ``region_in_crop`` (the region's crop-space mask), ``blend_in_crop`` (its ``CropBlend``) and
+    ``read_back`` (``_read_back``); empty for a method without a compositor."""
     if method.compositor is None:
         return {}
     return {"region_in_crop": region.crop_mask(m, method.resolution, method.region_feather),
-            "blend_in_crop": method.compositor.crop_blend(region, m, method.resolution)}
+            "blend_in_crop": method.compositor.crop_blend(region, m, method.resolution),
+            "read_back": _read_back(img, method, roi, m, region, restoring)}
+
+
+BLOCK_GRID = 16   # a JPEG's blocks (and WebP's macroblocks) repeat every 16 px with chroma subsampled by 2
+ENCODER_OPTIONS = ("qtables", "quality", "subsampling", "lossless")
+
+
+def _read_back(img: LoadedImage, method: FaceMethod, roi, m: np.ndarray, region, restoring: bool = False):
+    """What a reader (restore, a recognizer) will find in the crop once the stage has put a crop of
+    this face into the photo and the run has written it: a function of the method's crop (float RGB
+    0-255) that does exactly that to a copy of the photo around the face: the compositing, rounding
+    to the image's samples, the file's lossy encoding (a JPEG with the input's tables and
+    subsampling, or a lossy WebP, of a part of the image aligned to its block grid, so that every
+    block holds what the file's will) and the crop's extraction. For a method that fits its face
+    to what the written photo will show."""
+    x0, y0, x1, y1 = roi
+    lossy = img.format == "JPEG" or (img.format == "WEBP" and not img.save_options.get("lossless"))
+    pad = 2 * BLOCK_GRID if lossy else 0
+    ax0, ay0 = max(0, (x0 - pad) // BLOCK_GRID * BLOCK_GRID), max(0, (y0 - pad) // BLOCK_GRID * BLOCK_GRID)
+    ax1, ay1 = min(img.width, x1 + pad), min(img.height, y1 + pad)
+    around = img.pixels[ay0:ay1, ax0:ax1].copy()
+    inner = (x0 - ax0, y0 - ay0, x1 - ax0, y1 - ay0)
+    base = rgb_view(around[inner[1]:inner[3], inner[0]:inner[2]], img.mode)
+    options = {k: v for k, v in img.save_options.items() if k in ENCODER_OPTIONS}
+
+    def read_back(crop_out: np.ndarray) -> np.ndarray:
+        part = LoadedImage(around.copy(), img.mode, img.format, options)
+        out, mask = _composited(base, method, roi, m, crop_out, region, restoring)
+        _composite_into(part, inner, out, mask)
+        if lossy:
+            part = load_image(encode_image(part), part.pixels.size)
+        return extract_crop(part, _shift(m, ax0, ay0), method.resolution, inner)
+
+    return read_back
 
 
 def _composite_into(img: LoadedImage, roi, rgb_roi: np.ndarray, mask_roi: np.ndarray) -> None:
@@ -193,7 +232,7 @@ def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMetho
         region = _locate(img, method, roi, m, det.landmarks, landmarks_in_crop)
         if method.compositor is not None:
             record.region = region.source
-        face = yield FaceRequest(crop, landmarks_in_crop, key, **_placement(method, region, m))
+        face = yield FaceRequest(crop, landmarks_in_crop, key, **_placement(method, img, roi, region, m))
         anon = face.crop
         if face.side_images:
             record.side_image_pixels = face.side_images
@@ -298,7 +337,7 @@ def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys:
             params = {**params, "side_images": side_images[face["index"]]}
         region = landmarks_in_crop if method.compositor is None else method.compositor.region_from_record(
             face.get("landmarks68"), np.asarray(face["landmarks"], np.float64), m, res, method.margin, face.get("brow_raises"))
-        placement = _placement(method, region, m)
+        placement = _placement(method, img, roi, region, m, restoring=True)
         restored = method.restore_crop(crop, landmarks_in_crop, keys[face["index"]], params, **placement)
         mask = method.blend_mask(landmarks_in_crop)
         try:

@@ -129,7 +129,10 @@ class Refinement:
     from (default the target); ``readout``, a differentiable map of the shown r_id (N x d
     tensors) and ``goal``, the vector its output should point to (default: the shown r_id
     itself and the target); ``detail_sigma``, ``colour`` and ``blend`` (a
-    ``faces.compositing.CropBlend``), what the compositing will do to the face (``paste``)."""
+    ``faces.compositing.CropBlend``), what the compositing will do to the face (``paste``);
+    ``read_back``, a function of the face (float RGB crop) giving the crop a reader will find in the
+    written photo, exactly (``FaceRequest.read_back``): the fit then adds its difference from
+    ``paste``'s model to what it reads."""
 
     crop: np.ndarray
     mask: np.ndarray
@@ -142,9 +145,10 @@ class Refinement:
     detail_sigma: float = 0.0
     colour: Callable[[np.ndarray], np.ndarray] | None = None
     blend: Any = None
+    read_back: Callable[[np.ndarray], np.ndarray] | None = None
 
 
-COLOUR_REFRESH = 10   # steps between re-measurements of the compositing's colour correction in the fit
+COLOUR_REFRESH = 10   # steps between re-measurements of the compositing's colour correction (and read-back) in the fit
 
 
 def paste(faces, crops, masks, detail_sigma: float, colour_shift=None, blends=None):
@@ -258,28 +262,42 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
         return torch.cat([shown[i:i + 1] if r.readout is None else r.readout(shown[i:i + 1])
                           for i, r in enumerate(refinements)])
 
-    def colour_shift(w):
-        """Each face's colour correction by its ``colour`` (the compositing's), on the 2/255 scale."""
-        if all(r.colour is None for r in refinements):
-            return None
+    def measured(w):
+        """Each face's colour correction by its ``colour`` (the compositing's), and the difference of
+        what its ``read_back`` finds in the written photo from what ``paste`` models (both on the
+        2/255 scale, None where no face has one), held fixed until the next re-measurement."""
+        if all(r.colour is None and r.read_back is None for r in refinements):
+            return None, None
         with torch.no_grad():
-            faces = to_images(generator(F.normalize(w, dim=-1).float(), modulations))
-        return to_tensor(np.stack([face if r.colour is None else r.colour(face)
-                                   for face, r in zip(faces, refinements)])) - to_tensor(faces)
+            rendered = generator(F.normalize(w, dim=-1).float(), modulations)
+            faces = to_images(rendered)
+            shift = None
+            if any(r.colour is not None for r in refinements):
+                shift = to_tensor(np.stack([face if r.colour is None else r.colour(face)
+                                            for face, r in zip(faces, refinements)])) - to_tensor(faces)
+            if all(r.read_back is None for r in refinements):
+                return shift, None
+            modelled = paste(to_tensor(faces), crops, masks, first.detail_sigma, shift, blends)
+            residual = torch.zeros_like(modelled)
+            for i, (face, r) in enumerate(zip(faces, refinements)):
+                if r.read_back is not None:
+                    residual[i] = to_tensor(r.read_back(face)[None])[0] - modelled[i]
+            return shift, residual
 
     w = starts.reshape(len(refinements), 1, -1).repeat(1, generator.identity_inputs, 1).clone().requires_grad_(True)
     optimiser = torch.optim.Adam([w], lr=first.lr)
     context = low_precision or contextlib.nullcontext
-    shift = None
+    shift = residual = None
     with torch.enable_grad():
         for step in range(first.steps):
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(first.lr, step, first.steps, first.schedule)
             if step % COLOUR_REFRESH == 0:
-                shift = colour_shift(w.detach())
+                shift, residual = measured(w.detach())
             with context():
                 face = generator(F.normalize(w, dim=-1), modulations)
-                shown = representation(paste(face, crops, masks, first.detail_sigma, shift, blends))
+                pasted = paste(face, crops, masks, first.detail_sigma, shift, blends)
+                shown = representation(pasted if residual is None else pasted + residual)
             loss = (1.0 - F.cosine_similarity(readout(shown.float()), goals, dim=1)).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

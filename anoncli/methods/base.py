@@ -168,6 +168,11 @@ class FaceRequest:
     blend_in_crop: Any = None
     """With ``region_in_crop``: how that compositing will weigh the method's change, band by band, in
     crop space (``anoncli.faces.compositing.CropBlend``)."""
+    read_back: Any = None
+    """With ``region_in_crop``: a function of a crop the method might return (float RGB 0-255) giving
+    the crop a reader (restore, a recognizer) will find in the file the run writes, exactly: the
+    compositing, the image's sample depth and its lossy encoding, the crop's extraction
+    (``faces.stage._read_back``). For a method that fits its face to what the photo will show."""
 
 
 class PlanRefused(ValueError):
@@ -198,20 +203,22 @@ class FaceMethod:
         raise NotImplementedError
 
     def restore_crop(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key, face_params: dict, *,
-                     region_in_crop: np.ndarray | None = None, blend_in_crop=None) -> np.ndarray:
+                     region_in_crop: np.ndarray | None = None, blend_in_crop=None, read_back=None) -> np.ndarray:
         """The original crop from the anonymized one and the face's key (reversible methods only).
-        ``region_in_crop`` and ``blend_in_crop``: as in ``FaceRequest``, how restore's compositing will
-        put the restored face back (``Compositor.composite`` with ``restoring``)."""
+        ``region_in_crop``, ``blend_in_crop`` and ``read_back``: as in ``FaceRequest``, how restore's
+        compositing will put the restored face back (``Compositor.composite`` with ``restoring``) and
+        what the restored file will show."""
         raise NotImplementedError(f"{type(self).__name__} cannot restore without escrow")
 
     restore_quality_measure: str | None = None   # what ``restore_quality`` returns (unit; higher is better)
 
     def restore_quality(self, anonymized: np.ndarray, restored: np.ndarray, landmarks_in_crop: np.ndarray, key,
-                        face_params: dict, *, region_in_crop: np.ndarray | None = None, blend_in_crop=None) -> float:
+                        face_params: dict, *, region_in_crop: np.ndarray | None = None, blend_in_crop=None,
+                        read_back=None) -> float:
         """For a method whose inverse is approximate (``RestoreKind.APPROXIMATE``): one face's
         round-trip quality, measured from the anonymized crop, the restored one and the key
         alone (the original is not at hand), as described by ``restore_quality_measure``;
-        ``region_in_crop`` and ``blend_in_crop`` as in ``restore_crop``."""
+        ``region_in_crop``, ``blend_in_crop`` and ``read_back`` as in ``restore_crop``."""
         raise NotImplementedError(f"{type(self).__name__} measures no restore quality")
 
     def anonymize_face(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, key=None) -> "AnonymizedFace":

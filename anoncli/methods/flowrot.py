@@ -161,7 +161,8 @@ class FlowRotation(FaceMethod):
                                "mask (higher is better); it cannot see detail lost before, so it reads above the restore's "
                                "PSNR against the original (by 5.3 dB on average on 30 held-out CelebA crops, README)")
 
-    def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None):
+    def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None,
+                     read_back=None):
         """From the encrypted latent image when the run wrote one (``--output-latent``: Z_enc to
         8 bits, FFEM's face-aimed user), else by re-encoding the fake face: Z_enc = f(Y)/λ, which
         the 8-bit image and the warps into and out of the photo perturb, and λ < 1 amplifies.
@@ -179,7 +180,7 @@ class FlowRotation(FaceMethod):
         return self._from_flow(original, np.shape(crop)[0])
 
     def restore_quality(self, anonymized, restored, landmarks_in_crop, key, face_params, *, region_in_crop=None,
-                        blend_in_crop=None):
+                        blend_in_crop=None, read_back=None):
         """PSNR of decode(encode(X')) against the restored X' inside the blend mask. The student's
         restore X' is its round trip D(E(X)) of the original X; the same round trip on X' is what
         can be measured without X. X' already lies on what the decoder draws, so this reads higher

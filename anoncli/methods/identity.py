@@ -65,13 +65,15 @@ class _GeneratorMethod(FaceMethod):
         return None if dtype is None else (lambda: torch.autocast("cpu", dtype=dtype))
 
     def refinement(self, crop: np.ndarray, landmarks_in_crop: np.ndarray, steps: int | None = None,
-                   restoring: bool = False, region_in_crop: np.ndarray | None = None, blend_in_crop=None, **fit):
+                   restoring: bool = False, region_in_crop: np.ndarray | None = None, blend_in_crop=None,
+                   read_back=None, **fit):
         """The ``Refinement`` of one face; ``fit``: its optional start, readout and goal. The fit sees
         the face as the compositing will put it into the photo: in its region (``region_in_crop``, the
         stage's; without it ``blend_mask``), band by band as the stage will blend it (``blend_in_crop``,
         a ``CropBlend``, when the stage hands one over), with the photo's detail finer than
         ``--detail-sigma`` and its colour (``Compositor.colour_in_crop``), the colour except when
-        ``restoring`` (restore composites without it)."""
+        ``restoring`` (restore composites without it), and, with the stage's ``read_back``, as the
+        written file will show it."""
         from ..identity.generator import Refinement
 
         steps = self.params["refine_steps"] if steps is None else steps
@@ -90,7 +92,7 @@ class _GeneratorMethod(FaceMethod):
             composited = {"detail_sigma": self.compositor.config.detail_sigma, "blend": blend_in_crop,
                           "colour": lambda face: self.compositor.colour_in_crop(face, crop, region, width, transition)}
         return Refinement(crop, mask, steps, self.params["refine_lr"], schedule=self.params["refine_schedule"],
-                          **composited, **fit)
+                          read_back=read_back, **composited, **fit)
 
     def render(self, identity: np.ndarray, attributes: list, crop: np.ndarray, landmarks_in_crop: np.ndarray,
                steps: int | None = None, restoring: bool = False, **fit) -> np.ndarray:
@@ -124,7 +126,8 @@ class _GeneratorMethod(FaceMethod):
                 targets.append(target)
                 refinements.append(self.refinement(requests[i].crop, requests[i].landmarks_in_crop,
                                                    region_in_crop=requests[i].region_in_crop,
-                                                   blend_in_crop=requests[i].blend_in_crop, **fit))
+                                                   blend_in_crop=requests[i].blend_in_crop,
+                                                   read_back=requests[i].read_back, **fit))
                 rows.append(row)
             if not rows:
                 continue
@@ -247,19 +250,20 @@ class IdRotate(_GeneratorMethod):
             return recovered / np.linalg.norm(recovered)
         return unrotate_identity(rotated, self.reference(key), self.degrees)
 
-    def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None):
+    def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None,
+                     read_back=None):
         rotated, attributes = self.generator.encode(crop)
         return self.render(self.recovered_identity(rotated, key, self.rotation_of(face_params)), attributes, crop, landmarks_in_crop,
                            self.params["restore_refine_steps"], restoring=True, region_in_crop=region_in_crop,
-                           blend_in_crop=blend_in_crop)
+                           blend_in_crop=blend_in_crop, read_back=read_back)
 
-    restore_quality_measure = ("cosine between the identity vector r_id of the restored face, pasted into its crop as restore "
-                               "composites it, and "
+    restore_quality_measure = ("cosine between the identity vector r_id of the restored face, as the restored file shows it "
+                               "(composited as restore composites it, then encoded as the file is), and "
                                "the identity restore read back from the protected face (eq. 6.20): how faithfully the "
                                "generator rendered it (1 at best; higher is better)")
 
     def restore_quality(self, anonymized, restored, landmarks_in_crop, key, face_params, *, region_in_crop=None,
-                        blend_in_crop=None):
+                        blend_in_crop=None, read_back=None):
         import torch
 
         from ..identity.generator import paste
@@ -267,11 +271,14 @@ class IdRotate(_GeneratorMethod):
 
         rotated, _ = self.generator.encode(anonymized)
         target = self.recovered_identity(rotated, key, self.rotation_of(face_params))
-        mask = self.blend_mask(landmarks_in_crop) if region_in_crop is None else region_in_crop
-        detail_sigma = 0.0 if self.compositor is None else self.compositor.config.detail_sigma
-        with torch.no_grad():
+        if read_back is not None:
+            composited = to_tensor(np.float32(read_back(np.float32(restored)))[None])
+        else:
+            mask = self.blend_mask(landmarks_in_crop) if region_in_crop is None else region_in_crop
+            detail_sigma = 0.0 if self.compositor is None else self.compositor.config.detail_sigma
             composited = paste(to_tensor(np.float32(restored)[None]), to_tensor(np.float32(anonymized)[None]),
                                torch.as_tensor(mask, dtype=torch.float32)[None, None], detail_sigma, None, [blend_in_crop])
+        with torch.no_grad():
             shown = self.generator.rep(composited)[0].double().numpy()
         return float(np.dot(shown, target) / (np.linalg.norm(shown) * np.linalg.norm(target)))
 
