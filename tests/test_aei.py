@@ -314,6 +314,8 @@ def test_the_attributes_modulations_render_the_same_face_as_the_attribute_maps()
         attributes = net.encoder(x)
         modulations = net.generator.modulations(attributes)
         torch.testing.assert_close(net.generator(z, modulations), net.generator(z, attributes), rtol=0, atol=1e-6)
+        again = net.generator.modulations(modulations)   # modulations pass through, as the fit is handed them
+        assert all(a is b for a, b in zip(again, modulations))
     # every AAD layer has its own pair, the shortcut's included
     assert sum(len(block) for block in modulations) == sum(isinstance(m, AADLayer) for m in net.generator.modules())
 

@@ -107,10 +107,12 @@ def optimise_semantic_code(decode: Callable, start, identity_of: Callable, attri
     features. Each face keeps the code of its lowest total loss (the last step is not always it)."""
     import torch
 
+    from ..adam import adam_start, adam_step
+
     with torch.no_grad():
         id_real, att_real = identity_of(real_faces), attributes_of(real_faces)
     code = torch.as_tensor(np.asarray(start), dtype=torch.float32).clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([code], lr=settings.lr)
+    moments = adam_start(code)
     best = code.detach().clone()
     best_total = torch.full((len(best),), float("inf"))
     best_id, best_att = torch.zeros(len(best)), torch.zeros(len(best))
@@ -126,7 +128,7 @@ def optimise_semantic_code(decode: Callable, start, identity_of: Callable, attri
         best_att = torch.where(better, l_att.detach(), best_att)
         if step == settings.steps:
             break
-        optimiser.zero_grad(set_to_none=True)
-        total.sum().backward()
-        optimiser.step()
+        gradient, = torch.autograd.grad(total.sum(), code)
+        code, moments = adam_step(code.detach(), gradient, moments, settings.lr)
+        code.requires_grad_(True)
     return SemanticCodeResult(best.numpy(), [float(v) for v in best_id], [float(v) for v in best_att])

@@ -64,12 +64,12 @@ def _locate(img: LoadedImage, method: FaceMethod, roi, m: np.ndarray, landmarks:
 def _placement(method: FaceMethod, img: LoadedImage, roi, region, m: np.ndarray, restoring: bool = False) -> dict:
     """Where the compositor will put the method's crop, handed to the method so its fit sees it:
     ``region_in_crop`` (the region's crop-space mask), ``blend_in_crop`` (its ``CropBlend``) and
-    ``read_back`` (``_read_back``); empty for a method without a compositor."""
+    ``read_back`` (``_read_back``, for a method that ``reads_back``); empty for a method without a compositor."""
     if method.compositor is None:
         return {}
     return {"region_in_crop": region.crop_mask(m, method.resolution, method.region_feather),
             "blend_in_crop": method.compositor.crop_blend(region, m, method.resolution),
-            "read_back": _read_back(img, method, roi, m, region, restoring)}
+            "read_back": _read_back(img, method, roi, m, region, restoring) if method.reads_back else None}
 
 
 BLOCK_GRID = 16   # a JPEG's blocks (and WebP's macroblocks) repeat every 16 px with chroma subsampled by 2

@@ -99,13 +99,15 @@ class IdentityGenerator:
         starts = targets if refinements is None else torch.stack([
             target if r.start is None else torch.as_tensor(np.asarray(r.start, np.float32))
             for target, r in zip(targets, refinements)])
+        with torch.no_grad():   # the attributes' share of the generator, computed once for the fit and the render
+            modulations = self.net.generator.modulations(attributes)
         if refinements is not None and refinements[0].steps > 0:
-            inputs = refine_identity_inputs_many(self.net.generator, self.rep, targets, attributes, refinements, starts,
+            inputs = refine_identity_inputs_many(self.net.generator, self.rep, targets, modulations, refinements, starts,
                                                  low_precision)
         else:
             inputs = starts
         with torch.no_grad():
-            return list(to_images(self.net.generator(inputs, attributes)))
+            return list(to_images(self.net.generator(inputs, modulations)))
 
 
 SCHEDULES = ("constant", "cosine")
@@ -222,7 +224,8 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
     """Per-input identity codes w of each face (one for the stem and one per AAD block, each
     started at the face's row of ``starts`` and kept unit length) minimising
     1 − cos(readout(r_id(paste(h(w, r_att), X))), goal), by default 1 − cos(r_id(...), target),
-    ``paste`` the compositing's effect in crop space (plainly M·h + (1 − M)·X).
+    ``paste`` the compositing's effect in crop space (plainly M·h + (1 − M)·X); ``attributes``: the
+    attribute maps or their ``generator.modulations``. Adam: ``anoncli.adam``.
 
     Not in the book: the trained generator renders identities only approximately (cosine 0.55-0.8
     to the requested vector, model card), and idrotate's restore divides that error by
@@ -241,6 +244,7 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
     import torch
     import torch.nn.functional as F
 
+    from ..adam import adam_start, adam_step
     from ..models.tensors import to_images, to_tensor
 
     first = refinements[0]
@@ -253,7 +257,7 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
                          for target, r in zip(targets.reshape(len(refinements), -1), refinements)])
 
     blends = [r.blend for r in refinements]
-    with torch.no_grad():   # the attributes' share of the generator, the same at every step
+    with torch.no_grad():   # the attributes' share of the generator, the same at every step (passed through if given)
         modulations = generator.modulations(attributes)
 
     def readout(shown):
@@ -262,15 +266,15 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
         return torch.cat([shown[i:i + 1] if r.readout is None else r.readout(shown[i:i + 1])
                           for i, r in enumerate(refinements)])
 
-    def measured(w):
+    def measured(rendered):
         """Each face's colour correction by its ``colour`` (the compositing's), and the difference of
         what its ``read_back`` finds in the written photo from what ``paste`` models (both on the
-        2/255 scale, None where no face has one), held fixed until the next re-measurement."""
+        2/255 scale, None where no face has one) for the faces the step rendered, held fixed until the
+        next re-measurement."""
         if all(r.colour is None and r.read_back is None for r in refinements):
             return None, None
         with torch.no_grad():
-            rendered = generator(F.normalize(w, dim=-1).float(), modulations)
-            faces = to_images(rendered)
+            faces = to_images(rendered.detach().float())
             shift = None
             if any(r.colour is not None for r in refinements):
                 shift = to_tensor(np.stack([face if r.colour is None else r.colour(face)
@@ -284,24 +288,23 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
                     residual[i] = to_tensor(r.read_back(face)[None])[0] - modelled[i]
             return shift, residual
 
-    w = starts.reshape(len(refinements), 1, -1).repeat(1, generator.identity_inputs, 1).clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([w], lr=first.lr)
+    w = starts.reshape(len(refinements), 1, -1).repeat(1, generator.identity_inputs, 1).clone()
+    moments = adam_start(w)
     context = low_precision or contextlib.nullcontext
     shift = residual = None
     with torch.enable_grad():
         for step in range(first.steps):
-            for group in optimiser.param_groups:
-                group["lr"] = learning_rate(first.lr, step, first.steps, first.schedule)
-            if step % COLOUR_REFRESH == 0:
-                shift, residual = measured(w.detach())
+            w.requires_grad_(True)
             with context():
                 face = generator(F.normalize(w, dim=-1), modulations)
+            if step % COLOUR_REFRESH == 0:
+                shift, residual = measured(face)
+            with context():
                 pasted = paste(face, crops, masks, first.detail_sigma, shift, blends)
                 shown = representation(pasted if residual is None else pasted + residual)
             loss = (1.0 - F.cosine_similarity(readout(shown.float()), goals, dim=1)).sum()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            gradient, = torch.autograd.grad(loss, w)
+            w, moments = adam_step(w.detach(), gradient, moments, learning_rate(first.lr, step, first.steps, first.schedule))
     return F.normalize(w.detach(), dim=-1)
 
 

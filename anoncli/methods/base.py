@@ -195,6 +195,7 @@ class FaceMethod:
     resolution: int = 256
     margin: float = 0.3
     compositor = None   # anoncli.faces.compositing.Compositor | None
+    reads_back = False  # whether its fits read the written photo (the stage then builds each face's ``read_back``)
 
     def __init__(self, **params: Any) -> None:
         self.params = params

@@ -10,6 +10,7 @@ are the input's.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -30,6 +31,7 @@ def unit_vector_l1_bound(dimension: int) -> float:
 class _GeneratorMethod(FaceMethod):
     REFINEMENT_FEATHER = 0.02   # soft edge of the crop-space region the identity fit pastes into
     region_feather = REFINEMENT_FEATHER
+    reads_back = True
 
     def __init__(self, weights_dir=None, **params):
         super().__init__(**params)
@@ -79,20 +81,24 @@ class _GeneratorMethod(FaceMethod):
         steps = self.params["refine_steps"] if steps is None else steps
         mask = self.blend_mask(landmarks_in_crop) if region_in_crop is None else region_in_crop
         composited = {}
-        if self.compositor is not None and restoring:
+        if self.compositor is not None:
             composited = {"detail_sigma": self.compositor.config.detail_sigma, "blend": blend_in_crop}
-        elif self.compositor is not None:
-            if blend_in_crop is not None:
-                region, width, transition = blend_in_crop.region, blend_in_crop.width, blend_in_crop.transition
-            else:
-                region = mask > 0.5
-                columns = np.flatnonzero(region.any(0))
-                width = float(columns[-1] - columns[0] + 1) if len(columns) else float(self.resolution)
-                transition = None
-            composited = {"detail_sigma": self.compositor.config.detail_sigma, "blend": blend_in_crop,
-                          "colour": lambda face: self.compositor.colour_in_crop(face, crop, region, width, transition)}
+            if not restoring:
+                composited["colour"] = self._colour_in_crop(crop, mask, blend_in_crop)
         return Refinement(crop, mask, steps, self.params["refine_lr"], schedule=self.params["refine_schedule"],
                           read_back=read_back, **composited, **fit)
+
+    def _colour_in_crop(self, crop: np.ndarray, mask: np.ndarray, blend_in_crop) -> Callable[[np.ndarray], np.ndarray]:
+        """The compositing's colour correction of a face for this crop (``Compositor.colour_in_crop``),
+        over the blend's region, or without one over the mask's."""
+        if blend_in_crop is not None:
+            region, width, transition = blend_in_crop.region, blend_in_crop.width, blend_in_crop.transition
+        else:
+            region = mask > 0.5
+            columns = np.flatnonzero(region.any(0))
+            width = float(columns[-1] - columns[0] + 1) if len(columns) else float(self.resolution)
+            transition = None
+        return lambda face: self.compositor.colour_in_crop(face, crop, region, width, transition)
 
     def render(self, identity: np.ndarray, attributes: list, crop: np.ndarray, landmarks_in_crop: np.ndarray,
                steps: int | None = None, restoring: bool = False, **fit) -> np.ndarray:

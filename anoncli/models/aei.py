@@ -185,7 +185,10 @@ class AADResBlock(nn.Module):
             self.shortcut = nn.Conv2d(cin, cout, 3, 1, 1)
 
     def modulations(self, att: torch.Tensor) -> tuple[Modulation, ...]:
-        """Each AAD layer's ``Modulation`` (aad1, aad2, and aad_s when the block has a shortcut unit)."""
+        """Each AAD layer's ``Modulation`` (aad1, aad2, and aad_s when the block has a shortcut unit);
+        ``att`` may already be them (as ``forward`` takes either)."""
+        if isinstance(att, tuple):
+            return att
         layers = (self.aad1, self.aad2) if self.shortcut is None else (self.aad1, self.aad2, self.aad_s)
         return tuple(layer.modulation(att) for layer in layers)
 
@@ -215,7 +218,8 @@ class AEIGenerator(nn.Module):
         return len(self.blocks) + 1
 
     def modulations(self, attributes: list[torch.Tensor]) -> list[tuple[Modulation, ...]]:
-        """What the attribute maps contribute to every AAD layer; ``forward`` takes it in their place."""
+        """What the attribute maps contribute to every AAD layer; ``forward`` takes it in their place
+        (and so does this: modulations pass through unchanged)."""
         return [block.modulations(att) for block, att in zip(self.blocks, attributes)]
 
     def forward(self, identity: torch.Tensor, attributes: list) -> torch.Tensor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import expit
 
 from anoncli.privacy.rng import secure_uniform
 
@@ -110,6 +109,8 @@ def two_outcome_keep_probability(votes, k: float, epsilon: float, sensitivity: f
     The exponential mechanism over {keep: utility v, flip: utility k−v}; evaluated as the
     logistic of ε(2v−k)/(2Δq), which is the same quantity without overflow.
     """
+    from scipy.special import expit   # here: scipy.special's import costs every identity worker 0.4 s
+
     factor = _require_positive("epsilon", epsilon) / (2.0 * _require_positive("sensitivity", sensitivity))
     result = expit(factor * (2.0 * np.asarray(votes, dtype=np.float64) - float(k)))
     return float(result) if np.ndim(result) == 0 else result
