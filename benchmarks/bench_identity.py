@@ -29,9 +29,10 @@ KEY = object()
 ROWS = (
     ("blur", ["--method", "blur"]),
     ("identitydp eps 6", ["--method", "identitydp", "--epsilon", "6"]),
-    ("idrotate level 9 (300 refine steps)", ["--method", "idrotate", "--level", "9", "--keyfile", KEY]),
-    ("idrotate 30 refine steps", ["--method", "idrotate", "--level", "9", "--refine-steps", "30", "--keyfile", KEY]),
-    ("idrotate no refine", ["--method", "idrotate", "--level", "9", "--refine-steps", "0", "--keyfile", KEY]),
+    ("idrotate", ["--method", "idrotate", "--keyfile", KEY]),
+    ("idrotate 300 refine steps", ["--method", "idrotate", "--refine-steps", "300", "--refine-lr", "0.01", "--keyfile", KEY]),
+    ("idrotate 30 refine steps", ["--method", "idrotate", "--refine-steps", "30", "--refine-lr", "0.01", "--keyfile", KEY]),
+    ("idrotate no refine", ["--method", "idrotate", "--refine-steps", "0", "--keyfile", KEY]),
     ("flowrot", ["--method", "flowrot", "--keyfile", KEY]),
     ("fsap", ["--method", "fsap"]),
     ("fsap flow-student", ["--method", "fsap", "--backbone", "flow-student"]),

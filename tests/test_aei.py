@@ -569,6 +569,40 @@ def test_idrotate_orthogonal_keeps_nothing_of_the_owner_and_its_key_restores_exa
     np.testing.assert_allclose(turned, -0.5, atol=1e-6)
 
 
+def test_idrotate_keeps_its_rendering_error_and_restore_turns_back_exactly(tiny_generator):
+    """The keyfile keeps r_id of the face as the file shows it minus z_new; restore subtracts it before
+    Aᵀ (or eq. 6.19-6.20), so ẑ is z̄ for the right key whatever the generator rendered, and with a wrong
+    key it is still another identity. No record without a read-back (nothing to measure it on)."""
+    from anoncli.keys.derive import FaceKey
+    from anoncli.keys.envelope import b64
+    from anoncli.methods import build_method
+    from anoncli.methods.base import FaceRequest
+
+    rng = np.random.default_rng(5)
+    crop = rng.uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    key, wrong = FaceKey("a", b"\x01" * 32), FaceKey("a", b"\x07" * 32)
+    shift = rng.normal(0, 3, crop.shape).astype(np.float32)   # what the file does to the face (compositing, encoding)
+    for rotation in ("orthogonal", "plane"):
+        method = build_method("idrotate", {"rotation": rotation, "refine_steps": 0}, weights_dir=tiny_generator[0])
+        z_bar = method.generator.identity_of(crop)
+        face = method.anonymize_many([FaceRequest(crop, None, key, read_back=lambda f: f + shift)])[0]
+        target, _ = method.request(z_bar, key)
+        shown = method.generator.identity_of(face.crop + shift)
+        error = method.rendering_error(face.key_record)
+        np.testing.assert_allclose(error, shown - target, atol=1e-7)   # kept in float32
+        assert np.linalg.norm(error) > 1e-3   # an untrained generator does not show z_new
+        params = {**method.key_params(key), **face.key_record}
+        np.testing.assert_allclose(method.recovered_identity(shown, key, rotation, method.rendering_error(params)),
+                                   z_bar / np.linalg.norm(z_bar), atol=1e-6)
+        assert method.recovered_identity(shown, wrong, rotation, method.rendering_error(params)) @ z_bar < 0.9
+        assert method.anonymize_many([FaceRequest(crop, None, key)])[0].key_record is None
+        assert method.rendering_error(method.key_params(key)) is None   # a keyfile from before: the book's restore
+        with pytest.raises(ValueError, match="rendering_error"):
+            method.rendering_error({"rendering_error": "AAAA"})
+        with pytest.raises(ValueError, match="finite"):
+            method.rendering_error({"rendering_error": b64(np.full(128, np.nan, "<f4").tobytes())})
+
+
 def test_the_fit_sees_the_compositing_and_restore_its_bands_and_low_pass(tiny_generator):
     from anoncli.methods import build_method
 
@@ -583,6 +617,8 @@ def test_the_fit_sees_the_compositing_and_restore_its_bands_and_low_pass(tiny_ge
     blend = object()   # and adds its change band by band
     banded = method.refinement(crop, None, restoring=True, blend_in_crop=blend)
     assert banded.blend is blend and banded.detail_sigma == 0.75 and banded.colour is None
+    rendered = build_method("idrotate", {}, weights_dir=tiny_generator[0])   # a rendered restore is colour-matched like the anonymized face
+    assert rendered.restore_matches_colour and rendered.refinement(crop, None, restoring=True).colour is not None
     region = np.zeros((32, 32), np.float32)
     region[8:24, 10:22] = 1.0
     np.testing.assert_array_equal(method.refinement(crop, None, region_in_crop=region).mask, region)   # the stage's region

@@ -249,10 +249,11 @@ class _InvertMethod(FaceMethod):
     def anonymize_face(self, crop, landmarks_in_crop, key=None):
         from anoncli.methods.base import AnonymizedFace
 
-        return AnonymizedFace(255.0 - crop)
+        return AnonymizedFace(255.0 - crop, key_record={"kept": [1.5]})
 
     def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None, read_back=None):
         self.restored_into = (region_in_crop, blend_in_crop)
+        self.restored_with = face_params
         return 255.0 - crop
 
     def blend_mask(self, landmarks_in_crop):
@@ -292,6 +293,7 @@ def test_stage_anonymize_and_restore_use_the_same_region(forehead_raise):
     key = type("Key", (), {"secret": b"k" * 32})()
     records, secrets = anonymize_faces(img, dets, method, lambda i: key, escrow=True)
     assert len(secrets) == 1 and secrets[0].landmarks68 is not None and len(secrets[0].landmarks68) == 68
+    assert secrets[0].params == {"kept": [1.5]} and "kept" not in repr(records)   # the keyfile's, not the manifest's
     changed = (img.pixels != rgb).any(2)
     x0, y0, x1, y1 = secrets[0].escrow_box
     assert changed.any() and not changed[:y0].any() and not changed[y1:].any()
@@ -313,9 +315,10 @@ def test_stage_anonymize_and_restore_use_the_same_region(forehead_raise):
     np.testing.assert_array_equal(img.pixels[outside], rgb[outside])
 
     anonymized = img.pixels.copy()
-    face = {"index": 0, "warp": secrets[0].warp, "landmarks": secrets[0].landmarks, "params": {},
+    face = {"index": 0, "warp": secrets[0].warp, "landmarks": secrets[0].landmarks, "params": secrets[0].params,
             "landmarks68": secrets[0].landmarks68, "brow_raises": secrets[0].brow_raises}
     restore_faces(img, [face], method, {0: key})
+    assert method.restored_with == {"kept": [1.5]}
     np.testing.assert_array_equal(img.pixels[outside], rgb[outside])
     # the restored crop is made for the compositing restore puts it back with: its region and bands
     warp, region_in_crop, blend_in_crop = np.asarray(secrets[0].warp), *method.restored_into
@@ -368,7 +371,7 @@ def test_restore_keeps_the_photos_detail_finer_than_detail_sigma_and_not_its_col
     mask = region.hard_mask(roi)
 
     def restored(sigma):
-        return Compositor(CompositingConfig(detail_sigma=sigma, colour="lab")).composite(base, crop, m, roi, region, restoring=True)[0]
+        return Compositor(CompositingConfig(detail_sigma=sigma, colour="lab")).composite(base, crop, m, roi, region, match_colour=False)[0]
 
     kept = {sigma: texture_ratio(restored(sigma), base, mask) for sigma in (0.0, 0.5, 1.0)}
     assert kept[1.0] > 1.2 * kept[0.5] and kept[0.5] > 1.1 * kept[0.0], kept

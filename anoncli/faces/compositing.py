@@ -318,13 +318,15 @@ class Compositor:
         return CropBlend(tuple(sigmas), masks, inside, region.width * scale, widest, scale)
 
     def composite(self, base_rgb: np.ndarray, crop_rgb: np.ndarray, m_image_to_crop: np.ndarray,
-                  roi: tuple[int, int, int, int], region: FaceRegion, restoring: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  roi: tuple[int, int, int, int], region: FaceRegion, match_colour: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """The roi with the method's crop put in: float RGB (0-255 scale), and the support mask
         (float32, 0 exactly where the result equals ``base_rgb`` bit for bit).
 
-        ``restoring``: ``crop_rgb`` is a method's inverse of the anonymized face, to be put back into
-        the anonymized photo: no colour matching (the restored face has the original's colour, the
-        photo around it the fake's). The change is low-passed at ``detail_sigma`` all the same: the
+        ``match_colour`` False: no colour matching, for a method's exact inverse of the anonymized face
+        put back into the anonymized photo (the restored face has the original's colour, the photo
+        around it the fake's); a rendered restore (idrotate's) is matched as the anonymized face was,
+        to the region's colour, which the compositing kept from the original. Either way a restore's
+        change is low-passed at ``detail_sigma``: the
         anonymized photo kept the original's detail finer than that, so restore changes only what
         anonymizing changed, and a model's restored face (a generator's, smoother than a photograph)
         does not replace the original's finest detail with its own (idrotate on 87 faces in CelebA
@@ -354,7 +356,7 @@ class Compositor:
         base_crop = resample_into_crop(base, m, roi, res)
         widest = self.widest_transition(region)
         new = np.asarray(crop_rgb, np.float32)
-        if not restoring:
+        if match_colour:
             new = self.colour_in_crop(new, base_crop, region.crop_mask(m, res) > 0.5, region.width * scale, widest * scale)
         diff = new - base_crop
         if cfg.detail_sigma > 0:

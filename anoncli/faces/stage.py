@@ -47,7 +47,8 @@ def _put_back(img: LoadedImage, method: FaceMethod, roi, m: np.ndarray, crop_out
 def _composited(base: np.ndarray, method: FaceMethod, roi, m: np.ndarray, crop_out: np.ndarray,
                 region, restoring: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``_put_back`` through the method's compositor onto ``base``, the roi's float RGB."""
-    out, support = method.compositor.composite(base, crop_out.astype(np.float32, copy=False), m, roi, region, restoring)
+    match_colour = not restoring or method.restore_matches_colour
+    out, support = method.compositor.composite(base, crop_out.astype(np.float32, copy=False), m, roi, region, match_colour)
     return out, (support > 0).astype(np.float32)
 
 
@@ -240,7 +241,8 @@ def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMetho
         anon_roi, mask_roi = _put_back(img, method, roi, m, anon, region)
         x0, y0, x1, y1 = roi
         if key is not None:
-            secret = FaceSecret(index, method.key_params(key), m.tolist(), np.asarray(det.landmarks).tolist())
+            secret = FaceSecret(index, {**method.key_params(key), **(face.key_record or {})}, m.tolist(),
+                                np.asarray(det.landmarks).tolist())
             if getattr(region, "landmarks68", None) is not None:
                 secret.landmarks68 = region.landmarks68.tolist()
             if getattr(region, "brow_raises", None) is not None:

@@ -75,6 +75,11 @@ class IdentityGenerator:
             x = self._tensor(crop)
             return self.rep(x)[0].double().numpy(), self.net.encoder(x)
 
+    def identity_of(self, crop: np.ndarray) -> np.ndarray:
+        """``encode``'s r_id alone."""
+        with self.torch.no_grad():
+            return self.rep(self._tensor(crop))[0].double().numpy()
+
     def encode_many(self, crops: list[np.ndarray]) -> tuple[np.ndarray, list]:
         """``encode`` of several crops in one pass: (N x d r_id, the attribute maps batched)."""
         with self.torch.no_grad():

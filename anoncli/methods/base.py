@@ -152,6 +152,9 @@ class AnonymizedFace:
     crop: np.ndarray
     side_images: dict[str, np.ndarray] = field(default_factory=dict)
     outcome: dict[str, Any] | None = None
+    key_record: dict[str, Any] | None = None
+    """What the face's keyfile record keeps besides ``FaceMethod.key_params`` (sealed with the keyfile,
+    never in the manifest), handed back to ``restore_crop`` in its ``face_params``."""
 
 
 @dataclass
@@ -196,6 +199,7 @@ class FaceMethod:
     margin: float = 0.3
     compositor = None   # anoncli.faces.compositing.Compositor | None
     reads_back = False  # whether its fits read the written photo (the stage then builds each face's ``read_back``)
+    restore_matches_colour = False   # whether restore's compositing colour-matches the restored face (a rendering, not the original's pixels)
 
     def __init__(self, **params: Any) -> None:
         self.params = params

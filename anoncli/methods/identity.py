@@ -16,10 +16,12 @@ import numpy as np
 
 from ..identity.rotation import haar_orthogonal, level_to_degrees, reference_vector, rotate_identity, unrotate_identity
 from ..keys.derive import hkdf_sha256, key_rng
+from ..keys.envelope import b64, unb64
 from ..privacy.mechanisms import laplace_noise, laplace_scale
 from .base import AnonymizedFace, FaceMethod
 
 REFERENCE_INFO = b"anoncli/idrotate/reference/v1"
+RENDERING_ERROR = "rendering_error"   # idrotate's keyfile entry: r_id as written minus z_new, float32 (``IdRotate.key_record``)
 ORTHOGONAL_INFO = b"anoncli/idrotate/orthogonal/v1"
 
 
@@ -74,7 +76,7 @@ class _GeneratorMethod(FaceMethod):
         stage's; without it ``blend_mask``), band by band as the stage will blend it (``blend_in_crop``,
         a ``CropBlend``, when the stage hands one over), with the photo's detail finer than
         ``--detail-sigma`` and its colour (``Compositor.colour_in_crop``), the colour except when
-        ``restoring`` (restore composites without it), and, with the stage's ``read_back``, as the
+        ``restoring`` for a method whose restore composites without it, and, with the stage's ``read_back``, as the
         written file will show it."""
         from ..identity.generator import Refinement
 
@@ -83,7 +85,7 @@ class _GeneratorMethod(FaceMethod):
         composited = {}
         if self.compositor is not None:
             composited = {"detail_sigma": self.compositor.config.detail_sigma, "blend": blend_in_crop}
-            if not restoring:
+            if not restoring or self.restore_matches_colour:
                 composited["colour"] = self._colour_in_crop(crop, mask, blend_in_crop)
         return Refinement(crop, mask, steps, self.params["refine_lr"], schedule=self.params["refine_schedule"],
                           read_back=read_back, **composited, **fit)
@@ -139,9 +141,13 @@ class _GeneratorMethod(FaceMethod):
                 continue
             kept = [a[rows] for a in attributes]
             crops = self.generator.generate_many(np.stack(targets), kept, refinements, self.low_precision())
-            for row, crop in zip(rows, crops):
-                faces[chunk[row]] = AnonymizedFace(crop)
+            for row, crop, target in zip(rows, crops, targets):
+                faces[chunk[row]] = AnonymizedFace(crop, key_record=self.key_record(crop, target, requests[chunk[row]]))
         return faces
+
+    def key_record(self, face: np.ndarray, target: np.ndarray, request) -> dict | None:
+        """What the keyfile keeps of this face besides ``key_params`` (``AnonymizedFace.key_record``)."""
+        return None
 
 
 class IdentityDP(_GeneratorMethod):
@@ -188,7 +194,9 @@ class IdentityDP(_GeneratorMethod):
 
 class IdRotate(_GeneratorMethod):
     """z_new = M(z̄, z_r, g(d)) (eq. 6.16-6.17), output G(z_new, z_attr) (eq. 6.18); restore:
-    ẑ = M⁻¹(E_id(X̂), z_r, g(d)) (eq. 6.19-6.20), output G(ẑ, E_attr(X̂)) (eq. 6.21).
+    ẑ = M⁻¹(E_id(X̂) − e, z_r, g(d)) (eq. 6.19-6.20), output G(ẑ, E_attr(X̂)) (eq. 6.21), with e the
+    face's rendering error kept in the keyfile (``key_record``; not in the book, whose restore reads
+    E_id(X̂) alone and so recovers z̄ only as well as the generator rendered z_new).
 
     z_r is a uniform unit vector drawn from a generator keyed by HKDF(face key, "idrotate
     reference"), so each face has its own reference and one leaked pair says nothing of another's.
@@ -199,6 +207,8 @@ class IdRotate(_GeneratorMethod):
     which links it to its owner for anyone who knows θ (README); A z̄ keeps nothing of z̄ without
     the key, and restore divides nothing.
     """
+
+    restore_matches_colour = True   # its restore is a rendering: the generator's colour cast (pink, grey) would stay
 
     def __init__(self, weights_dir=None, **params):
         super().__init__(weights_dir, **params)
@@ -249,8 +259,39 @@ class IdRotate(_GeneratorMethod):
             return "orthogonal"
         return "plane" if "theta_degrees" in face_params else self.params["rotation"]
 
-    def recovered_identity(self, rotated: np.ndarray, key, rotation: str | None = None) -> np.ndarray:
-        """ẑ from the identity read back from a protected face: eq. 6.19-6.20, or Aᵀ·r_id."""
+    def key_record(self, face, target, request):
+        """The face's rendering error (not in the book): r_id of the face as the written file will show
+        it (the stage's ``read_back``: the compositing, the file's encoding, the crop's extraction, all
+        that restore will read through) minus the z_new it was rendered for. The generator renders an
+        identity only approximately (model card), and eq. 6.19-6.20 pass that error on to ẑ; restore
+        subtracts it before turning back, so ẑ is z̄ whatever the fit reached. The error is z_new's
+        frame: without the key's A (or z_r) it says nothing of z̄, and it is sealed in the keyfile
+        with the key. None without a key or a read-back (a crop anonymized outside the stage)."""
+        if request.key is None or request.read_back is None:
+            return None
+        shown = self.generator.identity_of(np.float32(request.read_back(np.float32(face))))
+        return {RENDERING_ERROR: b64(np.asarray(shown - np.asarray(target, np.float64), "<f4").tobytes())}
+
+    def rendering_error(self, face_params: dict | None) -> np.ndarray | None:
+        """The keyfile's ``key_record`` of a face, checked, or None where it has none (runs before it)."""
+        text = (face_params or {}).get(RENDERING_ERROR)
+        if text is None:
+            return None
+        dimension = self.generator.dimension
+        try:
+            error = np.frombuffer(unb64(text, 4 * dimension), "<f4").astype(np.float64)
+        except (TypeError, ValueError):
+            error = None
+        if error is None or not np.isfinite(error).all():
+            raise ValueError(f"the keyfile's {RENDERING_ERROR} of this face is not {dimension} finite float32 numbers")
+        return error
+
+    def recovered_identity(self, rotated: np.ndarray, key, rotation: str | None = None,
+                           rendering_error: np.ndarray | None = None) -> np.ndarray:
+        """ẑ from the identity read back from a protected face: eq. 6.19-6.20, or Aᵀ·r_id; with the
+        face's ``rendering_error`` (``key_record``) subtracted from r_id first."""
+        if rendering_error is not None:
+            rotated = np.asarray(rotated, np.float64) - rendering_error
         if (rotation or self.params["rotation"]) == "orthogonal":
             recovered = self.orthogonal(key).T @ np.asarray(rotated, np.float64)
             return recovered / np.linalg.norm(recovered)
@@ -259,14 +300,15 @@ class IdRotate(_GeneratorMethod):
     def restore_crop(self, crop, landmarks_in_crop, key, face_params, *, region_in_crop=None, blend_in_crop=None,
                      read_back=None):
         rotated, attributes = self.generator.encode(crop)
-        return self.render(self.recovered_identity(rotated, key, self.rotation_of(face_params)), attributes, crop, landmarks_in_crop,
+        recovered = self.recovered_identity(rotated, key, self.rotation_of(face_params), self.rendering_error(face_params))
+        return self.render(recovered, attributes, crop, landmarks_in_crop,
                            self.params["restore_refine_steps"], restoring=True, region_in_crop=region_in_crop,
                            blend_in_crop=blend_in_crop, read_back=read_back)
 
     restore_quality_measure = ("cosine between the identity vector r_id of the restored face, as the restored file shows it "
                                "(composited as restore composites it, then encoded as the file is), and "
-                               "the identity restore read back from the protected face (eq. 6.20): how faithfully the "
-                               "generator rendered it (1 at best; higher is better)")
+                               "the identity restore recovered from the protected face (eq. 6.20, the face's kept rendering "
+                               "error taken off): how faithfully the generator rendered it (1 at best; higher is better)")
 
     def restore_quality(self, anonymized, restored, landmarks_in_crop, key, face_params, *, region_in_crop=None,
                         blend_in_crop=None, read_back=None):
@@ -275,8 +317,8 @@ class IdRotate(_GeneratorMethod):
         from ..identity.generator import paste
         from ..models.tensors import to_tensor
 
-        rotated, _ = self.generator.encode(anonymized)
-        target = self.recovered_identity(rotated, key, self.rotation_of(face_params))
+        rotated = self.generator.identity_of(anonymized)
+        target = self.recovered_identity(rotated, key, self.rotation_of(face_params), self.rendering_error(face_params))
         if read_back is not None:
             composited = to_tensor(np.float32(read_back(np.float32(restored)))[None])
         else:
