@@ -264,9 +264,10 @@ class IdRotate(_GeneratorMethod):
         it (the stage's ``read_back``: the compositing, the file's encoding, the crop's extraction, all
         that restore will read through) minus the z_new it was rendered for. The generator renders an
         identity only approximately (model card), and eq. 6.19-6.20 pass that error on to ẑ; restore
-        subtracts it before turning back, so ẑ is z̄ whatever the fit reached. The error is z_new's
-        frame: without the key's A (or z_r) it says nothing of z̄, and it is sealed in the keyfile
-        with the key. None without a key or a read-back (a crop anonymized outside the stage)."""
+        subtracts it before turning back, so ẑ is z̄ whatever the fit reached. It is sealed in the
+        keyfile record like the master secret (it holds what the face shows besides z_new, the owner's
+        identity that the attribute maps carry included), never in the manifest. None without a key
+        or a read-back (a crop anonymized outside the stage)."""
         if request.key is None or request.read_back is None:
             return None
         shown = self.generator.identity_of(np.float32(request.read_back(np.float32(face))))
