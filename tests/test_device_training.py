@@ -1,6 +1,7 @@
 """benchmarks/device_training.py: a work folder's aligned faces packed here come back there as a work
 folder that `anoncli train` takes as its own, without detecting a face again."""
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -39,11 +40,24 @@ def make_work(tmp_path: Path, sources: list[Path]) -> Path:
     return work
 
 
+def test_parts_weigh_about_the_same_with_the_extras_in_the_last():
+    assert device_training.split_into_parts([1] * 10, 0, 2) == [range(0, 5), range(5, 10)]
+    assert device_training.split_into_parts([1] * 10, 4, 2) == [range(0, 7), range(7, 10)]
+    assert device_training.split_into_parts([5, 1, 1], 0, 3) == [range(0, 1), range(1, 2), range(2, 3)]
+    assert device_training.split_into_parts([1] * 4, 0, 1) == [range(0, 4)]
+
+
 def test_unpacked_work_folder_is_taken_as_prepared(tmp_path, monkeypatch):
     work = make_work(tmp_path, [Path("/elsewhere/celeba-crops"), Path("/elsewhere/utkface")])
-    device_training.pack(work, tmp_path / "pack", quality=90, with_dlib=False)
+    result = device_training.pack(work, tmp_path / "pack", quality=90, with_dlib=False, parts=2)
+    assert len(result["part_mib"]) == 2
+    arrived = tmp_path / "arrived"   # the parts travel in separate calls and are copied into one folder there
+    arrived.mkdir()
+    for part in (tmp_path / "pack").iterdir():
+        for f in part.iterdir():
+            shutil.copyfile(f, arrived / f.name)
     there = [tmp_path / "d" / "celeba-crops", tmp_path / "d" / "utkface"]
-    device_training.unpack(tmp_path / "pack", tmp_path / "there", there)
+    device_training.unpack(arrived, tmp_path / "there", there)
 
     def no_detection(*_):
         raise AssertionError("prepare detected faces instead of taking the unpacked ones")
@@ -64,3 +78,28 @@ def test_unpack_refuses_stand_ins_that_do_not_name_the_sources(tmp_path):
     with pytest.raises(SystemExit, match="utkface"):
         device_training.unpack(tmp_path / "pack", tmp_path / "there", [tmp_path / "d" / "celeba-crops"])
     assert not (tmp_path / "there" / "data" / "crops.json").exists()
+
+
+def test_unpack_refuses_a_pack_with_a_part_missing(tmp_path):
+    work = make_work(tmp_path, [Path("/elsewhere/celeba-crops"), Path("/elsewhere/utkface")])
+    device_training.pack(work, tmp_path / "pack", quality=80, with_dlib=False, parts=2)
+    shutil.rmtree(tmp_path / "pack" / "part-1")
+    there = [tmp_path / "d" / "celeba-crops", tmp_path / "d" / "utkface"]
+    with pytest.raises(SystemExit, match="lacks .* of the 6 faces"):
+        device_training.unpack(tmp_path / "pack", tmp_path / "there", there)
+    assert not (tmp_path / "there" / "data" / "crops.json").exists()
+
+
+def test_pack_without_descriptors_has_them_computed_again(tmp_path):
+    work = make_work(tmp_path, [Path("/elsewhere/celeba-crops"), Path("/elsewhere/utkface")])
+    crops = np.load(work / "data" / "crops.npy")
+    as_prepared = face_crops.embed_crops(crops, 128, 0.2, progress=False)
+    np.save(work / "data" / "descriptors.npy", as_prepared)
+    device_training.pack(work, tmp_path / "pack", quality=90, with_dlib=False, with_descriptors=False)
+    assert not (tmp_path / "pack" / device_training.DESCRIPTORS).exists()
+    there = [tmp_path / "d" / "celeba-crops", tmp_path / "d" / "utkface"]
+    device_training.unpack(tmp_path / "pack", tmp_path / "there", there)
+    recomputed = np.load(tmp_path / "there" / "data" / "descriptors.npy")
+    assert recomputed.shape == as_prepared.shape
+    # dlib calls faces the same person below 0.6; WebP at quality 90 moves a descriptor far less (0.02-0.06 here)
+    assert np.linalg.norm(recomputed - as_prepared, axis=-1).max() < 0.1

@@ -113,7 +113,8 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     write_atomic(path, buf.getvalue())
 
 
-def embed_crops(crops: np.ndarray, resolution: int, margin: float, progress: bool = True, batch: int = 32) -> np.ndarray:
+def embed_crops(crops: np.ndarray, resolution: int, margin: float, progress: bool = True, batch: int = 32,
+                device: str = "cpu") -> np.ndarray:
     """dlib descriptors (N x 2 x 128) of each crop and of its mirror, through the chip warp."""
     import torch
     from tqdm import tqdm
@@ -122,11 +123,11 @@ def embed_crops(crops: np.ndarray, resolution: int, margin: float, progress: boo
     from ..identity.representation import representation_without_code
     from ..models.tensors import to_tensor
 
-    rep = representation_without_code(load_identity_encoder("dlib-resnet"), resolution, margin)
+    rep = representation_without_code(load_identity_encoder("dlib-resnet"), resolution, margin).to(device)
     out = np.zeros((len(crops), 2, 128), np.float32)
     with torch.no_grad():
         for start in tqdm(range(0, len(crops), batch), desc="embed", unit="batch", disable=not progress):
-            x = to_tensor(crops[start:start + batch])
-            out[start:start + batch, 0] = rep.descriptors(x).numpy()
-            out[start:start + batch, 1] = rep.descriptors(x.flip(3)).numpy()
+            x = to_tensor(crops[start:start + batch]).to(device)
+            out[start:start + batch, 0] = rep.descriptors(x).cpu().numpy()
+            out[start:start + batch, 1] = rep.descriptors(x.flip(3)).cpu().numpy()
     return out
