@@ -69,6 +69,8 @@ def pack(work: Path, out: Path, quality: int, with_dlib: bool, with_descriptors:
     folder there (their file names do not collide)."""
     from anoncli.io.atomic import write_atomic
 
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty: parts of another pack would mix with these; remove it or name another")
     data = work / "data"
     meta = json.loads((data / "crops.json").read_text())
     encoded = encode_faces(np.load(data / "crops.npy", mmap_mode="r"), quality)
@@ -105,6 +107,9 @@ def read_faces(pack_dir: Path, count: int) -> np.ndarray:
         first = int(blob_path.stem.split("-")[1])
         offsets = np.load(blob_path.with_name(f"offsets-{first:06d}.npy"))
         blob = blob_path.read_bytes()
+        if any(first + k in faces for k in range(len(offsets) - 1)):
+            raise SystemExit(f"{pack_dir} holds faces of two packs ({blob_path.name} overlaps another part): "
+                             "copy the parts of one pack into an empty folder")
         for k, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
             faces[first + k] = np.asarray(Image.open(io.BytesIO(blob[a:b])).convert("RGB"))
     missing = sorted(set(range(count)) - set(faces))

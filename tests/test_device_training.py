@@ -103,3 +103,19 @@ def test_pack_without_descriptors_has_them_computed_again(tmp_path):
     assert recomputed.shape == as_prepared.shape
     # dlib calls faces the same person below 0.6; WebP at quality 90 moves a descriptor far less (0.02-0.06 here)
     assert np.linalg.norm(recomputed - as_prepared, axis=-1).max() < 0.1
+
+
+def test_parts_of_two_packs_are_not_mixed(tmp_path):
+    work = make_work(tmp_path, [Path("/elsewhere/celeba-crops"), Path("/elsewhere/utkface")])
+    device_training.pack(work, tmp_path / "one", quality=80, with_dlib=False, parts=1)
+    with pytest.raises(SystemExit, match="not empty"):
+        device_training.pack(work, tmp_path / "one", quality=80, with_dlib=False, parts=2)
+    device_training.pack(work, tmp_path / "two", quality=80, with_dlib=False, parts=2)
+    arrived = tmp_path / "arrived"
+    shutil.copytree(tmp_path / "one" / "part-1", arrived)
+    for f in (tmp_path / "two" / "part-2").iterdir():
+        if f.name.startswith("faces-") or f.name.startswith("offsets-"):
+            shutil.copyfile(f, arrived / f.name)
+    there = [tmp_path / "d" / "celeba-crops", tmp_path / "d" / "utkface"]
+    with pytest.raises(SystemExit, match="two packs"):
+        device_training.unpack(arrived, tmp_path / "there", there)
