@@ -149,6 +149,40 @@ def unpack(pack_dir: Path, work: Path, sources: list[Path], device: str = "cpu")
     return {"faces": len(crops), "work": str(work)}
 
 
+def encoding_costs(work: Path, faces: int = 200) -> list[dict]:
+    """What each way of carrying the faces costs: size for the whole set, PSNR, and how far it moves dlib's
+    descriptor (as ``prepare`` computes it) on every k-th crop, k spreading ``faces`` over the set."""
+    from PIL import Image
+
+    from anoncli.train.face_crops import embed_crops
+
+    data = work / "data"
+    crops = np.load(data / "crops.npy", mmap_mode="r")
+    stored = np.load(data / "descriptors.npy")
+    chosen = np.arange(0, len(crops), max(1, len(crops) // faces))[:faces]
+    sample = np.ascontiguousarray(crops[chosen])
+    settings = json.loads((data / "crops.json").read_text())["settings"]
+    rows = []
+    for name, fmt, options in (("WebP 80", "WEBP", {"quality": 80, "method": 6}), ("WebP 90", "WEBP", {"quality": 90, "method": 6}),
+                               ("WebP 95", "WEBP", {"quality": 95, "method": 6}),
+                               ("JPEG 95 4:4:4", "JPEG", {"quality": 95, "subsampling": 0}),
+                               ("WebP lossless", "WEBP", {"lossless": True, "method": 4})):
+        decoded, size = [], 0
+        for crop in sample:
+            buf = io.BytesIO()
+            Image.fromarray(crop).save(buf, format=fmt, **options)
+            size += buf.tell()
+            decoded.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+        decoded = np.stack(decoded)
+        mse = ((decoded.astype(np.float64) - sample) ** 2).reshape(len(sample), -1).mean(1)
+        moved = embed_crops(decoded, settings["resolution"], settings["margin"], progress=False, batch=100) - stored[chosen]
+        rows.append({"faces as": name, "bytes a face": round(size / len(sample)),
+                     "MiB for the set": round(size / len(sample) * len(crops) / 2**20, 1),
+                     "PSNR dB": round(float(np.mean(10 * np.log10(255 ** 2 / mse[mse > 0]))), 1) if (mse > 0).any() else "exact",
+                     "dlib distance, mean": round(float(np.linalg.norm(moved, axis=-1).mean()), 3)})
+    return rows
+
+
 def _npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array)
@@ -182,7 +216,14 @@ def main(argv: list[str] | None = None) -> None:
     u.add_argument("--data", type=Path, action="append", required=True,
                    help="a stand-in for each source folder, named as the source (celeba-crops, utkface); pass the same to train")
     u.add_argument("--device", default="cpu", help="where descriptors missing from the pack are computed (cuda there)")
+    c = commands.add_parser("costs", help="here: size, PSNR and dlib's shift of each encoding, on a sample")
+    c.add_argument("--work", type=Path, required=True)
+    c.add_argument("--faces", type=int, default=200)
     args = parser.parse_args(argv)
+    if args.command == "costs":
+        for row in encoding_costs(args.work, args.faces):
+            print(json.dumps(row))
+        return
     if args.command == "pack" and not (1 <= args.parts and 1 <= args.quality <= 100):
         parser.error("--parts must be at least 1 and --quality within 1-100")
     if args.command == "pack":

@@ -119,3 +119,13 @@ def test_parts_of_two_packs_are_not_mixed(tmp_path):
     there = [tmp_path / "d" / "celeba-crops", tmp_path / "d" / "utkface"]
     with pytest.raises(SystemExit, match="two packs"):
         device_training.unpack(arrived, tmp_path / "there", there)
+
+
+def test_lossless_carrying_costs_dlib_nothing_and_lossy_costs_something(tmp_path):
+    work = make_work(tmp_path, [Path("/elsewhere/celeba-crops"), Path("/elsewhere/utkface")])
+    crops = np.load(work / "data" / "crops.npy")
+    np.save(work / "data" / "descriptors.npy", face_crops.embed_crops(crops, 128, 0.2, progress=False))
+    rows = {row["faces as"]: row for row in device_training.encoding_costs(work, faces=3)}
+    assert rows["WebP lossless"]["dlib distance, mean"] == 0
+    assert rows["WebP 80"]["dlib distance, mean"] > 0
+    assert rows["WebP 80"]["bytes a face"] < rows["WebP 90"]["bytes a face"] < rows["WebP 95"]["bytes a face"]
