@@ -123,7 +123,7 @@ def unpack(pack_dir: Path, work: Path, sources: list[Path], device: str = "cpu")
     """Write ``work/data`` as ``anoncli.train.face_crops.prepare`` would have made it from ``sources``; a pack
     without descriptors has them computed here on ``device`` (dlib's network found as the weights lookup finds it)."""
     from anoncli.io.atomic import write_atomic
-    from anoncli.train.face_crops import embed_crops
+    from anoncli.train.face_crops import embed_crops, save_npy
 
     found = {p.name: p for p in pack_dir.rglob("*") if p.name in (INDEX, DESCRIPTORS)}
     if INDEX not in found:
@@ -138,13 +138,13 @@ def unpack(pack_dir: Path, work: Path, sources: list[Path], device: str = "cpu")
         source.mkdir(parents=True, exist_ok=True)
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
-    _save_npy(data / "crops.npy", crops)
+    save_npy(data / "crops.npy", crops)
     settings = {**meta["settings"], "sources": [str(s.resolve()) for s in sources]}
     if DESCRIPTORS in found:
         descriptors = np.load(found[DESCRIPTORS]).astype(np.float32)
     else:
         descriptors = embed_crops(crops, settings["resolution"], settings["margin"], progress=False, batch=256, device=device)
-    _save_npy(data / "descriptors.npy", descriptors)
+    save_npy(data / "descriptors.npy", descriptors)
     write_atomic(data / "crops.json", json.dumps({"settings": settings, "index": meta["index"]}).encode())
     return {"faces": len(crops), "work": str(work)}
 
@@ -187,12 +187,6 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array)
     return buf.getvalue()
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    from anoncli.io.atomic import write_atomic
-
-    write_atomic(path, _npy_bytes(array))
 
 
 def _tracked_bytes() -> int:

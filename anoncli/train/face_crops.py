@@ -99,13 +99,14 @@ def prepare(sources: list[Path], work: Path, resolution: int, margin: float, pro
         raise ValueError(f"no face found in the images of {', '.join(str(s) for s in sources)}")
     crops_arr = np.stack(crops)
     descriptors = embed_crops(crops_arr, resolution, margin, progress)
-    _save_npy(work / "crops.npy", crops_arr)
-    _save_npy(work / "descriptors.npy", descriptors)
+    save_npy(work / "crops.npy", crops_arr)
+    save_npy(work / "descriptors.npy", descriptors)
     write_atomic(meta_path, json.dumps({"settings": settings, "index": index}).encode())
     return CropSet(crops_arr, index, descriptors)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``array`` as a .npy file at ``path``, written atomically."""
     import io
 
     buf = io.BytesIO()
