@@ -62,6 +62,9 @@ def train_aei(
     lambda_att: float = typer.Option(10.0, "--lambda-att", help="Weight of L_att (book: 10)."),
     lambda_id: float = typer.Option(5.0, "--lambda-id", help="Weight of L_id (book: 5)."),
     lambda_rec: float = typer.Option(10.0, "--lambda-rec", help="Weight of L_rec (book: 10)."),
+    lambda_perceptual: float = typer.Option(0.0, "--lambda-perceptual", min=0.0, help="Weight of a perceptual distance between the "
+                                            "reconstruction and the face, beside L_rec on the same-face samples: LPIPS's form on dlib's first "
+                                            "residual blocks (not in the book; 0 = the book's losses)."),
     identity_on_composite: bool = typer.Option(False, "--identity-on-composite/--identity-on-face", help="Measure L_id on the generated face pasted "
                                                "into its target inside the identity methods' face region, as the methods use it (not in the book: "
                                                "L_id on the whole generated crop)."),
@@ -123,7 +126,7 @@ def train_aei(
     if full_res_channels:
         config["full_res_channels"] = full_res_channels
     settings = AEITrainSettings(steps=steps, batch_size=batch_size, lr=lr, beta1=beta1, beta2=beta2, lambda_adv=lambda_adv,
-                                lambda_att=lambda_att, lambda_id=lambda_id, lambda_rec=lambda_rec, same_face=same_face, synthetic_identity=synthetic_identity,
+                                lambda_att=lambda_att, lambda_id=lambda_id, lambda_rec=lambda_rec, lambda_perceptual=lambda_perceptual, same_face=same_face, synthetic_identity=synthetic_identity,
                                 identity_on_composite=identity_on_composite,
                                 margin=margin, checkpoint_every=checkpoint_every, evaluate_every=evaluate_every,
                                 threads=threads, seed=seed, config=config, device=_device(device),

@@ -151,7 +151,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             name="aei-celeba-utk-128",
             filename="aei_celeba_utk_128.safetensors",
             url="weights/aei_celeba_utk_128.md (trained by this project; no download)",
-            sha256="1573d2d0aebf5986fe92ad85731418d3b171acc7852e6e7284793f0151dd13d1",
+            sha256="2f819b874657c4d0eff50c667ff8895e4143353e5393a9e9f4774a09bff9ec05",
             licence="MIT (code); trained on CelebA and UTKFace, whose terms allow non-commercial research only",
             what="IdentityDP / idrotate disentangling generator (book ch. 5, Table 8.3 at 128 px, widths / 8): U-Net "
                  "attribute encoder + AAD ResBlocks on the whitened dlib identity vector; model card next to the file",

@@ -243,6 +243,10 @@ def test_model_card_states_data_steps_and_measurements(tiny_generator):
     assert sha256_of(weights) in text and "steps: 2 at batch 3" in text and "synthetic" in text
     assert f"| {ev['rec_psnr']} dB | {ev['rec_ssim']} |" in text and "first note\n\nsecond note" in text
     assert set(ev) >= {"rec_psnr", "rec_ssim", "swap_id_cos", "swap_same_person_dlib", "random_identity_protection_dlib"}
+    assert "perceptual" not in text
+    settings = {**dataclasses.asdict(trainer.settings), "lambda_perceptual": 2.0}
+    text = write_aei_model_card(weights, {"data": ["synthetic"], "held_out_eval": ev, "settings": settings}).read_text()
+    assert "L_rec x 10.0 + perceptual (dlib ResNet's first blocks, same-face samples) x 2.0;" in text
 
 
 def test_train_commands_refuse_bad_input_without_a_traceback(tmp_path):
@@ -663,3 +667,24 @@ def test_discriminator_warm_up_moves_only_the_discriminator_and_happens_once(tin
     disc_resumed = _params(resumed, "disc")
     resumed.warm_up_discriminator(progress=False)   # already done in this work folder: nothing moves
     assert torch.equal(_params(resumed, "disc"), disc_resumed)
+
+
+def test_perceptual_term_weighs_in_on_the_same_face_samples_only(tmp_path, dlib_encoder_present, monkeypatch):
+    from anoncli.train.aei import AEITrainer
+
+    crops = _crop_set()
+    plain = AEITrainer(crops, _settings(1), tmp_path / "a", log=lambda m: None)
+    weighted = AEITrainer(crops, _settings(1, lambda_perceptual=2.0), tmp_path / "b", log=lambda m: None)
+    x, codes, _ = plain._batch()
+    same = torch.tensor([True, False, True])
+    for trainer in (plain, weighted):
+        monkeypatch.setattr(trainer, "_batch", lambda: (x, codes, same))
+    a, b = plain.train_step(), weighted.train_step()
+    assert "perc" not in a and b["perc"] > 0
+    assert b["g"] == pytest.approx(a["g"] + 2.0 * b["perc"], rel=1e-4)
+
+    other = torch.rand_like(x) * 2 - 1
+    per_row = weighted.perceptual(x / 2, other / 2)
+    assert float(weighted.perceptual_loss(other, x, same)) == pytest.approx(float(per_row[[0, 2]].mean()), rel=1e-5)
+    assert float(weighted.perceptual_loss(other, x, torch.zeros(3, dtype=torch.bool))) == 0.0
+    assert float(weighted.perceptual_loss(x, x, same)) == pytest.approx(0.0, abs=1e-6)

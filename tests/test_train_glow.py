@@ -73,6 +73,11 @@ def test_the_log_averages_over_the_steps_it_saw_also_right_after_a_resume(tmp_pa
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [20, 40] and all(line["loss"] == 2.0 for line in lines)
 
+    # an evaluation step that is no multiple of log_every still evaluates, on a line of its own
+    run_resumable(Counting(40), 60, tmp_path / "log2.jsonl", checkpoint_every=100, evaluate_every=25, progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "log2.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [50, 60] and "eval" in lines[0] and "eval" not in lines[1]
+
 
 def test_the_card_command_leaves_out_the_card_notes():
     from anoncli.cli_train import _without_card_notes

@@ -23,6 +23,12 @@ reads from their output: with L_id on the whole crop, a turned identity read bac
 face was rendered at cosine 0.50 against 0.59 from the crop alone (the region outside M keeps the
 original's hairline, ears and jaw), and idrotate's restore divides that error by |cos θ − A sin θ|.
 
+``lambda_perceptual`` (not in the book, 0 by default) adds a perceptual term to L_rec on the
+same-face samples: LPIPS's form (Zhang et al., CVPR 2018, eq. 1) on the first residual blocks of
+dlib's face ResNet (``anoncli.models.perceptual.DlibPerceptual``; LPIPS's own AlexNet/VGG weights
+cannot be downloaded here). L_rec's squared error rewards the blurred mean of what a face could be;
+a feature distance rewards its edges and texture.
+
 A checkpoint (networks, optimisers, step, sampler state) is written atomically every
 ``checkpoint_every`` steps and on interrupt; starting again with the same work folder resumes
 from it. ``export`` writes the generator, the attribute encoder and the identity whitening as
@@ -57,6 +63,7 @@ class AEITrainSettings:
     lambda_att: float = 10.0
     lambda_id: float = 5.0
     lambda_rec: float = 10.0
+    lambda_perceptual: float = 0.0        # a perceptual term beside L_rec (not in the book)
     same_face: float = 0.2
     synthetic_identity: float = 0.0
     identity_on_composite: bool = False   # L_id on the face pasted into its target as the methods paste it (not in the book)
@@ -99,8 +106,14 @@ class AEITrainer:
         train_desc = crops.descriptors[self.train_idx].reshape(-1, crops.descriptors.shape[-1])
         self.mu, self.w = fit_whitening(train_desc, settings.whitening_shrinkage)
         self.device = torch.device(settings.device)
-        self.rep = build_representation(load_identity_encoder("dlib-resnet"), self.config.resolution, settings.margin,
-                                        self.mu, self.w).to(self.device)
+        encoder = load_identity_encoder("dlib-resnet")
+        self.rep = build_representation(encoder, self.config.resolution, settings.margin, self.mu, self.w).to(self.device)
+        self.perceptual = None
+        if settings.lambda_perceptual:
+            from ..models.perceptual import DlibPerceptual
+
+            self.perceptual = DlibPerceptual(encoder, self.config.resolution, settings.margin).to(self.device)
+            self.perceptual.requires_grad_(False)
         torch.manual_seed(settings.seed)   # initial weights; restarted runs load theirs from the checkpoint
         self.net = AEINet(self.config).to(self.device)
         self.disc = MultiScaleDiscriminator(self.config).to(self.device)
@@ -267,12 +280,26 @@ class AEITrainer:
         l_att = attribute_loss(att_fake, att_target)
         l_rec = reconstruction_loss(fake, x, same)
         total = s.lambda_adv * l_adv + s.lambda_att * l_att + s.lambda_id * l_id + s.lambda_rec * l_rec
+        losses = {"adv": l_adv, "id": l_id, "att": l_att, "rec": l_rec}
+        if self.perceptual is not None:
+            losses["perc"] = self.perceptual_loss(fake, x, same)
+            total = total + s.lambda_perceptual * losses["perc"]
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         self.opt_g.step()
         l_d = self.discriminator_step(x, fake)
         self.step += 1
-        return {**{k: float(v.detach()) for k, v in (("g", total), ("adv", l_adv), ("id", l_id), ("att", l_att), ("rec", l_rec))}, "d": l_d}
+        return {"g": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "d": l_d}
+
+    def perceptual_loss(self, fake, x, same):
+        """The perceptual distance of X̂ to X, averaged over the same-face samples (0 when there are none,
+        as L_rec); the networks' faces are in [−1, 1], the distance takes them in [−0.5, 0.5]."""
+        if not bool(same.any()):
+            return fake.sum() * 0.0
+        rows = same.nonzero()[:, 0]
+        with self.torch.no_grad():
+            reference = self.perceptual.reference_features(x[rows] / 2)
+        return self.perceptual.distance_to(reference, fake[rows] / 2).mean()
 
     # -- held-out measurement ---------------------------------------------------------------
     def evaluate(self, n: int = 64) -> dict:

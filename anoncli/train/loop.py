@@ -63,11 +63,12 @@ def run_resumable(trainer, steps: int, log_path: Path, *, checkpoint_every: int,
                 sums[k] = sums.get(k, 0.0) + v
             counted += 1
             bar.update(1)
-            if trainer.step % log_every == 0:
+            evaluating = trainer.step % evaluate_every == 0   # also where it is no multiple of log_every
+            if trainer.step % log_every == 0 or evaluating:
                 line = {"step": trainer.step, "elapsed_s": round(trainer.elapsed, 1),
                         **{k: round(v / counted, 5) for k, v in sums.items()}}
                 sums, counted = {}, 0
-                if trainer.step % evaluate_every == 0:
+                if evaluating:
                     line["eval"] = trainer.evaluate()
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(line) + "\n")

@@ -56,7 +56,9 @@ def aei_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> s
         f"- steps: {card.get('steps')} at batch {s.get('batch_size')}, {card.get('train_seconds', 0) / 3600:.2f} h of training on "
         f"{card.get('machine', 'this machine')}",
         f"- losses: L_adv x {s.get('lambda_adv')} + L_att x {s.get('lambda_att')} + L_id x {s.get('lambda_id')} + L_rec x "
-        f"{s.get('lambda_rec')}; Adam lr {s.get('lr')}, betas ({s.get('beta1')}, {s.get('beta2')}); same-face share {s.get('same_face')}; "
+        f"{s.get('lambda_rec')}"
+        + (f" + perceptual (dlib ResNet's first blocks, same-face samples) x {s['lambda_perceptual']}" if s.get("lambda_perceptual") else "")
+        + f"; Adam lr {s.get('lr')}, betas ({s.get('beta1')}, {s.get('beta2')}); same-face share {s.get('same_face')}; "
         f"synthetic-identity share {s.get('synthetic_identity', 0.0)}",
         f"- command: `{card.get('command', '')}` (run again with the same --work folder to resume)",
         "",
