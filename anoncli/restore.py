@@ -221,6 +221,14 @@ class _Restorer:
         return [f.quality for f in done if f.quality is not None]
 
 
+def sealed_params(spec, params: dict) -> dict:
+    """The method parameters a keyfile's run used: a keyfile sealed before ``--occluder-ratio``
+    existed composited every face whole (0), whatever today's default."""
+    if "occluder_ratio" not in params and any(p.name == "occluder_ratio" for p in spec.params):
+        return {**params, "occluder_ratio": 0.0}
+    return params
+
+
 def _restorer(seal: dict, record: dict, weights_dir: str | None, load: bool = True) -> _Restorer:
     """What restores this run's faces (escrow, or the method's inverse), from the keyfile's seal;
     ``load=False``: its weights checked but its network not loaded (the main process of a pool
@@ -239,7 +247,7 @@ def _restorer(seal: dict, record: dict, weights_dir: str | None, load: bool = Tr
         if seal.get("method_weights", {}).get(w) not in (None, REGISTRY[w].sha256):
             raise RunError(f"the run used other {w} weights (sha256 {seal['method_weights'][w]}) than the ones "
                            "registered now; model-based restore needs the same network")
-    method = build_method(name, seal.get("params", {}), weights_dir) if load else None
+    method = build_method(name, sealed_params(spec, seal.get("params", {})), weights_dir) if load else None
     return _Restorer("model", capability, method, record.get("config"), spec.load().restore_quality_measure)
 
 

@@ -44,7 +44,7 @@ crop (restore's fit) is ``blend.face_mask(res, "landmarks")``, the mean 68-point
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -55,6 +55,7 @@ from .blend import face_mask, warp_crop_to_roi
 from .compositing_config import CompositingConfig
 from .forehead import forehead_reach
 from .landmarks68 import CropLandmarks68
+from .occlusion import feature_core, nearer_zones
 from .outline import MEAN_OUTLINE_112, outline_polygon
 
 PREDICTOR_CROP = 240      # the upright crop the 68-point predictor runs on (landmarks68.CropLandmarks68's box)
@@ -124,6 +125,26 @@ class FaceRegion:
     width: float                         # the face's width in image pixels (the unit of blend widths)
     source: str = "landmarks68"          # landmarks68, mean-outline (the 68 failed), ellipse or hull
     brow_raises: np.ndarray | None = None   # (10,) per brow point, when read from the photo (--forehead-raise)
+    occluders: tuple[np.ndarray, ...] = ()  # polygons (image pixels) of nearer faces' zones, left out of the region...
+    core: np.ndarray | None = None          # ...except inside this polygon (the face's own features)
+
+    def behind(self, zones: tuple[np.ndarray, ...], core: np.ndarray) -> "FaceRegion":
+        """The region less the zones of nearer faces (``occlusion.nearer_zones``), but for its
+        ``core`` (``occlusion.feature_core``)."""
+        if not zones:
+            return self
+        return replace(self, occluders=tuple(np.asarray(z, np.float64) for z in zones), core=np.asarray(core, np.float64))
+
+    def _less_occluders(self, mask: np.ndarray, to_pixels, fill: int, line: int) -> np.ndarray:
+        """``mask`` (the polygon filled with ``fill``) less the occluders outside the core."""
+        if not self.occluders:
+            return mask
+        covered = np.zeros_like(mask)
+        for zone in self.occluders:
+            cv2.fillPoly(covered, [to_pixels(zone)], fill, line, 4)
+        cv2.fillPoly(covered, [to_pixels(self.core)], 0, line, 4)
+        scale = float(fill)
+        return (mask.astype(np.float32) * (1.0 - covered.astype(np.float32) / scale)).round().astype(mask.dtype)
 
     @classmethod
     def from_landmarks(cls, landmarks68, brow_raise, jaw_inset: float = 0.0) -> "FaceRegion":
@@ -154,9 +175,11 @@ class FaceRegion:
         """uint8 {0, 1} of the polygon over ``roi`` (x0, y0, x1, y1), rasterised at 1/16 px."""
         x0, y0, x1, y1 = roi
         out = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        pts = np.round((self.polygon - [x0, y0]) * 16).astype(np.int32)
-        cv2.fillPoly(out, [pts], 1, cv2.LINE_8, 4)
-        return out
+        def to_pixels(polygon):
+            return np.round((polygon - [x0, y0]) * 16).astype(np.int32)
+
+        cv2.fillPoly(out, [to_pixels(self.polygon)], 1, cv2.LINE_8, 4)
+        return self._less_occluders(out, to_pixels, 1, cv2.LINE_8)
 
     def crop_mask(self, m_image_to_crop: np.ndarray, resolution: int, feather: float = 0.0) -> np.ndarray:
         """The region in crop space, float32 in [0, 1], with an inward Gaussian edge of ``feather``
@@ -164,6 +187,8 @@ class FaceRegion:
         poly = apply_affine(m_image_to_crop, self.polygon)
         hard = np.zeros((resolution, resolution), np.uint8)
         cv2.fillPoly(hard, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        hard = self._less_occluders(hard, lambda p: np.round(apply_affine(m_image_to_crop, p) * 16).astype(np.int32),
+                                    255, cv2.LINE_AA)
         mask = hard.astype(np.float32) / 255.0
         sigma = feather * resolution
         if sigma > 0:
@@ -267,6 +292,12 @@ class Compositor:
             return FaceRegion.from_landmarks(pts, raise_by, cfg.jaw_inset)
         return FaceRegion.from_crop_shape(self.config.shape, m_image_to_crop, resolution, margin,
                                           apply_affine(m_image_to_crop, landmarks5))
+
+    def less_nearer_faces(self, region: FaceRegion, all_landmarks5: list, index: int) -> FaceRegion:
+        """Face ``index``'s region less the zones of the faces in front of it (``--occluder-ratio``);
+        ``all_landmarks5``: the five landmarks of every face the stage composites in the photo."""
+        return region.behind(nearer_zones(all_landmarks5, index, self.config.occluder_ratio),
+                             feature_core(all_landmarks5[index]))
 
     def region_from_record(self, landmarks68, landmarks5, m_image_to_crop, resolution: int, margin: float,
                            brow_raises=None) -> FaceRegion:

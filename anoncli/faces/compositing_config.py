@@ -42,6 +42,10 @@ class CompositingConfig:
     blend_width: float = 0.1
     """Width of the widest (lowest-frequency) transition inside the region's edge, as a fraction of
     the face's width (jaw point 0 to 16)."""
+    occluder_ratio: float = 1.5
+    """A face whose outline is this many times as wide as this one's is taken to be in front of it: its
+    head zone (``faces.occlusion``) is left out of this face's region, but for this face's own features,
+    so a small face behind a large one is not drawn over the large one's head; 0 composites every face whole."""
     detail_sigma: float = 0.5
     """Gaussian sigma, in the method's crop pixels, below which the photo keeps its own detail (skin
     texture, noise, grain) instead of the enlarged method output's; 0 keeps the method's output at every

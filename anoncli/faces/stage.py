@@ -213,12 +213,26 @@ def anonymize_images(images: list[tuple[LoadedImage, list[Detection], Callable[[
     return results
 
 
+def _placeable(landmarks, method: FaceMethod, img: LoadedImage) -> bool:
+    """Whether the stage composites this face (its crop lies in the image): the faces whose zones
+    ``Compositor.less_nearer_faces`` weighs, the same when anonymizing and restoring."""
+    m = alignment_matrix(np.asarray(landmarks, np.float64), method.resolution, method.margin)
+    return crop_bounds_in_image(m, method.resolution, img.height, img.width) is not None
+
+
+def _position(placed: list, landmarks) -> int:
+    """The index of these landmarks among ``placed``."""
+    target = np.asarray(landmarks, np.float64)
+    return next(i for i, p in enumerate(placed) if np.array_equal(np.asarray(p, np.float64), target))
+
+
 def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMethod,
                 face_key: Callable[[int], FaceKey] | None, escrow: bool) -> Generator[FaceRequest, AnonymizedFace, FaceResults]:
     """``anonymize_faces`` as a generator: it yields each face's ``FaceRequest`` and is sent the
     method's ``AnonymizedFace`` for it; returns the records and secrets."""
     res = method.resolution
     records, secrets = [], []
+    placed = [det.landmarks for det in detections if _placeable(det.landmarks, method, img)]
     for index, det in enumerate(detections):
         m = alignment_matrix(det.landmarks, res, method.margin)
         roi = crop_bounds_in_image(m, res, img.height, img.width)
@@ -233,6 +247,7 @@ def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMetho
         region = _locate(img, method, roi, m, det.landmarks, landmarks_in_crop)
         if method.compositor is not None:
             record.region = region.source
+            region = method.compositor.less_nearer_faces(region, placed, _position(placed, det.landmarks))
         face = yield FaceRequest(crop, landmarks_in_crop, key, **_placement(method, img, roi, region, m))
         anon = face.crop
         if face.side_images:
@@ -327,6 +342,8 @@ def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys:
     side_images = side_images or {}
     res = method.resolution
     done: list[RestoredFace] = []
+    placed = [np.asarray(f["landmarks"], np.float64) for f in sorted(faces, key=lambda f: f["index"])
+              if _placeable(f["landmarks"], method, img)]
     for face in sorted(faces, key=lambda f: f["index"], reverse=True):
         m = np.asarray(face["warp"], np.float64)
         roi = crop_bounds_in_image(m, res, img.height, img.width)
@@ -339,6 +356,8 @@ def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys:
             params = {**params, "side_images": side_images[face["index"]]}
         region = landmarks_in_crop if method.compositor is None else method.compositor.region_from_record(
             face.get("landmarks68"), np.asarray(face["landmarks"], np.float64), m, res, method.margin, face.get("brow_raises"))
+        if method.compositor is not None:
+            region = method.compositor.less_nearer_faces(region, placed, _position(placed, face["landmarks"]))
         placement = _placement(method, img, roi, region, m, restoring=True)
         restored = method.restore_crop(crop, landmarks_in_crop, keys[face["index"]], params, **placement)
         mask = method.blend_mask(landmarks_in_crop)

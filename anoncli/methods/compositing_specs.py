@@ -33,6 +33,10 @@ def compositing_params(defaults: CompositingConfig = CompositingConfig(), shapes
               "are never changed.", choices=BLENDS),
         Param("blend_width", float, defaults.blend_width, "Widest transition inside the region's edge, as a fraction of the "
               "face's width.", minimum=0.005, maximum=0.5),
+        Param("occluder_ratio", float, defaults.occluder_ratio, "A face at least this many times as wide as another is "
+              "taken to be in front of it: the small face's region leaves out the large one's head (its outline from the "
+              "five landmarks, grown by a fifth) but for its own eyes, nose and mouth, so the face behind is not drawn "
+              "across the head in front; 0 = every face composited whole.", minimum=0.0, maximum=10.0),
         Param("detail_sigma", float, defaults.detail_sigma, "Detail below this Gaussian sigma (in the method's crop pixels) "
               "comes from the photo (skin texture, grain) instead of the enlarged method output, so a face made at low "
               "resolution is as sharp as the photo; 0 = none. Identity lives at coarser scales: the cost in protection is "

@@ -1,0 +1,61 @@
+"""Which parts of a photo belong to a nearer face: a small face behind a large one (a crowd, a
+profile behind a shoulder) has a region that reaches over the near face's head, and its new face
+drawn there leaves a seam across that head. Pure functions of the detector's five landmarks, which
+the keyfile keeps, so restore finds the same zones.
+
+The near face's zone is the mean brows-to-chin outline placed by its five landmarks
+(``outline.MEAN_OUTLINE_112``), the brows raised by ``ZONE_BROW_RAISE`` and the whole grown by
+``ZONE_GROWTH`` about its centre (temples, hairline). A face counts as nearer when its outline is at
+least ``ratio`` times as wide: apparent size is the only depth cue a detector gives, and at 1.5 the
+rule cannot trigger between two faces at the same distance (CelebA's faces in one photo differ in
+width by less than that unless one is behind).
+
+The rule never spares a face's own features: its ``feature_core`` (eyes, brows, nose and mouth, from
+its five landmarks) is replaced even where a nearer face's zone covers it. A zone is a frontal
+outline; a turned or tilted near face's zone can reach over the features of the face behind, and
+those carry its identity."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .align import alignment_matrix, apply_affine, invert_affine
+from .outline import MEAN_OUTLINE_112, outline_polygon
+
+ZONE_BROW_RAISE = 0.5
+ZONE_GROWTH = 1.2
+CORE_RADIUS = 0.5   # eye distances around each of the five landmarks
+
+
+def head_zone(landmarks5: np.ndarray) -> tuple[np.ndarray, float]:
+    """The zone a face takes in the photo (polygon, image pixels) and its outline's width."""
+    pts = apply_affine(invert_affine(alignment_matrix(np.asarray(landmarks5, np.float64), 112, 0.0)), MEAN_OUTLINE_112)
+    polygon = outline_polygon(pts, ZONE_BROW_RAISE)
+    centre = polygon.mean(0)
+    return centre + ZONE_GROWTH * (polygon - centre), float(np.linalg.norm(pts[16] - pts[0]))
+
+
+def feature_core(landmarks5: np.ndarray) -> np.ndarray:
+    """The convex polygon (image pixels) of the points within ``CORE_RADIUS`` eye distances of the
+    five landmarks: the face's eyes, brows, nose and mouth."""
+    pts = np.asarray(landmarks5, np.float64)
+    radius = CORE_RADIUS * float(np.linalg.norm(pts[1] - pts[0]))
+    angles = np.linspace(0.0, 2.0 * np.pi, 24, endpoint=False)
+    disk = radius * np.stack([np.cos(angles), np.sin(angles)], 1)
+    cloud = (pts[:, None, :] + disk[None]).reshape(-1, 2)
+    return cv2.convexHull(cloud.astype(np.float32))[:, 0, :].astype(np.float64)
+
+
+def nearer_zones(all_landmarks5: list, index: int, ratio: float) -> tuple[np.ndarray, ...]:
+    """The zones of the faces nearer than face ``index`` (outline width >= ``ratio`` x its own) that
+    overlap its own zone; ``ratio`` 0 turns the rule off."""
+    if ratio <= 0 or len(all_landmarks5) < 2:
+        return ()
+    zones = [head_zone(l5) for l5 in all_landmarks5]
+    own, width = zones[index]
+    lo, hi = own.min(0), own.max(0)
+    out = []
+    for j, (zone, other_width) in enumerate(zones):
+        if j != index and other_width >= ratio * width and (zone.max(0) > lo).all() and (zone.min(0) < hi).all():
+            out.append(zone)
+    return tuple(out)
