@@ -56,7 +56,7 @@ from .compositing_config import CompositingConfig
 from .forehead import forehead_reach
 from .landmarks68 import CropLandmarks68
 from .occlusion import feature_core, nearer_zones
-from .outline import MEAN_OUTLINE_112, outline_polygon
+from .outline import mean_outline_at, outline_polygon
 
 PREDICTOR_CROP = 240      # the upright crop the 68-point predictor runs on (landmarks68.CropLandmarks68's box)
 PREDICTOR_MARGIN = 0.25
@@ -157,7 +157,7 @@ class FaceRegion:
     @classmethod
     def from_mean_outline(cls, landmarks5, brow_raise: float, jaw_inset: float = 0.0) -> "FaceRegion":
         """The mean 68-point outline placed by the five detector landmarks."""
-        pts = apply_affine(invert_affine(alignment_matrix(np.asarray(landmarks5, np.float64), 112, 0.0)), MEAN_OUTLINE_112)
+        pts = mean_outline_at(landmarks5)
         return cls(outline_polygon(pts, brow_raise, jaw_inset), None, float(np.linalg.norm(pts[16] - pts[0])), "mean-outline")
 
     @classmethod

@@ -19,8 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .align import alignment_matrix, apply_affine, invert_affine
-from .outline import MEAN_OUTLINE_112, outline_polygon
+from .outline import mean_outline_at, outline_polygon
 
 ZONE_BROW_RAISE = 0.5
 ZONE_GROWTH = 1.2
@@ -29,7 +28,7 @@ CORE_RADIUS = 0.5   # eye distances around each of the five landmarks
 
 def head_zone(landmarks5: np.ndarray) -> tuple[np.ndarray, float]:
     """The zone a face takes in the photo (polygon, image pixels) and its outline's width."""
-    pts = apply_affine(invert_affine(alignment_matrix(np.asarray(landmarks5, np.float64), 112, 0.0)), MEAN_OUTLINE_112)
+    pts = mean_outline_at(landmarks5)
     polygon = outline_polygon(pts, ZONE_BROW_RAISE)
     centre = polygon.mean(0)
     return centre + ZONE_GROWTH * (polygon - centre), float(np.linalg.norm(pts[16] - pts[0]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .align import alignment_matrix, apply_affine, invert_affine
+
 JAW = slice(0, 17)
 BROWS = slice(17, 27)
 CHIN = 8
@@ -39,6 +41,11 @@ def outline_polygon(landmarks: np.ndarray, brow_raise, jaw_inset: float = 0.0) -
         towards = pts[:27].mean(0) - jaw
         jaw = jaw + jaw_inset * np.linalg.norm(pts[16] - pts[0]) * towards / np.linalg.norm(towards, axis=1, keepdims=True)
     return np.vstack([jaw, raised[::-1]])
+
+
+def mean_outline_at(landmarks5: np.ndarray) -> np.ndarray:
+    """``MEAN_OUTLINE_112`` placed in the photo by a face's five detector landmarks (27 points, image pixels)."""
+    return apply_affine(invert_affine(alignment_matrix(np.asarray(landmarks5, np.float64), 112, 0.0)), MEAN_OUTLINE_112)
 
 
 def mean_outline_in_crop(resolution: int, margin: float) -> np.ndarray:
