@@ -6,9 +6,10 @@ the keyfile keeps, so restore finds the same zones.
 The near face's zone is the mean brows-to-chin outline placed by its five landmarks
 (``outline.MEAN_OUTLINE_112``), the brows raised by ``ZONE_BROW_RAISE`` and the whole grown by
 ``ZONE_GROWTH`` about its centre (temples, hairline). A face counts as nearer when its outline is at
-least ``ratio`` times as wide: apparent size is the only depth cue a detector gives, and at 1.5 the
-rule cannot trigger between two faces at the same distance (CelebA's faces in one photo differ in
-width by less than that unless one is behind).
+least ``ratio`` times as wide and their zones' boxes overlap: apparent size is the only depth cue a
+detector gives. Two frontal faces at the same distance rarely differ by 1.5 times; a face turned
+far away spans less between its landmarks and may count as behind a frontal neighbour it overlaps
+(on the first 300 CelebA wild photos the rule applies to 8 of 329 faces).
 
 The rule never spares a face's own features: its ``feature_core`` (eyes, brows, nose and mouth, from
 its five landmarks) is replaced even where a nearer face's zone covers it. A zone is a frontal
