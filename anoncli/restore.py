@@ -221,12 +221,18 @@ class _Restorer:
         return [f.quality for f in done if f.quality is not None]
 
 
+BEFORE_OCCLUSION = {"occluder_ratio": 0.0, "outline_pose": False}
+"""What a run sealed before ``--occluder-ratio`` and ``--outline-pose`` existed did: it composited
+every face whole, and its fallback outline was the frontal mean."""
+
+
 def sealed_params(spec, params: dict) -> dict:
-    """The method parameters a keyfile's run used: a keyfile sealed before ``--occluder-ratio``
-    existed composited every face whole (0), whatever today's default."""
-    if "occluder_ratio" not in params and any(p.name == "occluder_ratio" for p in spec.params):
-        return {**params, "occluder_ratio": 0.0}
-    return params
+    """The method parameters a keyfile's run used, whatever today's defaults (``BEFORE_OCCLUSION``
+    for a keyfile from before those flags)."""
+    if "occluder_ratio" in params:
+        return params
+    names = {p.name for p in spec.params}
+    return {**params, **{k: v for k, v in BEFORE_OCCLUSION.items() if k in names}}
 
 
 def _restorer(seal: dict, record: dict, weights_dir: str | None, load: bool = True) -> _Restorer:

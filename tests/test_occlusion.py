@@ -116,8 +116,8 @@ def test_a_keyfile_from_before_the_rule_restores_every_face_whole():
     from anoncli.restore import sealed_params
 
     spec = get_method_spec("identitydp")
-    assert sealed_params(spec, {"epsilon": 6.0}) == {"epsilon": 6.0, "occluder_ratio": 0.0}
-    assert sealed_params(spec, {"occluder_ratio": 1.5}) == {"occluder_ratio": 1.5}
+    assert sealed_params(spec, {"epsilon": 6.0}) == {"epsilon": 6.0, "occluder_ratio": 0.0, "outline_pose": False}
+    assert sealed_params(spec, {"occluder_ratio": 1.5, "outline_pose": True}) == {"occluder_ratio": 1.5, "outline_pose": True}
     assert sealed_params(get_method_spec("blur"), {}) == {}
 
 

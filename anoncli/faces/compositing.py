@@ -155,9 +155,10 @@ class FaceRegion:
                    brow_raises=raises if raises.ndim else None)
 
     @classmethod
-    def from_mean_outline(cls, landmarks5, brow_raise: float, jaw_inset: float = 0.0) -> "FaceRegion":
-        """The mean 68-point outline placed by the five detector landmarks."""
-        pts = mean_outline_at(landmarks5)
+    def from_mean_outline(cls, landmarks5, brow_raise: float, jaw_inset: float = 0.0, pose: bool = True) -> "FaceRegion":
+        """The mean 68-point outline placed by the five detector landmarks (``pose``: bent by the
+        face's pose, ``outline.posed_mean_outline``)."""
+        pts = mean_outline_at(landmarks5, pose)
         return cls(outline_polygon(pts, brow_raise, jaw_inset), None, float(np.linalg.norm(pts[16] - pts[0])), "mean-outline")
 
     @classmethod
@@ -285,7 +286,7 @@ class Compositor:
             cfg = self.config
             pts = predict_landmarks68(rgb_roi, landmarks5, self.weights_dir, origin=roi[:2])
             if landmark_disagreement(pts, landmarks5) > LANDMARK_DISAGREEMENT:
-                return FaceRegion.from_mean_outline(landmarks5, cfg.brow_raise, cfg.jaw_inset)
+                return FaceRegion.from_mean_outline(landmarks5, cfg.brow_raise, cfg.jaw_inset, cfg.outline_pose)
             raise_by = cfg.brow_raise
             if cfg.forehead_raise > cfg.brow_raise:
                 raise_by = forehead_raises(rgb_roi, landmarks5, pts, cfg.brow_raise, cfg.forehead_raise, origin=roi[:2])
@@ -305,7 +306,8 @@ class Compositor:
         and the per-point brow raises where they were read from the photo)."""
         if self.config.shape == "landmarks":
             if landmarks68 is None:   # the run used the mean outline (its 68 points had failed)
-                return FaceRegion.from_mean_outline(landmarks5, self.config.brow_raise, self.config.jaw_inset)
+                return FaceRegion.from_mean_outline(landmarks5, self.config.brow_raise, self.config.jaw_inset,
+                                                    self.config.outline_pose)
             raise_by = self.config.brow_raise if brow_raises is None else brow_raises
             return FaceRegion.from_landmarks(landmarks68, raise_by, self.config.jaw_inset)
         return FaceRegion.from_crop_shape(self.config.shape, m_image_to_crop, resolution, margin,

@@ -42,6 +42,10 @@ class CompositingConfig:
     blend_width: float = 0.1
     """Width of the widest (lowest-frequency) transition inside the region's edge, as a fraction of
     the face's width (jaw point 0 to 16)."""
+    outline_pose: bool = True
+    """Where the 68 points fail (extreme pose or expression) the region is the mean outline placed by the
+    five detector landmarks: True bends it by the face's pose (the nose's offset from the eyes;
+    ``outline.posed_mean_outline``), False keeps the frontal mean."""
     occluder_ratio: float = 1.5
     """A face whose outline is this many times as wide as this one's is taken to be in front of it: its
     head zone (``faces.occlusion``) is left out of this face's region, but for this face's own features,

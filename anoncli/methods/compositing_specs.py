@@ -33,6 +33,10 @@ def compositing_params(defaults: CompositingConfig = CompositingConfig(), shapes
               "are never changed.", choices=BLENDS),
         Param("blend_width", float, defaults.blend_width, "Widest transition inside the region's edge, as a fraction of the "
               "face's width.", minimum=0.005, maximum=0.5),
+        Param("outline_pose", bool, defaults.outline_pose, "With --shape landmarks, where dlib's 68 points fail (a face turned "
+              "or tilted far; the manifest's region says mean-outline): bend the mean face outline placed by the five "
+              "landmarks by the face's pose, read from the nose's offset from the eyes (fitted on CelebA faces: half the "
+              "outline error on turned faces, README); false: the frontal mean outline."),
         Param("occluder_ratio", float, defaults.occluder_ratio, "A face at least this many times as wide as another is "
               "taken to be in front of it: the small face's region leaves out the large one's head (its outline from the "
               "five landmarks, grown by a fifth) but for its own eyes, nose and mouth, so the face behind is not drawn "
