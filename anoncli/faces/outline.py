@@ -63,7 +63,7 @@ the eyes' midpoint, beyond ``POSE_REFERENCE`` (the median face): least squares o
 points agree with the detector, ``python benchmarks/fit_pose_outline.py`` (2026-12-07; 739 faces of the
 CelebA photos in the wild; held out, the mean point error falls from 5.5 to 3.6 px, on turned faces from
 8.5 to 4.2 px)."""
-POSE_LIMITS = (0.4, 0.3)   # |s - s0|, |t - t0| used at most: the fitted faces' 1st-99th percentile span
+POSE_LIMITS = (0.4, 0.25)   # |s - s0|, |t - t0| used at most: about the fitted faces' 1st-99th percentiles (s: -0.39..0.39, t: -0.25..0.17)
 
 
 def nose_offsets(landmarks5_112: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
