@@ -37,13 +37,12 @@ def test_head_zone_grows_the_outline_and_measures_its_width():
 
 
 def test_only_a_clearly_wider_overlapping_face_counts_as_in_front():
-    faces = [NEAR, BEHIND, APART]
-    assert len(nearer_zones(faces, 1, 1.5)) == 1          # the large face is in front of the small one
-    assert nearer_zones(faces, 0, 1.5) == ()              # nothing is in front of the large one
-    assert nearer_zones(faces, 2, 1.5) == ()              # as small, but its zone does not meet the large one's
-    assert nearer_zones(faces, 1, 2.5) == ()              # twice as wide is not 2.5 times
-    assert nearer_zones(faces, 1, 0.0) == ()              # 0: off
-    assert nearer_zones([BEHIND], 0, 1.5) == ()
+    assert len(nearer_zones(BEHIND, [NEAR, APART], 1.5)) == 1   # the large face is in front of the small one
+    assert nearer_zones(NEAR, [BEHIND, APART], 1.5) == ()       # nothing is in front of the large one
+    assert nearer_zones(APART, [NEAR, BEHIND], 1.5) == ()       # as small, but its zone does not meet the large one's
+    assert nearer_zones(BEHIND, [NEAR, APART], 2.5) == ()       # twice as wide is not 2.5 times
+    assert nearer_zones(BEHIND, [NEAR, APART], 0.0) == ()       # 0: off
+    assert nearer_zones(BEHIND, [], 1.5) == ()
 
 
 def test_the_feature_core_covers_eyes_to_mouth():
@@ -59,7 +58,7 @@ def test_a_region_behind_a_zone_leaves_it_out_in_the_photo_and_in_the_crop():
     from anoncli.faces.align import alignment_matrix
 
     region = FaceRegion.from_mean_outline(BEHIND, 0.25)
-    zones = nearer_zones([NEAR, BEHIND], 1, 1.5)
+    zones = nearer_zones(BEHIND, [NEAR], 1.5)
     core = feature_core(BEHIND)
     behind = region.behind(zones, core)
     assert region.behind((), core) is region
@@ -129,7 +128,7 @@ def test_the_face_behind_keeps_its_features_replaced_inside_a_zone():
 
     inside = landmarks_of(70, 65, 95)   # small, at the large face's temple, within its grown zone
     zone = FaceRegion(head_zone(NEAR)[0], None, 1.0).hard_mask((0, 0, PHOTO[1], PHOTO[0])).astype(bool)
-    assert all(zone[int(y), int(x)] for x, y in inside) and len(nearer_zones([NEAR, inside], 1, 1.5)) == 1
+    assert all(zone[int(y), int(x)] for x, y in inside) and len(nearer_zones(inside, [NEAR], 1.5)) == 1
     rgb = np.rint(textured_photo(*PHOTO)).astype(np.uint8)
     img = LoadedImage(rgb.copy(), "RGB", "PNG")
     method = _InvertMethod(CompositingConfig(shape="ellipse", colour="none"))

@@ -294,11 +294,10 @@ class Compositor:
         return FaceRegion.from_crop_shape(self.config.shape, m_image_to_crop, resolution, margin,
                                           apply_affine(m_image_to_crop, landmarks5))
 
-    def less_nearer_faces(self, region: FaceRegion, all_landmarks5: list, index: int) -> FaceRegion:
-        """Face ``index``'s region less the zones of the faces in front of it (``--occluder-ratio``);
-        ``all_landmarks5``: the five landmarks of every face the stage composites in the photo."""
-        return region.behind(nearer_zones(all_landmarks5, index, self.config.occluder_ratio),
-                             feature_core(all_landmarks5[index]))
+    def less_nearer_faces(self, region: FaceRegion, landmarks5, others: list) -> FaceRegion:
+        """The region of the face with these five landmarks less the zones of the faces in front of it
+        (``--occluder-ratio``); ``others``: the five landmarks of the photo's other composited faces."""
+        return region.behind(nearer_zones(landmarks5, others, self.config.occluder_ratio), feature_core(landmarks5))
 
     def region_from_record(self, landmarks68, landmarks5, m_image_to_crop, resolution: int, margin: float,
                            brow_raises=None) -> FaceRegion:

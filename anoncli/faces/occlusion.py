@@ -46,16 +46,15 @@ def feature_core(landmarks5: np.ndarray) -> np.ndarray:
     return cv2.convexHull(cloud.astype(np.float32))[:, 0, :].astype(np.float64)
 
 
-def nearer_zones(all_landmarks5: list, index: int, ratio: float) -> tuple[np.ndarray, ...]:
-    """The zones of the faces nearer than face ``index`` (outline width >= ``ratio`` x its own) that
-    overlap its own zone; ``ratio`` 0 turns the rule off."""
-    if ratio <= 0 or len(all_landmarks5) < 2:
+def nearer_zones(landmarks5: np.ndarray, others: list, ratio: float) -> tuple[np.ndarray, ...]:
+    """The zones of the faces among ``others`` (five landmarks each) nearer than this one (outline
+    width >= ``ratio`` x its own) that overlap its own zone; ``ratio`` 0 turns the rule off."""
+    if ratio <= 0 or not others:
         return ()
-    zones = [head_zone(l5) for l5 in all_landmarks5]
-    own, width = zones[index]
+    own, width = head_zone(landmarks5)
     lo, hi = own.min(0), own.max(0)
     out = []
-    for j, (zone, other_width) in enumerate(zones):
-        if j != index and other_width >= ratio * width and (zone.max(0) > lo).all() and (zone.min(0) < hi).all():
+    for zone, other_width in map(head_zone, others):
+        if other_width >= ratio * width and (zone.max(0) > lo).all() and (zone.min(0) < hi).all():
             out.append(zone)
     return tuple(out)

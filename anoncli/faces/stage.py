@@ -213,17 +213,10 @@ def anonymize_images(images: list[tuple[LoadedImage, list[Detection], Callable[[
     return results
 
 
-def _placeable(landmarks, method: FaceMethod, img: LoadedImage) -> bool:
-    """Whether the stage composites this face (its crop lies in the image): the faces whose zones
-    ``Compositor.less_nearer_faces`` weighs, the same when anonymizing and restoring."""
-    m = alignment_matrix(np.asarray(landmarks, np.float64), method.resolution, method.margin)
-    return crop_bounds_in_image(m, method.resolution, img.height, img.width) is not None
-
-
-def _position(placed: list, landmarks) -> int:
-    """The index of these landmarks among ``placed``."""
-    target = np.asarray(landmarks, np.float64)
-    return next(i for i, p in enumerate(placed) if np.array_equal(np.asarray(p, np.float64), target))
+def _others(placed: dict, index: int) -> list:
+    """The five landmarks of every face the stage composites in the photo but face ``index`` (the
+    faces ``Compositor.less_nearer_faces`` weighs, the same when anonymizing and restoring)."""
+    return [landmarks for i, landmarks in placed.items() if i != index]
 
 
 def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMethod,
@@ -232,10 +225,10 @@ def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMetho
     method's ``AnonymizedFace`` for it; returns the records and secrets."""
     res = method.resolution
     records, secrets = [], []
-    placed = [det.landmarks for det in detections if _placeable(det.landmarks, method, img)]
-    for index, det in enumerate(detections):
-        m = alignment_matrix(det.landmarks, res, method.margin)
-        roi = crop_bounds_in_image(m, res, img.height, img.width)
+    warps = [alignment_matrix(det.landmarks, res, method.margin) for det in detections]
+    rois = [crop_bounds_in_image(m, res, img.height, img.width) for m in warps]
+    placed = {i: det.landmarks for i, (det, roi) in enumerate(zip(detections, rois)) if roi is not None}
+    for index, (det, m, roi) in enumerate(zip(detections, warps, rois)):
         record = FaceResult(**det.to_record(), warp=[[round(float(v), 6) for v in row] for row in m])
         if roi is None:
             record.skipped = "crop outside the image"
@@ -247,7 +240,7 @@ def _face_steps(img: LoadedImage, detections: list[Detection], method: FaceMetho
         region = _locate(img, method, roi, m, det.landmarks, landmarks_in_crop)
         if method.compositor is not None:
             record.region = region.source
-            region = method.compositor.less_nearer_faces(region, placed, _position(placed, det.landmarks))
+            region = method.compositor.less_nearer_faces(region, det.landmarks, _others(placed, index))
         face = yield FaceRequest(crop, landmarks_in_crop, key, **_placement(method, img, roi, region, m))
         anon = face.crop
         if face.side_images:
@@ -342,8 +335,8 @@ def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys:
     side_images = side_images or {}
     res = method.resolution
     done: list[RestoredFace] = []
-    placed = [np.asarray(f["landmarks"], np.float64) for f in sorted(faces, key=lambda f: f["index"])
-              if _placeable(f["landmarks"], method, img)]
+    placed = {f["index"]: f["landmarks"] for f in faces
+              if crop_bounds_in_image(np.asarray(f["warp"], np.float64), res, img.height, img.width) is not None}
     for face in sorted(faces, key=lambda f: f["index"], reverse=True):
         m = np.asarray(face["warp"], np.float64)
         roi = crop_bounds_in_image(m, res, img.height, img.width)
@@ -357,7 +350,7 @@ def restore_faces(img: LoadedImage, faces: list[dict], method: FaceMethod, keys:
         region = landmarks_in_crop if method.compositor is None else method.compositor.region_from_record(
             face.get("landmarks68"), np.asarray(face["landmarks"], np.float64), m, res, method.margin, face.get("brow_raises"))
         if method.compositor is not None:
-            region = method.compositor.less_nearer_faces(region, placed, _position(placed, face["landmarks"]))
+            region = method.compositor.less_nearer_faces(region, face["landmarks"], _others(placed, face["index"]))
         placement = _placement(method, img, roi, region, m, restoring=True)
         restored = method.restore_crop(crop, landmarks_in_crop, keys[face["index"]], params, **placement)
         mask = method.blend_mask(landmarks_in_crop)
