@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/eval_identity.py --method identitydp [--epsilon 6] [--set crops|wild] [--limit N]
                                                                   [--method-flag detail-sigma=0 ...]
     .venv/bin/python benchmarks/eval_identity.py --method idrotate [--level 9] [--set crops|wild] [--limit N] [--offset N]
-                                                                  [--refine-steps K]
+                                                                  [--refine-steps K] [--no-restore]
     .venv/bin/python benchmarks/eval_identity.py --method flowrot [--temperature 0.5] [--model teacher|student] [--output-latent]
                                                                   [--set crops|wild|utkface]
     .venv/bin/python benchmarks/eval_identity.py --method fsap|dpimage [--method-flag sigma=0.3 ...]   (issue 22)
@@ -168,6 +168,8 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.5, help="flowrot's λ")
     ap.add_argument("--model", default="teacher", choices=["teacher", "student"], help="flowrot's flow: the Glow or its distilled student")
     ap.add_argument("--output-latent", action="store_true", help="flowrot: also write the encrypted latent images, which restore then reads")
+    ap.add_argument("--no-restore", action="store_true", help="keyed methods: skip both restores (protection and realism only; "
+                    "idrotate's restores take most of a run)")
     ap.add_argument("--set", default="crops", choices=["crops", "wild", "utkface"])
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--offset", type=int, default=0, help="skip the first N held-out images (in name order), for another sample")
@@ -207,7 +209,7 @@ def main() -> None:
         if args.gallery:
             extra += ["--gallery", labels.parent / "images"]
         # `anoncli restore` refuses a flowrot run without latent images (exit 7): nothing to measure
-        if keyed and (args.method != "flowrot" or args.output_latent):
+        if keyed and not args.no_restore and (args.method != "flowrot" or args.output_latent):
             seconds["restore"], _ = cli("restore", out, "--keyfile", key, "-o", tmp / "restored", *wdir, "-q")
             t0 = time.perf_counter()
             wrong_key_restore(out, key, tmp / "wrong", args.weights_dir)
@@ -224,7 +226,8 @@ def main() -> None:
         print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     path = write_json(f"identity-{args.method}{'-student' if args.model == 'student' else ''}{'-latent' if args.output_latent else ''}"
                       f"{''.join('-' + g.lstrip('-').replace('=', '') for g in args.method_flag)}"
-                      f"-{args.set}{'-gallery' if args.gallery else ''}{f'-from{args.offset}' if args.offset else ''}", [row], machine_record(" ".join(sys.argv), load_before))
+                      f"-{args.set}{'-gallery' if args.gallery else ''}{f'-from{args.offset}' if args.offset else ''}"
+                      f"{'-norestore' if keyed and args.no_restore else ''}", [row], machine_record(" ".join(sys.argv), load_before))
     print(f"written {path}")
 
 

@@ -187,6 +187,25 @@ def test_identitydp_draws_from_the_secure_generator(monkeypatch, tiny_generator)
     assert real is mechanisms.laplace_noise
 
 
+def test_identitydp_gives_the_generator_a_face_shaped_vector_unless_asked_for_the_books(tiny_generator):
+    from anoncli.identity.representation import face_code_covariance
+    from anoncli.methods import build_method
+
+    folder, _ = tiny_generator
+    shaped = build_method("identitydp", {"epsilon": 6}, weights_dir=folder)
+    unit = build_method("identitydp", {"epsilon": 6, "noisy_identity": "unit"}, weights_dir=folder)
+    vals, vecs = np.linalg.eigh(face_code_covariance(shaped.generator.w, shaped.generator.whitening_shrinkage))
+    unused = vecs[:, vals < 1e-3 * vals.max()]
+    v = np.zeros(128)
+    v[0] = 1
+    outside = {name: np.mean([np.linalg.norm(unused.T @ m.perturb(v)) ** 2 for _ in range(50)])
+               for name, m in (("face-shaped", shaped), ("unit", unit))}
+    assert outside["face-shaped"] < 1e-3
+    assert outside["unit"] == pytest.approx(unused.shape[1] / 128, abs=0.1)
+    assert all(abs(np.linalg.norm(m.perturb(v)) - 1) < 1e-9 for m in (shaped, unit))
+    assert "post-processing" in shaped.guarantee()["protects"]
+
+
 def test_idrotate_needs_a_key_and_is_keyed(tiny_generator):
     from anoncli.keys.derive import FaceKey
     from anoncli.methods import build_method
@@ -204,19 +223,21 @@ def test_idrotate_needs_a_key_and_is_keyed(tiny_generator):
     assert method.key_params(k1) == {"theta_degrees": 120.0}
 
 
-def test_idrotate_restore_fits_with_its_own_number_of_steps(tiny_generator, monkeypatch):
+def test_idrotate_restore_fits_with_its_own_number_of_steps_and_one_code_per_input(tiny_generator, monkeypatch):
     from anoncli.keys.derive import FaceKey
     from anoncli.methods import build_method
 
     method = build_method("idrotate", {"level": 9, "refine_steps": 7, "restore_refine_steps": 2}, weights_dir=tiny_generator[0])
+    assert method.params["refine_inputs"] == "shared"
     seen = []
     real = method.generator.generate_many
     monkeypatch.setattr(method.generator, "generate_many",
-                        lambda z, a, refinements, precision: seen.append(refinements[0].steps) or real(z, a, refinements, precision))
+                        lambda z, a, refinements, precision: seen.append((refinements[0].steps, refinements[0].inputs))
+                        or real(z, a, refinements, precision))
     key = FaceKey("a", b"\x01" * 32)
     out = method.anonymize_crop(np.full((32, 32, 3), 90, np.float32), None, key)
     method.restore_crop(out, None, key, {})
-    assert seen == [7, 2]
+    assert seen == [(7, "shared"), (2, "per-block")]
 
 
 def test_missing_generator_names_the_commands_that_get_it():
@@ -326,7 +347,7 @@ def test_the_attributes_modulations_render_the_same_face_as_the_attribute_maps()
 
 def test_refinement_brings_the_pasted_face_closer_to_the_requested_identity():
     from anoncli.faces.blend import face_mask
-    from anoncli.identity.generator import Refinement, refine_identity_inputs
+    from anoncli.identity.generator import Refinement, refine_identity_inputs, refine_identity_inputs_many
     from anoncli.models.tensors import to_tensor
 
     torch.manual_seed(0)
@@ -352,6 +373,18 @@ def test_refinement_brings_the_pasted_face_closer_to_the_requested_identity():
     assert refined.shape == (1, net.generator.identity_inputs, 128)
     torch.testing.assert_close(refined.norm(dim=-1), torch.ones(1, net.generator.identity_inputs))
     assert shown_cosine(refined) > shown_cosine(target) + 0.1
+    assert not torch.allclose(refined[0, 0], refined[0, 1])          # per-block: each input its own code
+
+    shared = refine_identity_inputs(net.generator, representation, target, attributes,
+                                    Refinement(crop, mask.numpy(), 20, 0.1, inputs="shared"))
+    assert shared.shape == refined.shape
+    torch.testing.assert_close(shared, shared[:, :1].expand_as(shared))   # one code for every input
+    torch.testing.assert_close(shared.norm(dim=-1), torch.ones(1, net.generator.identity_inputs))
+    assert shown_cosine(shared) > shown_cosine(target) + 0.1
+    with pytest.raises(ValueError, match="inputs"):
+        refine_identity_inputs_many(net.generator, representation, torch.cat([target, target]), attributes,
+                                    [Refinement(crop, mask.numpy(), 2, 0.1), Refinement(crop, mask.numpy(), 2, 0.1, inputs="shared")],
+                                    torch.cat([target, target]))
 
 
 def test_old_configurations_load_without_the_full_resolution_branch():

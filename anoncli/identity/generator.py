@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -60,7 +61,15 @@ class IdentityGenerator:
         self.dimension = self.config.id_dim
         self.empirical_l1_sensitivity = file.empirical_l1_sensitivity
         self.card = file.card
+        self.whitening_shrinkage = float(file.card.get("settings", {}).get("whitening_shrinkage", 0.1))
         self.rep = build_representation(load_identity_encoder("dlib-resnet", weights_dir), self.resolution, self.margin, self.mu, self.w)
+
+    @functools.cached_property
+    def face_code_root(self) -> np.ndarray:
+        """C^(1/2) of real faces' whitened descriptors (``face_code_covariance``), for ``shaped_like_faces``."""
+        from .representation import face_code_covariance, symmetric_root
+
+        return symmetric_root(face_code_covariance(self.w, self.whitening_shrinkage))
 
     def _tensor(self, crop: np.ndarray):
         from ..models.tensors import to_tensor
@@ -139,7 +148,8 @@ class Refinement:
     ``faces.compositing.CropBlend``), what the compositing will do to the face (``paste``);
     ``read_back``, a function of the face (float RGB crop) giving the crop a reader will find in the
     written photo, exactly (``FaceRequest.read_back``): the fit then adds its difference from
-    ``paste``'s model to what it reads."""
+    ``paste``'s model to what it reads. ``inputs``: what the fit moves (``REFINE_INPUTS``): one code
+    given to every generator input (shared), or one code per input (per-block)."""
 
     crop: np.ndarray
     mask: np.ndarray
@@ -153,8 +163,10 @@ class Refinement:
     colour: Callable[[np.ndarray], np.ndarray] | None = None
     blend: Any = None
     read_back: Callable[[np.ndarray], np.ndarray] | None = None
+    inputs: str = "per-block"
 
 
+REFINE_INPUTS = ("shared", "per-block")
 COLOUR_REFRESH = 10   # steps between re-measurements of the compositing's colour correction (and read-back) in the fit
 
 
@@ -226,8 +238,9 @@ def refine_identity_inputs(generator, representation, target, attributes, refine
 
 def refine_identity_inputs_many(generator, representation, targets, attributes, refinements: list[Refinement], starts,
                                 low_precision=None):
-    """Per-input identity codes w of each face (one for the stem and one per AAD block, each
-    started at the face's row of ``starts`` and kept unit length) minimising
+    """Identity codes w of each face (with the refinements' ``inputs`` per-block, one for the stem
+    and one per AAD block; shared, one for all of them; started at the face's row of ``starts``
+    and kept unit length) minimising
     1 − cos(readout(r_id(paste(h(w, r_att), X))), goal), by default 1 − cos(r_id(...), target),
     ``paste`` the compositing's effect in crop space (plainly M·h + (1 − M)·X); ``attributes``: the
     attribute maps or their ``generator.modulations``. Adam: ``anoncli.adam``.
@@ -253,9 +266,9 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
     from ..models.tensors import to_images, to_tensor
 
     first = refinements[0]
-    if any((r.steps, r.lr, r.schedule, r.detail_sigma) != (first.steps, first.lr, first.schedule, first.detail_sigma)
+    if any((r.steps, r.lr, r.schedule, r.detail_sigma, r.inputs) != (first.steps, first.lr, first.schedule, first.detail_sigma, first.inputs)
            for r in refinements):
-        raise ValueError("the faces fitted together need the same steps, learning rate, schedule and detail_sigma")
+        raise ValueError("the faces fitted together need the same steps, learning rate, schedule, inputs and detail_sigma")
     crops = to_tensor(np.stack([np.asarray(r.crop, np.float32) for r in refinements]))
     masks = torch.as_tensor(np.stack([np.asarray(r.mask, np.float32) for r in refinements]))[:, None]
     goals = torch.stack([target if r.goal is None else torch.as_tensor(np.asarray(r.goal, np.float32)).reshape(-1)
@@ -293,7 +306,8 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
                     residual[i] = to_tensor(r.read_back(face)[None])[0] - modelled[i]
             return shift, residual
 
-    w = starts.reshape(len(refinements), 1, -1).repeat(1, generator.identity_inputs, 1).clone()
+    codes = 1 if first.inputs == "shared" else generator.identity_inputs
+    w = starts.reshape(len(refinements), 1, -1).repeat(1, codes, 1).clone()
     moments = adam_start(w)
     context = low_precision or contextlib.nullcontext
     shift = residual = None
@@ -301,7 +315,7 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
         for step in range(first.steps):
             w.requires_grad_(True)
             with context():
-                face = generator(F.normalize(w, dim=-1), modulations)
+                face = generator(F.normalize(w, dim=-1).expand(-1, generator.identity_inputs, -1), modulations)
             if step % COLOUR_REFRESH == 0:
                 shift, residual = measured(face)
             with context():
@@ -310,7 +324,7 @@ def refine_identity_inputs_many(generator, representation, targets, attributes, 
             loss = (1.0 - F.cosine_similarity(readout(shown.float()), goals, dim=1)).sum()
             gradient, = torch.autograd.grad(loss, w)
             w, moments = adam_step(w.detach(), gradient, moments, learning_rate(first.lr, step, first.steps, first.schedule))
-    return F.normalize(w.detach(), dim=-1)
+    return F.normalize(w.detach(), dim=-1).expand(-1, generator.identity_inputs, -1).contiguous()
 
 
 BOOK_PROTECTION = 0.908   # IdentityDP at ε = 6, book Table 5.1

@@ -77,7 +77,8 @@ class _GeneratorMethod(FaceMethod):
         a ``CropBlend``, when the stage hands one over), with the photo's detail finer than
         ``--detail-sigma`` and its colour (``Compositor.colour_in_crop``), the colour except when
         ``restoring`` for a method whose restore composites without it, and, with the stage's ``read_back``, as the
-        written file will show it."""
+        written file will show it. Restore's fit moves one code per generator input whatever ``--refine-inputs``
+        says: it aims at the original's identity as closely as the generator can draw it."""
         from ..identity.generator import Refinement
 
         steps = self.params["refine_steps"] if steps is None else steps
@@ -88,6 +89,7 @@ class _GeneratorMethod(FaceMethod):
             if not restoring or self.restore_matches_colour:
                 composited["colour"] = self._colour_in_crop(crop, mask, blend_in_crop)
         return Refinement(crop, mask, steps, self.params["refine_lr"], schedule=self.params["refine_schedule"],
+                          inputs="per-block" if restoring else self.params["refine_inputs"],
                           read_back=read_back, **composited, **fit)
 
     def _colour_in_crop(self, crop: np.ndarray, mask: np.ndarray, blend_in_crop) -> Callable[[np.ndarray], np.ndarray]:
@@ -151,7 +153,9 @@ class _GeneratorMethod(FaceMethod):
 
 
 class IdentityDP(_GeneratorMethod):
-    """r̃_id = r_id + Lap(Δf/ε)^d (eq. 5.11), X̂ = h(r̃_id / ‖r̃_id‖, g(X)) (eq. 5.13).
+    """r̃_id = r_id + Lap(Δf/ε)^d (eq. 5.11), X̂ = h(r̃_id / ‖r̃_id‖, g(X)) (eq. 5.13), or by default
+    (--noisy-identity face-shaped, not in the book) X̂ = h(C^(1/2) r̃_id / ‖C^(1/2) r̃_id‖, g(X)), with C
+    the training faces' covariance in the whitened space (``face_code_covariance``).
 
     r_id is unit length (METHODS.md §5 decision), so Δf = max ‖r_id(X) − r_id(X')‖₁ ≤ 2√d for
     every pair of faces and the Laplace mechanism is ε-DP for the identity vector (the book's
@@ -169,7 +173,11 @@ class IdentityDP(_GeneratorMethod):
         self.scale = laplace_scale(self.l1_sensitivity, self.params["epsilon"])
 
     def perturb(self, identity: np.ndarray) -> np.ndarray:
+        from ..identity.representation import shaped_like_faces
+
         noisy = identity + laplace_noise(self.scale, identity.shape)
+        if self.params["noisy_identity"] == "face-shaped":
+            return shaped_like_faces(noisy, self.generator.face_code_root)
         return noisy / np.linalg.norm(noisy)
 
     def request(self, identity, key):
@@ -188,7 +196,9 @@ class IdentityDP(_GeneratorMethod):
                 "noise_scale": round(self.scale, 6),
                 "noise_to_signal_rms": round(self.scale * math.sqrt(2 * d), 6),
                 "protects": f"{statement}; the attribute maps (pose, expression, lighting, background) and the pixels outside "
-                            "the blend mask are not perturbed, and the rebuilt face is post-processing of the noisy vector and those",
+                            "the blend mask are not perturbed, and the rebuilt face is post-processing of the noisy vector and those"
+                            + (" (the vector shaped like real faces' by a fixed public map first)"
+                               if self.params["noisy_identity"] == "face-shaped" else ""),
                 "noise_source": "os.urandom, never stored"}
 
 

@@ -4,7 +4,7 @@ key-rotated (idrotate) identity vector. Importable without torch."""
 from __future__ import annotations
 
 from ..devices import PRECISION_HELP, PRECISIONS
-from ..identity.generator import SCHEDULES
+from ..identity.generator import REFINE_INPUTS, SCHEDULES
 from .base import MethodSpec, Param, RestoreCapability, RestoreKind
 from .compositing_specs import compositing_params, compositing_weights
 
@@ -18,13 +18,17 @@ def _blend_params() -> tuple[Param, ...]:
     return compositing_params()
 
 
-def _refine_params(steps: int, lr: float, schedule: str = "constant") -> tuple[Param, ...]:
+def _refine_params(steps: int, lr: float, inputs: str, schedule: str = "constant") -> tuple[Param, ...]:
     return (
         Param("refine_steps", int, steps, "Adam steps fitting the generator's identity inputs so the pasted face shows the requested identity "
               "(not in the book; the trained generator renders identities only approximately). 0: one generator pass; each step adds a forward and backward pass through the generator and dlib's network.",
               minimum=0, maximum=1000),
         Param("refine_lr", float, lr, "Adam's learning rate in that fit (per coordinate of the unit 128-d inputs: 0.1 jumps far in one step, 0.01 "
               "converges over tens of steps).", minimum=1e-6, maximum=10.0),
+        Param("refine_inputs", str, inputs, "What that fit moves: shared, one identity code given to every input of the "
+              "generator (its stem and each AAD block); per-block, one code per input (the extended space of Image2StyleGAN), "
+              "which reaches the identity more closely but draws less natural faces (identitydp on 300 held-out crops: "
+              "README, identity methods). idrotate's restore always fits one code per input.", choices=REFINE_INPUTS),
         Param("faces_together", int, 8, "Speed only: how many faces share each pass through the generator and dlib's "
               "network in that fit (a batch); each face's fit is still its own (README, identity methods' speed).",
               minimum=1, maximum=256),
@@ -84,8 +88,14 @@ IDENTITYDP_SPEC = MethodSpec(
         Param("sensitivity", str, "bound", "bound: Δf = 2√d, proven for any two unit vectors; empirical: the largest L1 distance between "
               "the identity vectors of the generator's training faces (book eq. 5.12), recorded, with no guarantee for faces outside that set.",
               choices=("bound", "empirical")),
+        Param("noisy_identity", str, "face-shaped", "What the generator is given of the noisy vector r̃_id: unit, r̃_id / ‖r̃_id‖ "
+              "(eq. 5.13); face-shaped (not in the book), C^(1/2) r̃_id / ‖C^(1/2) r̃_id‖ with C the covariance of the "
+              "training faces' whitened identity vectors, so that the noise, which spreads over every direction, lies where "
+              "real identities do (at ε = 6 a unit noisy vector puts 40 % of its weight where faces put 0.04 %; README). "
+              "A fixed public map of the noisy vector: post-processing, the ε-DP guarantee is unchanged.",
+              choices=("face-shaped", "unit")),
         *_blend_params(),
-        *_refine_params(1, 0.1),
+        *_refine_params(1, 0.1, "shared"),
     ),
     load=_load("IdentityDP"),
     formal_guarantee="epsilon-local-DP of the identity embedding (Laplace mechanism on the unit r_id); the attribute maps are not perturbed",
@@ -113,7 +123,7 @@ IDROTATE_SPEC = MethodSpec(
         Param("level", int, 9, "With --rotation plane, the privacy level d, 0-9: θ = 70 + 5d degrees for d < 4, 70 + 5(d + 1) for d ≥ 4 (90° is skipped: it cannot be undone). "
               "9 (120°) gives the largest identity change and the most stable restore (it divides by |cos θ − A sin θ|).", minimum=0, maximum=9),
         *_blend_params(),
-        *_refine_params(1, 0.1),
+        *_refine_params(1, 0.1, "shared"),
         Param("refine_overturn", float, 40.0, "Degrees past θ where the anonymizing fit starts (its 0-step render): the generator "
               "renders only part of a requested turn, so the input that shows θ lies further round (not in the book; 0: start at z_new).",
               minimum=0.0, maximum=60.0),
