@@ -1,5 +1,6 @@
-"""IdentityDP's face-shaped noisy identity: real faces' covariance in the whitened space from the
-whitening alone (closed form), its root, and the method's post-processing of the noisy vector."""
+"""The maths behind IdentityDP's face-shaped noisy identity: real faces' covariance in the whitened
+space from the whitening alone (closed form), its root, and the shaping (the method itself:
+tests/test_aei.py, which has a trained generator)."""
 from __future__ import annotations
 
 import numpy as np
