@@ -18,14 +18,14 @@ def _blend_params() -> tuple[Param, ...]:
     return compositing_params()
 
 
-def _refine_params(steps: int, lr: float, inputs: str, schedule: str = "constant") -> tuple[Param, ...]:
+def _refine_params(steps: int, lr: float, schedule: str = "constant") -> tuple[Param, ...]:
     return (
         Param("refine_steps", int, steps, "Adam steps fitting the generator's identity inputs so the pasted face shows the requested identity "
               "(not in the book; the trained generator renders identities only approximately). 0: one generator pass; each step adds a forward and backward pass through the generator and dlib's network.",
               minimum=0, maximum=1000),
         Param("refine_lr", float, lr, "Adam's learning rate in that fit (per coordinate of the unit 128-d inputs: 0.1 jumps far in one step, 0.01 "
               "converges over tens of steps).", minimum=1e-6, maximum=10.0),
-        Param("refine_inputs", str, inputs, "What that fit moves: shared, one identity code given to every input of the "
+        Param("refine_inputs", str, "shared", "What that fit moves: shared, one identity code given to every input of the "
               "generator (its stem and each AAD block); per-block, one code per input (the extended space of Image2StyleGAN), "
               "which reaches the identity more closely but draws less natural faces (identitydp on 300 held-out crops: "
               "README, identity methods). idrotate's restore always fits one code per input.", choices=REFINE_INPUTS),
@@ -95,7 +95,7 @@ IDENTITYDP_SPEC = MethodSpec(
               "A fixed public map of the noisy vector: post-processing, the ε-DP guarantee is unchanged.",
               choices=("face-shaped", "unit")),
         *_blend_params(),
-        *_refine_params(1, 0.1, "shared"),
+        *_refine_params(1, 0.1),
     ),
     load=_load("IdentityDP"),
     formal_guarantee="epsilon-local-DP of the identity embedding (Laplace mechanism on the unit r_id); the attribute maps are not perturbed",
@@ -123,7 +123,7 @@ IDROTATE_SPEC = MethodSpec(
         Param("level", int, 9, "With --rotation plane, the privacy level d, 0-9: θ = 70 + 5d degrees for d < 4, 70 + 5(d + 1) for d ≥ 4 (90° is skipped: it cannot be undone). "
               "9 (120°) gives the largest identity change and the most stable restore (it divides by |cos θ − A sin θ|).", minimum=0, maximum=9),
         *_blend_params(),
-        *_refine_params(1, 0.1, "shared"),
+        *_refine_params(1, 0.1),
         Param("refine_overturn", float, 40.0, "Degrees past θ where the anonymizing fit starts (its 0-step render): the generator "
               "renders only part of a requested turn, so the input that shows θ lies further round (not in the book; 0: start at z_new).",
               minimum=0.0, maximum=60.0),
