@@ -76,7 +76,7 @@ def anonymize(
     workers: int = typer.Option(0, "--workers", "-j", min=0, help="Worker processes; 0 = one per CPU core."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per detector batch (and per unit of work; a method that searches several faces at once, "
                                     "as fsap, gets units of up to four of its batches, as many per worker)."),
-    executor: str = typer.Option("local", "--executor", help="Where the work runs: local (this machine's processes) or ray (Ray Data: one actor per --workers, on a local Ray cluster or the one at --ray-address; needs `pip install 'anoncli[ray]'`). The outputs are the same."),
+    executor: str = typer.Option("local", "--executor", help="Where the work runs: local (this machine's processes) or ray (Ray Data: one actor per --workers, on a local Ray cluster or the one at --ray-address; needs `pip install 'anoncli\\[ray]'`). The outputs are the same."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: the cluster to run on (e.g. 10.0.0.5:6379 or ray://head:10001; default $RAY_ADDRESS, else a local cluster started for the run). Its nodes need anoncli installed and the input and output folders on shared storage."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run with a different configuration in the same output folder."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Look for weight files here first."),

@@ -182,6 +182,14 @@ def test_error_messages_keep_brackets(tmp_path):
     assert r.returncode == 2 and "photos[eval]" in " ".join(r.stderr.split()), r.stderr
 
 
+def test_help_keeps_install_extras_in_brackets():
+    """`--help` goes through rich markup too: `pip install 'anoncli[ray]'` must not print as 'anoncli'."""
+    r = run_cli("anonymize", "--help", columns=400)
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "pip install 'anoncli[ray]'" in text, text
+    assert "pip install 'anoncli'" not in text
+
+
 def test_anonymize_and_restore_json_summaries_for_scripts(tmp_path):
     """`--json` on anonymize and restore: one JSON object on stdout, the same counts as the text,
     the output files, keyfile sizes, and no key material."""
