@@ -20,6 +20,8 @@ class RunConfig:
     detect_size: int = 640
     nms_iou: float = 0.4
     min_face: float = 0.0
+    confirm_below: float = 0.0   # off: recall first (faces.confirmation)
+    confirm_min_side: float = 96.0
     no_face: str = "keep"
     keep_metadata: bool = False
     max_pixels: int = 178_956_970

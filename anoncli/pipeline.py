@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .config import RunConfig
+from .faces.confirmation import AT, ConfirmSettings, confirm
 from .faces.detectors import create_detector
 from .faces.detection import Detection
 from .faces.stage import FaceSecret, aligned_crops, anonymize_faces, anonymize_images
@@ -120,6 +121,7 @@ class Worker:
             dets = next(found) if img is not None else None
             if dets is not None:
                 rec.timings["detect"] = per_image
+                dets = self._confirm_uncertain(rec, img, dets)
             results.append((rec, img, dets))
         return results
 
@@ -233,6 +235,21 @@ class Worker:
         except Exception as e:
             _internal_error(rec, "face detection", e)
             return None
+
+    def _confirm_uncertain(self, rec: ImageRecord, img, dets: list) -> list:
+        """The detections less the uncertain large ones not found again at the detector's best scale
+        (``faces.confirmation``); those are listed in the record's notes."""
+        settings = ConfirmSettings(self.config.confirm_below, self.config.confirm_min_side, self.config.threshold)
+        if not any(settings.uncertain(d) for d in dets):
+            return dets
+        t0 = time.perf_counter()
+        kept, dropped = confirm(self.detector, rgb8(img.pixels, img.mode), dets, settings)
+        rec.timings["detect"] = rec.timings.get("detect", 0.0) + time.perf_counter() - t0
+        for d in dropped:
+            rec.notes.append(f"uncertain detection (score {d.score:.2f} < --confirm-below {settings.below:g}, "
+                             f"{d.size:.0f} px) not found again at {AT:.0f} px, left untouched: box "
+                             f"{[round(float(v)) for v in d.box]}")
+        return kept
 
     def _keep_large(self, rec: ImageRecord, dets: list) -> list:
         small = [d for d in dets if d.size < self.config.min_face]
