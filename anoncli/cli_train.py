@@ -134,7 +134,7 @@ def train_aei(
     try:
         AEIConfig.from_dict({**base.to_dict(), **config}).check()
         crops = prepare(list(data), work / "data", resolution, margin, progress)
-        trainer = AEITrainer(crops, settings, work, log=lambda m: console.print(m))
+        trainer = AEITrainer(crops, settings, work, log=lambda m: console.print(m, markup=False))
     except WeightsMissing as e:
         _fail(str(e), code=3)
     except ValueError as e:
@@ -153,7 +153,7 @@ def _train_and_measure(trainer, steps: int, progress: bool, held_out_faces: int,
         console.print(f"stopped at step {trainer.step} of {steps}; the same command resumes from the checkpoint")
         return {}
     result = trainer.evaluate(held_out_faces)
-    console.print("held-out: " + json.dumps(result))
+    console.print("held-out: " + json.dumps(result), markup=False)
     return result
 
 
@@ -205,7 +205,7 @@ def _export_with_card(trainer, command: str, data: list[Path], result: dict, not
     card = _card(trainer, command, data, result, notes)
     trainer.export(export, card, **export_options)
     card_path = write_card(export, _card_after_export(card, trainer))
-    console.print(f"[green]exported[/] {export} and its model card {card_path}")
+    console.print(f"[green]exported[/] {escape(str(export))} and its model card {escape(str(card_path))}")
 
 
 @train_app.command("glow")
@@ -257,7 +257,7 @@ def train_glow(
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         GlowConfig(**config).check()
         crops = prepare(list(data), work / "data", 128, settings.margin, progress)
-        trainer = GlowTrainer(crops, settings, work, log=lambda m: console.print(m))
+        trainer = GlowTrainer(crops, settings, work, log=lambda m: console.print(m, markup=False))
     except ValueError as e:
         _fail(str(e))
     result = _train_and_measure(trainer, steps, progress, 100, exporting=export is not None)
@@ -316,7 +316,7 @@ def train_student(
                                     init_from=str(init_from) if init_from else "")
     try:
         crops = prepare(list(data), work / "data", 128, flow.margin, progress)
-        trainer = StudentTrainer(crops, flow.net, settings, work, flow.margin, log=lambda m: console.print(m))
+        trainer = StudentTrainer(crops, flow.net, settings, work, flow.margin, log=lambda m: console.print(m, markup=False))
     except ValueError as e:
         _fail(str(e))
     result = _train_and_measure(trainer, steps, progress, 100, exporting=export is not None)
@@ -389,7 +389,7 @@ def train_diffae(
         ddim_timesteps(DEFAULT_TRAINING_STEPS, evaluation_ddim_steps)
         network_config(config)   # refuses shapes the network cannot take
         crops = prepare(list(data), work / "data", 128, margin, progress)
-        trainer = DiffAETrainer(crops, settings, work, log=lambda m: console.print(m))
+        trainer = DiffAETrainer(crops, settings, work, log=lambda m: console.print(m, markup=False))
     except ValueError as e:
         _fail(str(e))
     result = _train_and_measure(trainer, steps, progress, 64, exporting=export is not None)
@@ -433,7 +433,7 @@ def train_attributes(
         AttributeNetConfig(resolution=resolution)
         crops = prepare(list(data), work / "data", 128, margin, progress)
         trainer = AttributeTrainer(crops, attribute_labels(crops.index, list(data)), settings, work,
-                                   log=lambda m: console.print(m))
+                                   log=lambda m: console.print(m, markup=False))
     except ValueError as e:
         _fail(str(e))
     result = _train_and_measure(trainer, steps, progress, 1_000_000, exporting=export is not None)
