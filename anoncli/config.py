@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field
 from . import __version__
 
 NO_FACE_POLICIES = ("keep", "skip", "fail")
+# Options added after runs were already made: at these values (their defaults, which do what the
+# tool did before them) they are left out of the hash, so an interrupted run of an earlier version resumes.
+ADDED_LATER = {"confirm_below": 0.0, "confirm_min_side": 96.0}
 
 
 @dataclass(frozen=True)
@@ -30,12 +33,17 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def decisive(self) -> dict:
+        """``to_dict`` less the ``ADDED_LATER`` options at their defaults: what the hash covers."""
+        return {k: v for k, v in self.to_dict().items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+
     @property
     def hash(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(self.decisive(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def differences(self, other: dict) -> list[str]:
         mine = self.to_dict()
+        other = {**{k: v for k, v in ADDED_LATER.items() if k in mine}, **other}
         keys = sorted(set(mine) | set(other))
         return [f"{k}: {other.get(k)!r} -> {mine.get(k)!r}" for k in keys if mine.get(k) != other.get(k)]

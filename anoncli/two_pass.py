@@ -47,7 +47,7 @@ class PlanError(ValueError):
 
 def pass1_fingerprint(config: RunConfig, method: FaceMethod) -> str:
     """Everything that decides the detections and aligned crops of the first pass."""
-    decisive = {k: v for k, v in config.to_dict().items() if k not in ("method", "params", "no_face")}
+    decisive = {k: v for k, v in config.decisive().items() if k not in ("method", "params", "no_face")}
     decisive.update(resolution=method.resolution, margin=method.margin)
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -116,3 +116,13 @@ def test_torsos_are_left_untouched_and_noted_when_asked(tmp_path):
         written = np.asarray(Image.open(tmp_path / "out" / row.output).convert("RGB"), np.int16)
         if not boxes:   # nothing else was found: the photo is written as it was (re-encoded)
             assert np.abs(written - original).mean() < 3.0
+
+
+def test_runs_made_before_the_option_existed_still_resume():
+    """The option left at its default (off) leaves the configuration hash as it was before the option
+    existed, so an interrupted run of an earlier version resumes; set, it is a different run."""
+    before = {k: v for k, v in RunConfig(method="blur").to_dict().items() if k not in ("confirm_below", "confirm_min_side")}
+    assert RunConfig(method="blur").hash == "9b79cff59114b376"   # its hash at ed74321, before the option
+    assert RunConfig(method="blur").differences(before) == []
+    assert RunConfig(method="blur", confirm_below=0.5).hash != RunConfig(method="blur").hash
+    assert RunConfig(method="blur", confirm_below=0.5).differences(before) == ["confirm_below: 0.0 -> 0.5"]
