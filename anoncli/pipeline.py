@@ -243,7 +243,11 @@ class Worker:
         if not any(settings.uncertain(d) for d in dets):
             return dets
         t0 = time.perf_counter()
-        kept, dropped = confirm(self.detector, rgb8(img.pixels, img.mode), dets, settings)
+        try:
+            kept, dropped = confirm(self.detector, rgb8(img.pixels, img.mode), dets, settings)
+        except Exception as e:  # recall first: a failed second look keeps what the first found
+            rec.notes.append(f"second look at uncertain detections failed ({type(e).__name__}: {e}); all kept")
+            return dets
         rec.timings["detect"] = rec.timings.get("detect", 0.0) + time.perf_counter() - t0
         for d in dropped:
             rec.notes.append(f"uncertain detection (score {d.score:.2f} < --confirm-below {settings.below:g}, "

@@ -126,3 +126,20 @@ def test_runs_made_before_the_option_existed_still_resume():
     assert RunConfig(method="blur").differences(before) == []
     assert RunConfig(method="blur", confirm_below=0.5).hash != RunConfig(method="blur").hash
     assert RunConfig(method="blur", confirm_below=0.5).differences(before) == ["confirm_below: 0.0 -> 0.5"]
+
+
+def test_a_failing_second_look_keeps_every_detection(tmp_path, monkeypatch):
+    from anoncli import pipeline
+
+    def broken(*args):
+        raise RuntimeError("detector gone")
+
+    monkeypatch.setattr(pipeline, "confirm", broken)
+    counts = []
+    for name, below in (("failing", 1.0), ("off", 0.0)):
+        config = RunConfig(method="blur", confirm_below=below, confirm_min_side=40.0)
+        run_anonymize(EXAMPLES, tmp_path / name, config, workers=1, batch_size=4, progress=False, log=lambda m: None)
+        counts.append(faces_found(tmp_path / name))
+    assert counts[0] == counts[1]
+    notes = pd.read_csv(tmp_path / "failing" / "manifest.csv", keep_default_na=False)["notes"]
+    assert notes.str.contains("second look at uncertain detections failed").any()
