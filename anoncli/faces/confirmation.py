@@ -10,10 +10,10 @@ Measured on the 14,193 photos of ``../shared/data`` at the default threshold (RE
 large detections*): eight detections scored below 0.5 and were at least 96 px wide, all of them not
 faces; the second look at 160 px dropped six and kept an arm and a head of hair. But sent every
 detection of 40 px and more of the 800 photos in the wild (878), it dropped 17, and two of them were
-real faces, a blurred one (0.90 at first) and a turned one (0.68). A real face that large scoring below 0.5 is rare, but it
-is the kind that fails the second look, so the pipeline runs it only when asked
-(``--confirm-below``, off by default: recall first). Small uncertain detections, where blurred and
-distant real faces are, are never dropped.
+real faces, a blurred one (0.90 at first) and a turned one (0.68). A real face that large scoring
+below 0.5 is rare, but it is the kind that fails the second look, so the pipeline runs it only when
+asked (``--confirm-below``, off by default: recall first). Small uncertain detections, where blurred
+and distant real faces are, are never dropped.
 
 Pure except for the detector call; ``confirm`` is what the pipeline runs after detection.
 """
@@ -34,9 +34,8 @@ CENTRE_TOLERANCE = 0.3   # a re-detection counts when its centre is within this 
 @dataclass(frozen=True)
 class ConfirmSettings:
     """Which detections get the second look: scoring below ``below`` (0 = none; 0.5 is the setting
-    measured) and at least
-    ``min_side`` pixels on their shorter side; confirmed when the second look scores at least
-    ``threshold`` (the run's detection threshold)."""
+    measured) and at least ``min_side`` pixels on their shorter side; confirmed when the second look
+    scores at least ``threshold`` (the run's detection threshold)."""
 
     below: float = 0.0
     min_side: float = 96.0
