@@ -175,7 +175,8 @@ def _summary_json(s) -> dict:
     c = s.counts
     written = s.manifest_written
     return {"output": str(s.output), "images": sum(c.get(k, 0) for k in ("ok", "no_face", "error", "not_done")),
-            "counts": c, "faces": s.faces, "resumed": s.resumed, "seconds": round(s.seconds, 3),
+            "counts": c, "faces": s.faces, "left_untouched": s.left_untouched, "resumed": s.resumed,
+            "seconds": round(s.seconds, 3),
             "stopped": s.stopped, "failed": [{"input": rel, "reason": reason} for rel, reason in s.failed],
             "skipped_folders": [str(d) for d in s.skipped_dirs],
             "manifest": str(s.output / "manifest.csv") if written else None,
@@ -230,6 +231,9 @@ def _print_summary(s) -> None:
               + f" in {s.seconds:.1f}s")
     if c["no_face"]:
         out.print("[yellow]note:[/] images with no face found are listed in the manifest (status no_face); check them by eye.")
+    if s.left_untouched:
+        out.print(f"[yellow]note:[/] {s.left_untouched} uncertain detection(s) not found again by the second look "
+                  "(--confirm-below) were left untouched; the manifest's notes give their boxes.")
     for rel, reason in s.failed[:20]:
         out.print(f"  [red]failed[/] {escape(rel)}: {escape(reason)}")
     if len(s.failed) > 20:

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .config import RunConfig
-from .faces.confirmation import AT, ConfirmSettings, confirm
+from .faces.confirmation import ConfirmSettings, confirm, unconfirmed_note
 from .faces.detectors import create_detector
 from .faces.detection import Detection
 from .faces.stage import FaceSecret, aligned_crops, anonymize_faces, anonymize_images
@@ -249,10 +249,7 @@ class Worker:
             rec.notes.append(f"second look at uncertain detections failed ({type(e).__name__}: {e}); all kept")
             return dets
         rec.timings["detect"] = rec.timings.get("detect", 0.0) + time.perf_counter() - t0
-        for d in dropped:
-            rec.notes.append(f"uncertain detection (score {d.score:.2f} < --confirm-below {settings.below:g}, "
-                             f"{d.size:.0f} px) not found again at {AT:.0f} px, left untouched: box "
-                             f"{[round(float(v)) for v in d.box]}")
+        rec.notes += [unconfirmed_note(d, settings.below) for d in dropped]
         return kept
 
     def _keep_large(self, rec: ImageRecord, dets: list) -> list:

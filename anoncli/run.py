@@ -17,6 +17,7 @@ from pathlib import Path
 from . import __version__
 from .config import RunConfig
 from .executors import ExecutorOptions
+from .faces.confirmation import unconfirmed_in
 from .io.atomic import remove_stale_temps, write_atomic
 from .io.discover import STATE_DIR, discover, paths_overlap
 from .io.journal import RunJournal, manifest_frame, manifest_parquet
@@ -64,6 +65,7 @@ class RunSummary:
     keyfile: dict | None = None   # path, sizes; set when the run writes a keyfile
     dataset: dict | None = None   # what a dataset-level method did (passes, plan)
     manifest_written: bool = False
+    left_untouched: int = 0       # detections the second look (--confirm-below) did not confirm
 
     @property
     def exit_code(self) -> int:
@@ -460,6 +462,7 @@ def _summarise(run: PreparedRun, stopped: str | None, dataset: dict | None, star
         skipped_dirs=run.found.skipped_dirs, output=run.output_dir, resumed=run.resumed,
         seconds=time.time() - started, stopped=stopped,
         faces=sum(len(r.faces) for r in ordered), run_id=run.run_id, dataset=dataset,
+        left_untouched=sum(unconfirmed_in(r.notes) for r in ordered),
     )
     summary.counts["not_done"] = len(run.found.items) - len(ordered)
     return summary

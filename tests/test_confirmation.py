@@ -105,7 +105,9 @@ def test_torsos_are_left_untouched_and_noted_when_asked(tmp_path):
     src.mkdir()
     for name in TORSOS:
         (src / name).symlink_to(FACES / name)
-    run_anonymize(src, tmp_path / "out", RunConfig(method="blur", confirm_below=0.5), workers=1, batch_size=4, progress=False, log=lambda m: None)
+    summary = run_anonymize(src, tmp_path / "out", RunConfig(method="blur", confirm_below=0.5), workers=1, batch_size=4,
+                            progress=False, log=lambda m: None)
+    assert summary.left_untouched == len(TORSOS)   # what the command's summary counts
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", keep_default_na=False)
     for row in manifest.itertuples():
         assert "not found again at 160 px, left untouched" in row.notes, row.notes

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from .detection import Detection
@@ -67,9 +66,26 @@ def confirmed_by(detection: Detection, region: tuple[int, int, int, int], scale:
                and abs((d.box[1] + d.box[3]) / 2 - cy) <= tolerance for d in found)
 
 
+UNCONFIRMED = "not found again at {at:.0f} px, left untouched"
+
+
+def unconfirmed_note(detection: Detection, below: float) -> str:
+    """The manifest note of a detection the second look did not confirm."""
+    return (f"uncertain detection (score {detection.score:.2f} < --confirm-below {below:g}, {detection.size:.0f} px) "
+            + UNCONFIRMED.format(at=AT) + f": box {[round(float(v)) for v in detection.box]}")
+
+
+def unconfirmed_in(notes: list[str]) -> int:
+    """How many of an image's notes are ``unconfirmed_note``s."""
+    marker = UNCONFIRMED.format(at=AT)
+    return sum(marker in note for note in notes)
+
+
 def confirm(detector, image: np.ndarray, detections: list[Detection], settings: ConfirmSettings) -> tuple[list, list]:
     """(kept, dropped): every detection is kept but the uncertain ones (``ConfirmSettings``) that
     ``detector`` does not find again in their region at ``AT`` px. ``image``: uint8 RGB."""
+    import cv2
+
     kept, dropped = [], []
     for detection in detections:
         if not settings.uncertain(detection):
