@@ -176,7 +176,7 @@ class Worker:
             crops = []
             if dets is not None:
                 try:
-                    decoded_notes = len(rec.notes)
+                    decoded_notes = len(img.notes)   # what decoding noted; detection's notes travel to the second pass
                     dets = self._keep_large(rec, dets)
                     rec.alignment_notes = rec.notes[decoded_notes:]
                     rec.detections, crops = aligned_crops(img, dets, self.method.resolution, self.method.margin)

@@ -13,6 +13,7 @@ from PIL import Image
 from anoncli.config import RunConfig
 from anoncli.faces.confirmation import AT, CONTEXT, ConfirmSettings, confirm, confirmed_by, second_look_region
 from anoncli.faces.detection import Detection
+from anoncli.methods import get_method_spec
 from anoncli.run import run_anonymize
 
 from conftest import FACES, SHARED
@@ -98,14 +99,17 @@ def test_every_real_face_survives_a_second_look(tmp_path):
 TORSOS = ("019535.jpg", "020639.jpg")   # a bikini and a torso RetinaFace scores 0.33 and 0.36
 
 
-def test_torsos_are_left_untouched_and_noted_when_asked(tmp_path):
+@pytest.mark.parametrize("method, params", [("blur", {}), ("ksame-pixel", {"k": 2})])
+def test_torsos_are_left_untouched_and_noted_when_asked(tmp_path, method, params):
+    """Also through a dataset-level method's two passes, whose second pass rebuilds each record."""
     if not all((FACES / name).is_file() for name in TORSOS):
         pytest.skip(f"the CelebA photos in the wild are not here ({SHARED} is missing)")
     src = tmp_path / "in"
     src.mkdir()
     for name in TORSOS:
         (src / name).symlink_to(FACES / name)
-    summary = run_anonymize(src, tmp_path / "out", RunConfig(method="blur", confirm_below=0.5), workers=1, batch_size=4,
+    params = get_method_spec(method).resolve_params(params)
+    summary = run_anonymize(src, tmp_path / "out", RunConfig(method=method, params=params, confirm_below=0.5), workers=1, batch_size=4,
                             progress=False, log=lambda m: None)
     assert summary.left_untouched == len(TORSOS)   # what the command's summary counts
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", keep_default_na=False)
