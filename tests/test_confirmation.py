@@ -4,6 +4,7 @@ the torsos it was made for are left untouched with a note when it is asked for (
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -117,11 +118,13 @@ def test_torsos_are_left_untouched_and_noted_when_asked(tmp_path, method, params
         assert "not found again at 160 px, left untouched" in row.notes, row.notes
         faces = json.loads(row.faces) if row.faces else []
         assert all(f["score"] >= 0.5 for f in faces), faces   # the torso (417 and 1174 px, 0.33 and 0.36) is gone
-        boxes = [f["box"] for f in faces]   # 020639's own face (0.99) is still anonymized
-        original = np.asarray(Image.open(src / row.input).convert("RGB"), np.int16)
-        written = np.asarray(Image.open(tmp_path / "out" / row.output).convert("RGB"), np.int16)
-        if not boxes:   # nothing else was found: the photo is written as it was (re-encoded)
-            assert np.abs(written - original).mean() < 3.0
+        assert faces   # each photo's own face (0.99) is still anonymized
+        # the chest: the torso's box below every face's box, as the photo was (but for re-encoding)
+        x0, y0, x1, y1 = json.loads(re.search(r"left untouched: box (\[[^\]]*\])", row.notes).group(1))
+        below_faces = max(y0, max(int(f["box"][3]) for f in faces) + 40)
+        original = np.asarray(Image.open(src / row.input).convert("RGB"), np.int16)[below_faces:y1, max(x0, 0):x1]
+        written = np.asarray(Image.open(tmp_path / "out" / row.output).convert("RGB"), np.int16)[below_faces:y1, max(x0, 0):x1]
+        assert original.size > 0 and np.abs(written - original).mean() < 3.0
 
 
 def test_runs_made_before_the_option_existed_still_resume():
