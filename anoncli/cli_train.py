@@ -88,6 +88,9 @@ def train_aei(
     discriminator_warmup: int = typer.Option(0, "--discriminator-warmup", min=0, help="Before the generator's first step in this work folder, train "
                                              "the discriminator alone for this many steps against the generator as it is (not in the book; for --init-from "
                                              "an export without a discriminator, which a fresh one otherwise overpowers within a few hundred steps)."),
+    ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.99999, help="Evaluate and export a moving average of the generator's "
+                                    "weights with this decay (e.g. 0.999: about the last thousand steps) instead of its last step, as StyleGAN's "
+                                    "generator is (not in the book; 0: the last step). A folder checkpointed without it starts the average at its step."),
     export_half: bool = typer.Option(False, "--export-half/--export-float32", help="Store the exported weights as float16 (half the file; computed in float32 when loaded)."),
     checkpoint_every: int = CHECKPOINT_EVERY,
     evaluate_every: int = EVALUATE_EVERY,
@@ -130,7 +133,8 @@ def train_aei(
                                 identity_on_composite=identity_on_composite,
                                 margin=margin, checkpoint_every=checkpoint_every, evaluate_every=evaluate_every,
                                 threads=threads, seed=seed, config=config, device=_device(device),
-                                init_from=str(init_from) if init_from else "", discriminator_warmup=discriminator_warmup)
+                                init_from=str(init_from) if init_from else "", discriminator_warmup=discriminator_warmup,
+                                ema_decay=ema_decay)
     try:
         AEIConfig.from_dict({**base.to_dict(), **config}).check()
         crops = prepare(list(data), work / "data", resolution, margin, progress)

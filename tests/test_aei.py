@@ -721,3 +721,50 @@ def test_perceptual_term_weighs_in_on_the_same_face_samples_only(tmp_path, dlib_
     assert float(weighted.perceptual_loss(other, x, same)) == pytest.approx(float(per_row[[0, 2]].mean()), rel=1e-5)
     assert float(weighted.perceptual_loss(other, x, torch.zeros(3, dtype=torch.bool))) == 0.0
     assert float(weighted.perceptual_loss(x, x, same)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_update_average_is_the_exponential_moving_average_and_copies_buffers():
+    from anoncli.train.loop import update_average
+
+    model, average = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+        average.weight.fill_(1.0)
+        model.running_mean.fill_(5.0)
+    update_average(average, model, 0.9)
+    torch.testing.assert_close(average.weight, torch.full((3,), 0.9 * 1.0 + 0.1 * 2.0))
+    torch.testing.assert_close(average.running_mean, torch.full((3,), 5.0))
+
+
+def test_the_weights_average_trains_resumes_and_is_what_is_exported(tiny_generator, tmp_path):
+    from anoncli.identity.generator import read_generator_file
+    from anoncli.train.aei import AEITrainer
+
+    folder, trainer = tiny_generator
+    settings = dataclasses.replace(_settings(4), ema_decay=0.5, init_from=str(folder / "aei_celeba_utk_128.safetensors"))
+    (tmp_path / "avg").mkdir()
+    averaged = AEITrainer(trainer.crops, settings, tmp_path / "avg", log=lambda m: None)
+    start = _params(averaged)
+    torch.testing.assert_close(_params(averaged, "average"), start)   # it starts as the generator it continues
+    averaged.run(progress=False)
+    net, mean = _params(averaged), _params(averaged, "average")
+    assert not torch.equal(mean, net) and not torch.equal(mean, start)
+    assert averaged.generator is averaged.average
+
+    straight = AEITrainer(trainer.crops, dataclasses.replace(settings, steps=6), tmp_path / "avg2", log=lambda m: None)
+    (tmp_path / "avg2").mkdir(exist_ok=True)
+    straight.run(progress=False)
+    resumed = AEITrainer(trainer.crops, dataclasses.replace(settings, steps=6), tmp_path / "avg", log=lambda m: None)
+    torch.testing.assert_close(_params(resumed, "average"), mean)   # the checkpoint keeps the average
+    resumed.run(progress=False)
+    torch.testing.assert_close(_params(resumed, "average"), _params(straight, "average"), rtol=1e-5, atol=1e-6)
+
+    path = tmp_path / "avg.safetensors"
+    resumed.export(path, {"data": ["synthetic"]})
+    exported = read_generator_file(path)
+    for name, value in resumed.average.state_dict().items():
+        torch.testing.assert_close(exported.tensors[f"net.{name}"], value)
+    assert exported.card["settings"]["ema_decay"] == 0.5
+
+    plain = AEITrainer(trainer.crops, _settings(2), tmp_path / "plain", log=lambda m: None)
+    assert plain.average is None and plain.generator is plain.net

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import write_atomic
-from .loop import atomic_torch_save, load_checkpoint
+from .loop import atomic_torch_save, load_checkpoint, update_average
 
 DISC_PREFIX = "disc."   # the discriminator in an export (anoncli train aei --export)
 CHECKPOINT = "checkpoint.pt"
@@ -77,6 +77,7 @@ class AEITrainSettings:
     config: dict = field(default_factory=dict)   # AEIConfig overrides
     init_from: str = ""                          # an earlier export to start a new work folder from (grown where shapes allow)
     discriminator_warmup: int = 0                # discriminator-only steps before the generator's first step in this work folder (not in the book)
+    ema_decay: float = 0.0                       # a moving average of the generator's weights, evaluated and exported (0: none, the book's)
 
     def shape_key(self) -> dict:
         """What a resumed run must share with the checkpoint."""
@@ -124,9 +125,21 @@ class AEITrainer:
         self.rng = np.random.default_rng(settings.seed)
         self.elapsed = 0.0
         self.discriminator_warmed = settings.discriminator_warmup == 0
+        self.average = None   # the generator's weights averaged over the steps (``ema_decay``)
         self._load_checkpoint()
         if self.step == 0 and settings.init_from:
             self._init_from_export(Path(settings.init_from))
+        if settings.ema_decay and self.average is None:
+            import copy
+
+            self.average = copy.deepcopy(self.net).requires_grad_(False).eval()
+            if self.step:
+                self.log(f"the weights' average starts from the generator at step {self.step}")
+
+    @property
+    def generator(self):
+        """The generator that is evaluated and exported: the weights' average when there is one."""
+        return self.average if self.average is not None else self.net
 
     # -- checkpoints -------------------------------------------------------------------------
     def _load_checkpoint(self) -> None:
@@ -140,6 +153,11 @@ class AEITrainer:
         self.step = state["step"]
         self.elapsed = state.get("elapsed", 0.0)
         self.discriminator_warmed = state.get("discriminator_warmed", True)
+        if self.settings.ema_decay and state.get("average") is not None:
+            import copy
+
+            self.average = copy.deepcopy(self.net).requires_grad_(False).eval()
+            self.average.load_state_dict(state["average"])
         self.rng.bit_generator.state = state["rng"]
         self.log(f"resumed at step {self.step}")
 
@@ -192,6 +210,7 @@ class AEITrainer:
             "shape_key": self.settings.shape_key(), "settings": asdict(self.settings), "step": self.step,
             "elapsed": self.elapsed, "discriminator_warmed": self.discriminator_warmed, "net": self.net.state_dict(), "disc": self.disc.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": self.rng.bit_generator.state,
+            "average": None if self.average is None else self.average.state_dict(),
         }, self.work / CHECKPOINT)
 
     # -- one step ----------------------------------------------------------------------------
@@ -287,6 +306,8 @@ class AEITrainer:
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         self.opt_g.step()
+        if self.average is not None:
+            update_average(self.average, self.net, s.ema_decay)
         l_d = self.discriminator_step(x, fake)
         self.step += 1
         return {"g": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}, "d": l_d}
@@ -307,7 +328,7 @@ class AEITrainer:
         another held-out face's identity: cosine of r_id(X̂) to the requested code, and the share
         whose dlib descriptor is within 0.6 of the source's (same person by dlib); and the share
         of faces rebuilt with a random identity that dlib no longer matches to the original."""
-        return evaluate_generator(self.net, self.rep, self.crops, self.eval_idx[:n], self.settings.margin)
+        return evaluate_generator(self.generator, self.rep, self.crops, self.eval_idx[:n], self.settings.margin)
 
     def run(self, progress: bool = True) -> None:
         from .loop import run_resumable
@@ -322,7 +343,7 @@ class AEITrainer:
 
         codes = identity_codes(self.crops.descriptors[self.train_idx, 0], self.mu, self.w)
         self.card_extras = {"discriminator_included": True}   # the .md card as the file's metadata says
-        export_generator(self.net, self.mu, self.w, self.settings.margin, path,
+        export_generator(self.generator, self.mu, self.w, self.settings.margin, path,
                          {**card, "steps": self.step, "train_seconds": round(self.elapsed), "settings": asdict(self.settings),
                           "weights_dtype": "float16" if half else "float32", **self.card_extras},
                          empirical_l1_sensitivity=max_l1_distance(codes), half=half, discriminator=self.disc)

@@ -25,7 +25,7 @@ import numpy as np
 from ..io.atomic import write_atomic
 from .glow import save_grid
 from .lineage import continued_from
-from .loop import atomic_torch_save, load_checkpoint
+from .loop import atomic_torch_save, load_checkpoint, update_average
 from .training_faces import ResidentFaces
 
 CHECKPOINT = "diffae-checkpoint.pt"
@@ -139,10 +139,7 @@ class DiffAETrainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
         self.opt.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - s.ema_decay)
-            for e, b in zip(self.ema.buffers(), self.model.buffers()):
-                e.copy_(b)
+        update_average(self.ema, self.model, s.ema_decay)
         self.step += 1
         return {"eps_mse": float(per_face.detach().mean()), "loss": float(loss.detach())}
 

@@ -39,6 +39,17 @@ def load_checkpoint(path: Path, shape_key: dict, device) -> dict | None:
     return state
 
 
+def update_average(average, model, decay: float) -> None:
+    """One step of the weights' exponential moving average: p̄ ← decay·p̄ + (1 − decay)·p; buffers
+    (batch-norm statistics) are copied, not averaged."""
+    import torch
+
+    with torch.no_grad():
+        torch._foreach_lerp_(list(average.parameters()), list(model.parameters()), 1.0 - decay)
+        for kept, current in zip(average.buffers(), model.buffers()):
+            kept.copy_(current)
+
+
 def run_resumable(trainer, steps: int, log_path: Path, *, checkpoint_every: int, evaluate_every: int,
                   log_every: int = 20, desc: str = "train", progress: bool = True) -> None:
     from tqdm import tqdm

@@ -60,6 +60,8 @@ def aei_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> s
         + (f" + perceptual (dlib ResNet's first blocks, same-face samples) x {s['lambda_perceptual']}" if s.get("lambda_perceptual") else "")
         + f"; Adam lr {s.get('lr')}, betas ({s.get('beta1')}, {s.get('beta2')}); same-face share {s.get('same_face')}; "
         f"synthetic-identity share {s.get('synthetic_identity', 0.0)}",
+        *([f"- weights: the moving average of the generator's weights over the steps (decay {s['ema_decay']}), not its last step"]
+          if s.get("ema_decay") else []),
         f"- command: `{card.get('command', '')}` (run again with the same --work folder to resume)",
         "",
         f"## Held-out measurement ({ev.get('faces')} faces)",
