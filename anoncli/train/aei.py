@@ -29,13 +29,15 @@ dlib's face ResNet (``anoncli.models.perceptual.DlibPerceptual``; LPIPS's own Al
 cannot be downloaded here). L_rec's squared error rewards the blurred mean of what a face could be;
 a feature distance rewards its edges and texture.
 
-A checkpoint (networks, optimisers, step, sampler state) is written atomically every
+A checkpoint (networks, optimisers, step, sampler state, and with ``ema_decay`` the weights' moving average,
+which is then what is evaluated and exported) is written atomically every
 ``checkpoint_every`` steps and on interrupt; starting again with the same work folder resumes
 from it. ``export`` writes the generator, the attribute encoder and the identity whitening as
 safetensors with the configuration in its metadata.
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,11 +132,12 @@ class AEITrainer:
         if self.step == 0 and settings.init_from:
             self._init_from_export(Path(settings.init_from))
         if settings.ema_decay and self.average is None:
-            import copy
-
-            self.average = copy.deepcopy(self.net).requires_grad_(False).eval()
+            self.average = self._frozen_copy()
             if self.step:
                 self.log(f"the weights' average starts from the generator at step {self.step}")
+
+    def _frozen_copy(self):
+        return copy.deepcopy(self.net).requires_grad_(False).eval()
 
     @property
     def generator(self):
@@ -154,9 +157,7 @@ class AEITrainer:
         self.elapsed = state.get("elapsed", 0.0)
         self.discriminator_warmed = state.get("discriminator_warmed", True)
         if self.settings.ema_decay and state.get("average") is not None:
-            import copy
-
-            self.average = copy.deepcopy(self.net).requires_grad_(False).eval()
+            self.average = self._frozen_copy()
             self.average.load_state_dict(state["average"])
         self.rng.bit_generator.state = state["rng"]
         self.log(f"resumed at step {self.step}")
