@@ -91,6 +91,9 @@ def train_aei(
     ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.99999, help="Evaluate and export a moving average of the generator's "
                                     "weights with this decay (e.g. 0.999: about the last thousand steps) instead of its last step, as StyleGAN's "
                                     "generator is (not in the book; 0: the last step). A folder checkpointed without it starts the average at its step."),
+    component_weight: float = typer.Option(0.0, "--component-weight", min=0.0, help="Weigh the eyes and the mouth 1 + this in L_rec and the "
+                                           "perceptual term (Gaussian bumps on the crop's template points; not in the book: GFPGAN's "
+                                           "facial-component idea, where this generator's eyes and mouths come out smeared; 0: every pixel alike)."),
     export_half: bool = typer.Option(False, "--export-half/--export-float32", help="Store the exported weights as float16 (half the file; computed in float32 when loaded)."),
     checkpoint_every: int = CHECKPOINT_EVERY,
     evaluate_every: int = EVALUATE_EVERY,
@@ -134,7 +137,7 @@ def train_aei(
                                 margin=margin, checkpoint_every=checkpoint_every, evaluate_every=evaluate_every,
                                 threads=threads, seed=seed, config=config, device=_device(device),
                                 init_from=str(init_from) if init_from else "", discriminator_warmup=discriminator_warmup,
-                                ema_decay=ema_decay)
+                                ema_decay=ema_decay, component_weight=component_weight)
     try:
         AEIConfig.from_dict({**base.to_dict(), **config}).check()
         crops = prepare(list(data), work / "data", resolution, margin, progress)

@@ -268,6 +268,10 @@ def test_model_card_states_data_steps_and_measurements(tiny_generator):
     settings = {**dataclasses.asdict(trainer.settings), "lambda_perceptual": 2.0}
     text = write_aei_model_card(weights, {"data": ["synthetic"], "held_out_eval": ev, "settings": settings}).read_text()
     assert "L_rec x 10.0 + perceptual (dlib ResNet's first blocks, same-face samples) x 2.0;" in text
+    assert "eyes and mouth" not in text
+    text = write_aei_model_card(weights, {"data": ["synthetic"], "held_out_eval": ev,
+                                          "settings": {**settings, "component_weight": 3.0}}).read_text()
+    assert "x 2.0; eyes and mouth weighed 1 + 3.0 in L_rec and the perceptual term;" in text
 
 
 def test_train_commands_refuse_bad_input_without_a_traceback(tmp_path):
@@ -721,6 +725,55 @@ def test_perceptual_term_weighs_in_on_the_same_face_samples_only(tmp_path, dlib_
     assert float(weighted.perceptual_loss(other, x, same)) == pytest.approx(float(per_row[[0, 2]].mean()), rel=1e-5)
     assert float(weighted.perceptual_loss(other, x, torch.zeros(3, dtype=torch.bool))) == 0.0
     assert float(weighted.perceptual_loss(x, x, same)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_component_weights_peak_on_the_templates_eyes_and_mouth():
+    from anoncli.faces.align import template_points
+
+    weights = aei_losses.component_weights(128, 0.2, 3.0)[0, 0]
+    assert weights.shape == (128, 128)
+    points = template_points(128, 0.2)
+    mouth = (points[3] + points[4]) / 2
+    for x, y in (points[0], points[1], mouth):
+        assert float(weights[int(y), int(x)]) == pytest.approx(4.0, abs=0.05)   # 1 + weight on each centre
+    assert float(weights[int(points[2][1]), int(points[2][0])]) < 2.0           # the nose tip, between them
+    assert float(weights[0, 0]) == pytest.approx(1.0, abs=1e-6) and float(weights.min()) >= 1.0
+    assert torch.equal(aei_losses.component_weights(64, 0.2, 0.0), torch.ones(1, 1, 64, 64))
+
+
+def test_component_weights_weigh_the_pixel_and_perceptual_terms_where_the_error_is(tmp_path, dlib_encoder_present):
+    from anoncli.faces.align import template_points
+    from anoncli.train.aei import AEITrainer
+
+    x = torch.zeros(2, 3, 16, 16)
+    error = torch.zeros_like(x)
+    error[..., 4, 4] = 1.0
+    weights = torch.ones(1, 1, 16, 16)
+    weights[..., 4, 4] = 5.0
+    same = torch.tensor([True, True])
+    assert float(aei_losses.reconstruction_loss(error, x, same, torch.ones(1, 1, 16, 16))) == \
+        pytest.approx(float(aei_losses.reconstruction_loss(error, x, same)))
+    assert float(aei_losses.reconstruction_loss(error, x, same, weights)) == \
+        pytest.approx(5 * float(aei_losses.reconstruction_loss(error, x, same)))
+
+    crops = _crop_set()
+    trainer = AEITrainer(crops, _settings(1, lambda_perceptual=1.0, component_weight=2.0), tmp_path / "w", log=lambda m: None)
+    assert trainer.components.shape[-1] == trainer.config.resolution
+    faces, _, _ = trainer._batch()
+    other = torch.rand_like(faces) * 2 - 1
+    reference = trainer.perceptual.reference_features(faces / 2)
+    plain = trainer.perceptual.distance_to(reference, other / 2)
+    assert torch.allclose(trainer.perceptual.distance_to(reference, other / 2, torch.ones_like(trainer.components)), plain, rtol=1e-5)
+    weighted = trainer.perceptual.distance_to(reference, other / 2, trainer.components)
+    assert bool((weighted > plain).all()) and bool((weighted < 3 * plain).all())
+
+    def ratio(window):   # weighted over plain distance of the same noise put in one window of the face
+        changed = faces.clone()
+        changed[..., window[0]:window[0] + 8, window[1]:window[1] + 8] = other[..., :8, :8]
+        return trainer.perceptual.distance_to(reference, changed / 2, trainer.components) / trainer.perceptual.distance_to(reference, changed / 2)
+
+    eye = template_points(32, trainer.settings.margin)[0]
+    assert bool((ratio((int(eye[1]) - 4, int(eye[0]) - 4)) > ratio((24, 24)) + 0.2).all())
 
 
 def test_update_average_is_the_exponential_moving_average_and_copies_buffers():

@@ -104,8 +104,13 @@ def build_representation(encoder, resolution: int, margin: float, mu: np.ndarray
             self.register_buffer("w", torch.as_tensor(w, dtype=torch.float32))
 
         def chips(self, crops: torch.Tensor) -> torch.Tensor:
-            grid = F.affine_grid(self.theta.expand(len(crops), 2, 3), (len(crops), 3, DLIB_CHIP_SIZE, DLIB_CHIP_SIZE), align_corners=False)
-            return F.grid_sample((crops + 1) * 127.5, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            return self.to_chip((crops + 1) * 127.5)
+
+        def to_chip(self, maps: torch.Tensor) -> torch.Tensor:
+            """Any maps on the crop (N x C x R x R) resampled onto dlib's chip, as ``chips`` does the faces."""
+            grid = F.affine_grid(self.theta.expand(len(maps), 2, 3), (len(maps), maps.shape[1], DLIB_CHIP_SIZE, DLIB_CHIP_SIZE),
+                                 align_corners=False)
+            return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
         def descriptors(self, crops: torch.Tensor) -> torch.Tensor:
             return self.encoder(self.chips(crops))

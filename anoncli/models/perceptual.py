@@ -32,9 +32,14 @@ class DlibPerceptual(nn.Module):
         """x's features, computed once for many ``distance_to`` calls."""
         return self._features(x)
 
-    def distance_to(self, reference: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-        """Per-sample distances, N, from x's ``reference_features``."""
-        return sum(((a - b) ** 2).sum(1).mean((1, 2)) for a, b in zip(reference, self._features(y)))
+    def distance_to(self, reference: list[torch.Tensor], y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample distances, N, from x's ``reference_features``; ``weights`` (1 x 1 x R x R on the
+        crop) weigh each place's difference, carried onto each block's grid by area."""
+        if weights is None:
+            return sum(((a - b) ** 2).sum(1).mean((1, 2)) for a, b in zip(reference, self._features(y)))
+        on_chip = self.representation.to_chip(weights)
+        return sum((((a - b) ** 2).sum(1) * F.adaptive_avg_pool2d(on_chip, a.shape[-2:])[:, 0]).mean((1, 2))
+                   for a, b in zip(reference, self._features(y)))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample distances, N."""

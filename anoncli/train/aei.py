@@ -80,6 +80,7 @@ class AEITrainSettings:
     init_from: str = ""                          # an earlier export to start a new work folder from (grown where shapes allow)
     discriminator_warmup: int = 0                # discriminator-only steps before the generator's first step in this work folder (not in the book)
     ema_decay: float = 0.0                       # a moving average of the generator's weights, evaluated and exported (0: none, the book's)
+    component_weight: float = 0.0                # eyes and mouth weighed 1 + this in L_rec and the perceptual term (not in the book)
 
     def shape_key(self) -> dict:
         """What a resumed run must share with the checkpoint."""
@@ -111,6 +112,11 @@ class AEITrainer:
         self.device = torch.device(settings.device)
         encoder = load_identity_encoder("dlib-resnet")
         self.rep = build_representation(encoder, self.config.resolution, settings.margin, self.mu, self.w).to(self.device)
+        self.components = None
+        if settings.component_weight:
+            from .aei_losses import component_weights
+
+            self.components = component_weights(self.config.resolution, settings.margin, settings.component_weight).to(self.device)
         self.perceptual = None
         if settings.lambda_perceptual:
             from ..models.perceptual import DlibPerceptual
@@ -298,7 +304,7 @@ class AEITrainer:
         shown = self.paste(fake, x) if s.identity_on_composite else fake
         l_id = identity_loss(self.rep(shown), codes)
         l_att = attribute_loss(att_fake, att_target)
-        l_rec = reconstruction_loss(fake, x, same)
+        l_rec = reconstruction_loss(fake, x, same, self.components)
         total = s.lambda_adv * l_adv + s.lambda_att * l_att + s.lambda_id * l_id + s.lambda_rec * l_rec
         losses = {"adv": l_adv, "id": l_id, "att": l_att, "rec": l_rec}
         if self.perceptual is not None:
@@ -321,7 +327,7 @@ class AEITrainer:
         rows = same.nonzero()[:, 0]
         with self.torch.no_grad():
             reference = self.perceptual.reference_features(x[rows] / 2)
-        return self.perceptual.distance_to(reference, fake[rows] / 2).mean()
+        return self.perceptual.distance_to(reference, fake[rows] / 2, self.components).mean()
 
     # -- held-out measurement ---------------------------------------------------------------
     def evaluate(self, n: int = 64) -> dict:

@@ -58,6 +58,7 @@ def aei_model_card(weights: Path, card: dict, sha256: str, size_bytes: int) -> s
         f"- losses: L_adv x {s.get('lambda_adv')} + L_att x {s.get('lambda_att')} + L_id x {s.get('lambda_id')} + L_rec x "
         f"{s.get('lambda_rec')}"
         + (f" + perceptual (dlib ResNet's first blocks, same-face samples) x {s['lambda_perceptual']}" if s.get("lambda_perceptual") else "")
+        + (f"; eyes and mouth weighed 1 + {s['component_weight']} in L_rec and the perceptual term" if s.get("component_weight") else "")
         + f"; Adam lr {s.get('lr')}, betas ({s.get('beta1')}, {s.get('beta2')}); same-face share {s.get('same_face')}; "
         f"synthetic-identity share {s.get('synthetic_identity', 0.0)}",
         *([f"- weights: the moving average of the generator's weights over the steps (decay {s['ema_decay']}), not its last step"]
